@@ -202,7 +202,11 @@ export MALLOC_TOP_PAD_="${MALLOC_TOP_PAD_:-1073741824}" MALLOC_TRIM_THRESHOLD_="
 if [ "$mode" = test ]; then
     log "running the test suite: pytest tests/ + doctests of speechbrain_cald/"
     set +e
-    python -m pytest tests speechbrain_cald "${pytest_args[@]}"
+    targets=(tests speechbrain_cald)
+    for a in "${pytest_args[@]}"; do  # a path among the arguments narrows the run
+        [ -e "${a%%::*}" ] && targets=() && break
+    done
+    python -m pytest "${targets[@]}" "${pytest_args[@]}"
     rc=$?
     set -e
     if [ $rc -eq 5 ]; then
