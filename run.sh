@@ -95,7 +95,7 @@ done
 for v in "$stage" "$stop_stage"; do
     [ -z "$v" ] || [[ "$v" =~ ^[0-9]+$ ]] || die_usage "stages are integers, got '$v'"
 done
-if [ "$mode" = recipe ] && [ ! -f "recipes/$recipe/run.sh" ]; then
+if [ "$mode" = recipe ] && [ ! -f "recipes/$recipe/run.sh" ] && [ "$recipe" != "$DEFAULT_RECIPE" ]; then
     die_usage "unknown recipe '$recipe' (no recipes/$recipe/run.sh)"
 fi
 
@@ -217,6 +217,11 @@ if [ "$mode" = test ]; then
 fi
 
 # ---------------------------------------------------------------- recipe
+if [ ! -f "recipes/$recipe/run.sh" ]; then
+    log "set-up done; the default recipe recipes/$recipe is not there yet, so nothing more to run"
+    log "what exists: $(list_recipes | tr '\n' ' ')(./run.sh --test runs the test suite)"
+    exit 0
+fi
 args=()
 [ -n "$stage" ] && args+=(--stage "$stage")
 [ -n "$stop_stage" ] && args+=(--stop_stage "$stop_stage")
