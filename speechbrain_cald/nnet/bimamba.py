@@ -1,0 +1,126 @@
+"""BiMamba2: a forward and a backward-in-time Mamba mixer, summed (CALD's speech student)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Dict, Optional, Tuple
+
+import torch
+
+# mixer name -> (module, class); imported on use so that a missing Mamba v1
+# never breaks the default Mamba2 student
+_DIRECTIONAL_MIXERS: Dict[str, Tuple[str, str]] = {
+    "mamba2": ("speechbrain_cald.nnet.mamba2", "Mamba2"),
+    "mamba": ("speechbrain_cald.nnet.mamba", "Mamba"),
+}
+
+
+def reverse_valid(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """Reverse each sequence's valid frames in time, leaving padding at the end.
+
+    The map is its own inverse: applying it twice gives ``x`` back.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        Right-padded ``(B, T, ...)``.
+    lengths : torch.Tensor, optional
+        Absolute valid lengths ``(B,)``; ``None`` reverses all ``T`` frames.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, T, ...)`` with ``out[b, t] = x[b, lengths[b] - 1 - t]`` for valid ``t``
+        and ``x[b, t]`` otherwise.
+
+    Example
+    -------
+    >>> x = torch.arange(8.0).view(2, 4, 1)
+    >>> reverse_valid(x, torch.tensor([4, 2]))[..., 0]
+    tensor([[3., 2., 1., 0.],
+            [5., 4., 6., 7.]])
+    """
+    if lengths is None:
+        return x.flip(1)
+    T = x.shape[1]
+    t = torch.arange(T, device=x.device)
+    lengths = lengths.to(x.device)[:, None]
+    idx = torch.where(t < lengths, lengths - 1 - t, t)  # (B, T), one gather for the batch
+    idx = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, idx)
+
+
+class BiMamba2(torch.nn.Module):
+    """Bidirectional Mamba mixer: ``y = fwd(x) + rev(bwd(rev(x)))``, padded frames 0.
+
+    ``rev`` reverses each sequence's valid part (padding stays at the end), so
+    the backward mixer sees every sequence as if it were alone.
+
+    Arguments
+    ---------
+    d_model : int
+        Model width ``D``.
+    mixer : str
+        ``"mamba2"`` (default) or ``"mamba"`` (Mamba v1) for both directions.
+    residual_inside : bool
+        Add the input ``x`` to the sum (CALD's "residual inside" option).
+    **mixer_kwargs
+        Passed to both directional mixers (e.g. ``d_state``, ``expand``,
+        ``headdim``, ``chunk_size``, ``backend``).
+
+    Example
+    -------
+    >>> bi = BiMamba2(16, d_state=8, expand=1, headdim=8, chunk_size=4)
+    >>> x = torch.randn(2, 9, 16)
+    >>> y = bi(x, lengths=torch.tensor([9, 5]))
+    >>> y.shape, bool((y[1, 5:] == 0).all())
+    (torch.Size([2, 9, 16]), True)
+    """
+
+    def __init__(
+        self, d_model: int, mixer: str = "mamba2", residual_inside: bool = False, **mixer_kwargs
+    ) -> None:
+        super().__init__()
+        if mixer not in _DIRECTIONAL_MIXERS:
+            raise ValueError(
+                f"BiMamba2: unknown mixer '{mixer}': expected one of {sorted(_DIRECTIONAL_MIXERS)}"
+            )
+        module, name = _DIRECTIONAL_MIXERS[mixer]
+        cls = getattr(importlib.import_module(module), name)
+        self.d_model = d_model
+        self.mixer_name = mixer
+        self.residual_inside = residual_inside
+        self.forward_mixer = cls(d_model, **mixer_kwargs)
+        self.backward_mixer = cls(d_model, **mixer_kwargs)
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Mix ``x (B, T, D)`` in both directions.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            Right-padded input ``(B, T, D)``.
+        lengths : torch.Tensor, optional
+            Absolute valid lengths ``(B,)``; ``None`` = all ``T``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, T, D)``, exactly 0 at padded frames.
+        """
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"BiMamba2: x must be (B, T, d_model={self.d_model}), got shape {tuple(x.shape)}"
+            )
+        y = self.forward_mixer(x, lengths)
+        y_rev = self.backward_mixer(reverse_valid(x, lengths), lengths)
+        y = y + reverse_valid(y_rev, lengths)
+        if self.residual_inside:
+            y = y + x
+            if lengths is not None:
+                mask = torch.arange(x.shape[1], device=x.device) < lengths.to(x.device)[:, None]
+                y = y * mask[..., None].to(y.dtype)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"mixer={self.mixer_name}, residual_inside={self.residual_inside}"

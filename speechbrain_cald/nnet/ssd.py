@@ -1,0 +1,166 @@
+"""Chunked state-space duality (SSD) scan of Mamba2 in plain PyTorch.
+
+The recurrence, per batch element, head ``h`` (group ``g(h)``) and step ``t``::
+
+    s_t = exp(dt_t[h] * A[h]) * s_{t-1} + dt_t[h] * x_t[h] ⊗ B_t[g]     (P × N)
+    y_t[h] = s_t @ C_t[g] + D[h] * x_t[h]
+
+is evaluated chunk by chunk: inside a chunk of ``L`` frames as a masked
+``L × L`` product (quadratic in ``L`` only), between chunks by carrying the
+``(H, P, N)`` state, so time and memory grow linearly with ``T``.
+
+Choices made for speed on CPU (see ``/work/shared/PERF.md``):
+
+- ``C·Bᵀ`` is computed once per group, not once per head;
+- chunk states and their read-out are single matmuls over all heads of a group
+  (``(H·P × L) @ (L × N)`` and ``(L × N) @ (N × H·P)``);
+- every exponent is clamped to ``[-80, 0]`` before ``exp``: ``-inf`` or denormal
+  results make ``torch.exp`` 10-150x slower here, and ``exp(-80)`` is already
+  below any fp32 output's resolution;
+- the state between chunks is carried by a short loop (``T / L`` steps on
+  ``(B, H, P, N)`` tensors), not by an ``nc × nc`` decay matrix whose cost would
+  grow quadratically with ``T``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+# exp(-80) ~ 1.8e-35 is a normal fp32 number; anything lower only slows exp down
+_EXP_FLOOR = -80.0
+
+
+def ssd_chunked(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk_size: int,
+    D: Optional[torch.Tensor] = None,
+    initial_state: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Run the SSD recurrence over ``T`` frames, chunk by chunk.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        Inputs ``(B, T, H, P)``.
+    dt : torch.Tensor
+        Discretisation steps ``(B, T, H)``, already ``softplus``-ed and
+        clamped; 0 leaves the state untouched (padding).
+    A : torch.Tensor
+        Continuous decay rates ``(H,)``, negative.
+    B : torch.Tensor
+        Input matrices ``(B, T, G, N)``; ``H`` must be a multiple of ``G``.
+    C : torch.Tensor
+        Output matrices ``(B, T, G, N)``.
+    chunk_size : int
+        Frames per chunk ``L``; ``T`` need not be a multiple of it.
+    D : torch.Tensor, optional
+        Skip weights ``(H,)`` or ``(H, P)``.
+    initial_state : torch.Tensor, optional
+        State ``(B, H, P, N)`` before the first frame; zeros if ``None``.
+
+    Returns
+    -------
+    y : torch.Tensor
+        Outputs ``(B, T, H, P)``.
+    final_state : torch.Tensor
+        State ``(B, H, P, N)`` after the last frame.
+
+    Example
+    -------
+    >>> x = torch.randn(2, 10, 4, 3)
+    >>> dt = torch.rand(2, 10, 4)
+    >>> A = -torch.rand(4)
+    >>> B, C = torch.randn(2, 10, 1, 5), torch.randn(2, 10, 1, 5)
+    >>> y, s = ssd_chunked(x, dt, A, B, C, chunk_size=4)
+    >>> y.shape, s.shape
+    (torch.Size([2, 10, 4, 3]), torch.Size([2, 4, 3, 5]))
+    """
+    batch, T, H, P = x.shape
+    G, N = B.shape[-2:]
+    if H % G != 0:
+        raise ValueError(f"ssd_chunked: heads {H} not a multiple of groups {G} (B {tuple(B.shape)})")
+    if chunk_size < 1:
+        raise ValueError(f"ssd_chunked: chunk_size must be >= 1, got {chunk_size}")
+    state = initial_state
+    if state is None:
+        state = x.new_zeros(batch, H, P, N)
+    full = (T // chunk_size) * chunk_size
+    pieces = []
+    # full chunks batched together, then the remainder as one shorter chunk:
+    # no copy of the whole sequence into a padded buffer
+    for start, stop, length in ((0, full, chunk_size), (full, T, T - full)):
+        if stop > start:
+            y, state = _scan_equal_chunks(
+                x[:, start:stop], dt[:, start:stop], A, B[:, start:stop],
+                C[:, start:stop], D, state, length,
+            )
+            pieces.append(y)
+    y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+    return y, state
+
+
+def _scan_equal_chunks(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: Optional[torch.Tensor],
+    state: torch.Tensor,
+    L: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SSD over ``T = nc * L`` frames; shapes as in ``ssd_chunked``."""
+    batch, T, H, P = x.shape
+    G, N = B.shape[-2:]
+    nc, hg = T // L, H // G
+    xc = x.reshape(batch, nc, L, H, P)
+    dtc = dt.reshape(batch, nc, L, H)
+    Bc = B.reshape(batch * nc, L, G, N).transpose(1, 2)  # (b·c, G, L, N)
+    Cc = C.reshape(batch * nc, L, G, N).transpose(1, 2)
+
+    # cumulative log-decay inside each chunk, heads first: (b, c, H, L)
+    a_cum = torch.cumsum((dtc * A).transpose(2, 3), dim=-1)
+
+    # 1. inside chunks: y_diag[l] = sum_{s<=l} (C_l·B_s) exp(a_l - a_s) dt_s x_s
+    scores = torch.matmul(Cc, Bc.transpose(-1, -2))  # (b·c, G, L, L), once per group
+    causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+    scores = scores.masked_fill(~causal, 0.0).view(batch, nc, G, 1, L, L)
+    # above the diagonal a_l - a_s >= 0: clamped to 0 there, zeroed by `scores`
+    decay = torch.exp((a_cum[..., :, None] - a_cum[..., None, :]).clamp(_EXP_FLOOR, 0.0))
+    weights = decay.view(batch, nc, G, hg, L, L) * scores
+    weights = weights * dtc.transpose(2, 3).reshape(batch, nc, G, hg, 1, L)
+    x_heads = xc.permute(0, 1, 3, 2, 4)  # (b, c, H, L, P)
+    y_diag = torch.matmul(weights.view(batch, nc, H, L, L), x_heads)
+
+    # 2. each chunk's own contribution to the state at its end: (b, c, H, P, N)
+    a_last = a_cum[..., -1:]
+    to_end = torch.exp((a_last - a_cum).clamp(_EXP_FLOOR, 0.0)) * dtc.transpose(2, 3)
+    x_scaled = xc * to_end.transpose(2, 3)[..., None]  # (b, c, L, H, P)
+    x_scaled = x_scaled.reshape(batch * nc, L, G, hg * P).permute(0, 2, 3, 1)
+    chunk_states = torch.matmul(x_scaled, Bc).view(batch, nc, H, P, N)
+
+    # 3. carry the state across chunks: a short loop of T / L steps
+    chunk_decay = torch.exp(a_last.clamp(min=_EXP_FLOOR))[..., None]  # (b, c, H, 1, 1)
+    starts = []
+    for c in range(nc):
+        starts.append(state)
+        state = torch.addcmul(chunk_states[:, c], chunk_decay[:, c], state)
+    start_states = torch.stack(starts, dim=1)  # (b, c, H, P, N)
+
+    # 4. read the carried state out: C_l · s_start, decayed to frame l
+    s_groups = start_states.view(batch * nc, G, hg * P, N)
+    y_off = torch.matmul(Cc, s_groups.transpose(-1, -2))  # (b·c, G, L, hg·P)
+    y_off = y_off.view(batch, nc, G, L, hg, P).transpose(3, 4).reshape(batch, nc, H, L, P)
+    y_off = y_off * torch.exp(a_cum.clamp(min=_EXP_FLOOR))[..., None]
+
+    y = (y_diag + y_off).transpose(2, 3)  # (b, c, L, H, P)
+    if D is not None:
+        D = D if D.dim() == 2 else D[:, None]
+        y = y + xc * D
+    return y.reshape(batch, T, H, P), state
