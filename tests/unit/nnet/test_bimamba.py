@@ -1,0 +1,103 @@
+"""BiMamba2: reversal semantics against a per-sample loop, padding, residual, options."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from speechbrain_cald.nnet.bimamba import BiMamba2, reverse_valid
+
+
+def tiny(**kwargs):
+    options = dict(d_state=8, expand=1, headdim=4, chunk_size=4)
+    options.update(kwargs)
+    bi = BiMamba2(16, **options).double()
+    with torch.no_grad():  # make the two directions clearly different
+        for p in bi.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return bi
+
+
+def per_sample_reference(bi, x, lengths):
+    """Each sequence alone: forward mixer + time-flipped backward mixer on its valid frames."""
+    out = torch.zeros_like(x)
+    for b, n in enumerate(lengths.tolist()):
+        if n == 0:
+            continue
+        seq = x[b : b + 1, :n]
+        y = bi.forward_mixer(seq) + bi.backward_mixer(seq.flip(1)).flip(1)
+        out[b, :n] = y[0] + (seq[0] if bi.residual_inside else 0)
+    return out
+
+
+def test_reverse_valid_matches_loop_and_is_an_involution():
+    x = torch.randn(3, 6, 2)
+    lengths = torch.tensor([6, 4, 0])
+    r = reverse_valid(x, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        assert torch.equal(r[b, :n], x[b, :n].flip(0))
+        assert torch.equal(r[b, n:], x[b, n:])
+    assert torch.equal(reverse_valid(r, lengths), x)
+    assert torch.equal(reverse_valid(x, None), x.flip(1))
+
+
+@pytest.mark.parametrize("residual_inside", [False, True])
+def test_matches_per_sample_reference(residual_inside):
+    bi = tiny(residual_inside=residual_inside)
+    lengths = torch.tensor([13, 8, 1, 0])
+    x = torch.randn(4, 13, 16, dtype=torch.float64)
+    y = bi(x, lengths)
+    y_ref = per_sample_reference(bi, x, lengths)
+    assert (y - y_ref).abs().max() < 1e-10
+    for b, n in enumerate(lengths.tolist()):
+        assert torch.equal(y[b, n:], torch.zeros_like(y[b, n:]))
+
+
+def test_backward_direction_sees_the_future():
+    bi = tiny()
+    x = torch.randn(1, 12, 16, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, 8:] += 1.0
+    assert (bi(x)[:, :8] - bi(x2)[:, :8]).abs().max() > 1e-3  # not causal: both directions used
+
+
+def test_unpadded_equals_flip():
+    bi = tiny()
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    y = bi(x)
+    y_ref = bi.forward_mixer(x) + bi.backward_mixer(x.flip(1)).flip(1)
+    assert (y - y_ref).abs().max() < 1e-12
+    assert (bi(x, torch.tensor([9, 9])) - y).abs().max() < 1e-12
+
+
+def test_gradients_reach_both_directions():
+    bi = tiny().float()
+    x = torch.randn(2, 10, 16, requires_grad=True)
+    bi(x, torch.tensor([10, 6])).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert torch.equal(x.grad[1, 6:], torch.zeros_like(x.grad[1, 6:]))
+    for mixer in (bi.forward_mixer, bi.backward_mixer):
+        assert mixer.in_proj.weight.grad.abs().sum() > 0
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="unknown mixer 'lstm'"):
+        BiMamba2(16, mixer="lstm")
+    with pytest.raises(ValueError, match=r"x must be \(B, T, d_model=16\)"):
+        tiny()(torch.randn(2, 5, 8, dtype=torch.float64))
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("speechbrain_cald.nnet.mamba") is None,
+    reason="Mamba v1 (speechbrain_cald/nnet/mamba.py) is not there yet",
+)
+def test_mamba_v1_directions():
+    from speechbrain_cald.nnet.mamba import Mamba
+
+    bi = BiMamba2(16, mixer="mamba", d_state=4, expand=1)
+    assert isinstance(bi.forward_mixer, Mamba) and isinstance(bi.backward_mixer, Mamba)
+    lengths = torch.tensor([7, 4])
+    x = torch.randn(2, 7, 16)
+    y = bi(x, lengths)
+    y_ref = per_sample_reference(bi, x, lengths)
+    assert (y - y_ref).abs().max() < 1e-5

@@ -1,0 +1,256 @@
+"""Mamba2: the chunked SSD against independent references, padding, state, errors."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from speechbrain_cald.nnet.mamba2 import Mamba2, Mamba2State
+from speechbrain_cald.nnet.ssd import ssd_chunked
+
+HAS_MAMBA_SSM = importlib.util.find_spec("mamba_ssm") is not None
+
+
+def naive_ssd(x, dt, A, B, C, D, state):
+    """Step-by-step recurrence: s = exp(dt A) s + dt x B^T ; y = s C + D x."""
+    heads_per_group = x.shape[2] // B.shape[2]
+    B = B.repeat_interleave(heads_per_group, dim=2)
+    C = C.repeat_interleave(heads_per_group, dim=2)
+    D = D if D.dim() == 2 else D[:, None]
+    ys = []
+    for t in range(x.shape[1]):
+        decay = torch.exp(dt[:, t] * A)[..., None, None]
+        state = decay * state + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, :, None, :]
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, C[:, t]) + D * x[:, t])
+    return torch.stack(ys, dim=1), state
+
+
+def small_mixer(**kwargs):
+    options = dict(d_state=8, d_conv=4, expand=2, headdim=4, chunk_size=4)
+    options.update(kwargs)
+    return Mamba2(16, **options)
+
+
+def hf_mixer(ngroups=1, chunk_size=16):
+    from transformers import Mamba2Config
+    from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+
+    config = Mamba2Config(
+        hidden_size=16, num_heads=8, head_dim=4, expand=2, state_size=8,
+        n_groups=ngroups, chunk_size=chunk_size, conv_kernel=4, num_hidden_layers=1,
+        layer_norm_epsilon=1e-5,
+    )
+    return Mamba2Mixer(config, layer_idx=0).eval()
+
+
+def perturb_(module, scale=0.2):
+    """Move every parameter off its default init (ones, zeros) so all of them matter."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return module
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 7, 16, 64])
+@pytest.mark.parametrize("ngroups,d_per_channel", [(1, False), (2, False), (2, True)])
+def test_ssd_matches_naive_recurrence_fp64(chunk_size, ngroups, d_per_channel):
+    dd = dict(dtype=torch.float64)
+    b, T, H, P, N = 2, 23, 4, 3, 5
+    x = torch.randn(b, T, H, P, **dd)
+    dt = torch.rand(b, T, H, **dd) * 2
+    dt[0, 5:9] = 0.0  # steps that leave the state alone, as padding does
+    A = -torch.rand(H, **dd) * 4
+    B, C = torch.randn(b, T, ngroups, N, **dd), torch.randn(b, T, ngroups, N, **dd)
+    D = torch.randn(H, P, **dd) if d_per_channel else torch.randn(H, **dd)
+    s0 = torch.randn(b, H, P, N, **dd)
+    y, s = ssd_chunked(x, dt, A, B, C, chunk_size, D=D, initial_state=s0)
+    y_ref, s_ref = naive_ssd(x, dt, A, B, C, D, s0)
+    assert (y - y_ref).abs().max() < 1e-8
+    assert (s - s_ref).abs().max() < 1e-8
+
+
+def test_ssd_strong_decay_stays_finite():
+    # exponents far below -80 must not turn into inf/NaN or differ from the recurrence
+    dd = dict(dtype=torch.float64)
+    x, dt = torch.randn(1, 40, 2, 3, **dd), torch.full((1, 40, 2), 5.0, **dd)
+    A = torch.tensor([-30.0, -0.01], **dd)
+    B, C = torch.randn(1, 40, 1, 4, **dd), torch.randn(1, 40, 1, 4, **dd)
+    D, s0 = torch.zeros(2, **dd), torch.zeros(1, 2, 3, 4, **dd)
+    y, s = ssd_chunked(x, dt, A, B, C, 16, D=D, initial_state=s0)
+    y_ref, s_ref = naive_ssd(x, dt, A, B, C, D, s0)
+    assert torch.isfinite(y).all()
+    assert (y - y_ref).abs().max() < 1e-8 and (s - s_ref).abs().max() < 1e-8
+
+
+@pytest.mark.parametrize("ngroups", [1, 2])
+@pytest.mark.parametrize("T", [1, 13, 40])
+def test_matches_transformers_mamba2mixer(ngroups, T):
+    hf = perturb_(hf_mixer(ngroups=ngroups, chunk_size=16))
+    ours = small_mixer(ngroups=ngroups, chunk_size=6).eval()  # a different chunking on purpose
+    ours.load_state_dict(hf.state_dict(), strict=True)
+    x = torch.randn(3, T, 16)
+    with torch.no_grad():
+        y_ref = hf(x)
+        y = ours(x)
+    assert y_ref.abs().max() > 0.1  # the comparison is not between two near-zero tensors
+    assert (y - y_ref).abs().max() < 1e-4
+
+
+def test_state_dict_strict_both_ways_with_transformers():
+    hf, ours = hf_mixer(), small_mixer()
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(hf) == shapes(ours)
+    ours.load_state_dict(perturb_(hf_mixer()).state_dict(), strict=True)
+    hf.load_state_dict(ours.state_dict(), strict=True)
+    for key, value in ours.state_dict().items():
+        assert torch.equal(hf.state_dict()[key], value), key
+
+
+def test_parameter_layout_is_mamba_ssm_s():
+    m = Mamba2(32, d_state=16, d_conv=4, expand=2, headdim=8, ngroups=2)
+    d_inner, nheads, conv_dim = 64, 8, 64 + 2 * 2 * 16
+    expected = {
+        "in_proj.weight": (2 * d_inner + 2 * 2 * 16 + nheads, 32),
+        "conv1d.weight": (conv_dim, 1, 4),
+        "conv1d.bias": (conv_dim,),
+        "dt_bias": (nheads,),
+        "A_log": (nheads,),
+        "D": (nheads,),
+        "norm.weight": (d_inner,),
+        "out_proj.weight": (32, d_inner),
+    }
+    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == expected
+    dt = torch.nn.functional.softplus(m.dt_bias)
+    assert ((dt >= 1e-3 - 1e-6) & (dt <= 0.1 + 1e-6)).all()
+    A = torch.exp(m.A_log)
+    assert ((A >= 1) & (A <= 16)).all()
+
+
+@pytest.mark.parametrize("splits", [[5, 11, 17], [1, 2, 3, 4], [9]])
+@pytest.mark.parametrize("block_size", [4, 2048])
+def test_pieces_with_carried_state_equal_one_pass(splits, block_size):
+    m = perturb_(small_mixer(chunk_size=4, block_size=block_size)).double()
+    x = torch.randn(2, 21, 16, dtype=torch.float64)
+    y_full, state_full = m(x, return_state=True)
+    state, pieces, start = None, [], 0
+    for stop in splits + [x.shape[1]]:
+        y, state = m(x[:, start:stop], state=state, return_state=True)
+        pieces.append(y)
+        start = stop
+    assert (torch.cat(pieces, dim=1) - y_full).abs().max() < 1e-10
+    assert (state.conv - state_full.conv).abs().max() < 1e-12
+    assert (state.ssm - state_full.ssm).abs().max() < 1e-10
+
+
+def test_block_size_and_chunk_size_do_not_change_output():
+    m = perturb_(small_mixer(chunk_size=4, block_size=8)).double()
+    x = torch.randn(2, 30, 16, dtype=torch.float64)
+    y = m(x)
+    for chunk, block in [(3, 3), (5, 1000), (64, 64)]:
+        m.chunk_size, m.block_size = chunk, block
+        assert (m(x) - y).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("block_size", [4, 2048])
+def test_padding_invariance_and_zero_padded_frames(block_size):
+    m = perturb_(small_mixer(chunk_size=4, block_size=block_size)).double()
+    lengths = torch.tensor([17, 9, 1, 0])
+    x = torch.randn(4, 17, 16, dtype=torch.float64)
+    x[1, 9:] = 1e6  # garbage in the padding must not matter
+    y, state = m(x, lengths, return_state=True)
+    for b, n in enumerate(lengths.tolist()):
+        assert torch.equal(y[b, n:], torch.zeros_like(y[b, n:]))
+        if n == 0:
+            assert torch.equal(state.ssm[b], torch.zeros_like(state.ssm[b]))
+            continue
+        y_alone, s_alone = m(x[b : b + 1, :n], return_state=True)
+        assert (y[b, :n] - y_alone[0]).abs().max() < 1e-10
+        assert (state.ssm[b] - s_alone.ssm[0]).abs().max() < 1e-10
+        assert (state.conv[b] - s_alone.conv[0]).abs().max() < 1e-12
+
+
+def test_padded_state_continues_like_unpadded():
+    m = perturb_(small_mixer()).double()
+    x = torch.randn(2, 12, 16, dtype=torch.float64)
+    more = torch.randn(2, 6, 16, dtype=torch.float64)
+    _, state = m(x, torch.tensor([12, 7]), return_state=True)
+    y_next = m(more, state=state)
+    y_ref = m(torch.cat([x[1:, :7], more[1:]], dim=1))[:, 7:]
+    assert (y_next[1] - y_ref[0]).abs().max() < 1e-10
+
+
+def test_causal():
+    m = perturb_(small_mixer()).double()
+    x = torch.randn(2, 20, 16, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, 11:] += torch.randn_like(x2[:, 11:])
+    y, y2 = m(x), m(x2)
+    assert torch.equal(y[:, :11], y2[:, :11])
+    assert (y[:, 11:] - y2[:, 11:]).abs().max() > 1e-3
+
+
+def test_gradients_finite_and_padding_gets_none():
+    m = perturb_(small_mixer())
+    x = torch.randn(2, 15, 16, requires_grad=True)
+    y = m(x, torch.tensor([15, 8]))
+    y.square().sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert torch.equal(x.grad[1, 8:], torch.zeros_like(x.grad[1, 8:]))
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_gradient_matches_finite_differences():
+    m = perturb_(Mamba2(8, d_state=4, expand=1, headdim=4, chunk_size=3)).double()
+    x = torch.randn(1, 7, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: m(v, torch.tensor([6])), (x,), eps=1e-6, atol=1e-6)
+
+
+def test_options_rmsnorm_off_norm_before_gate_bias_dt_limit():
+    for kwargs in [dict(rmsnorm=False), dict(norm_before_gate=True), dict(bias=True, conv_bias=False),
+                   dict(dt_limit=(0.01, 0.05)), dict(D_has_hdim=True)]:
+        m = perturb_(small_mixer(**kwargs)).double()
+        x = torch.randn(2, 10, 16, dtype=torch.float64)
+        y1, s = m(x[:, :6], return_state=True)
+        y2 = m(x[:, 6:], state=s)
+        assert (torch.cat([y1, y2], 1) - m(x)).abs().max() < 1e-10, kwargs
+        assert "norm.weight" not in m.state_dict() or kwargs.get("rmsnorm", True)
+
+
+def test_auto_backend_on_cpu_is_torch():
+    m = small_mixer(backend="auto")
+    assert m._resolve_backend(torch.zeros(1, 2, 16)) == "torch"
+
+
+@pytest.mark.skipif(HAS_MAMBA_SSM, reason="mamba_ssm is installed here")
+def test_mamba_ssm_backend_without_package_is_a_clear_error():
+    m = small_mixer(backend="mamba_ssm")
+    with pytest.raises(RuntimeError, match="mamba_ssm.*could not be imported"):
+        m(torch.randn(1, 5, 16))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: m(torch.randn(2, 5, 15)), r"x must be \(B, T, d_model=16\)"),
+        (lambda m: m(torch.randn(5, 16)), r"x must be \(B, T, d_model=16\)"),
+        (lambda m: m(torch.randn(2, 5, 16), torch.tensor([0.5, 1.0])), "integer frame counts"),
+        (lambda m: m(torch.randn(2, 5, 16), torch.tensor([5])), "integer frame counts"),
+        (lambda m: m(torch.randn(2, 5, 16), torch.tensor([6, 5])), r"lengths must lie in \[0, T=5\]"),
+        (lambda m: m(torch.randn(2, 5, 16), state=Mamba2State(torch.zeros(2, 3, 4), torch.zeros(2, 8, 4, 8))),
+         r"state.conv must be \(2, 48, 4\)"),
+    ],
+)
+def test_bad_inputs_give_clear_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(small_mixer())
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="not a multiple of headdim"):
+        Mamba2(10, expand=1, headdim=4)
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        Mamba2(16, headdim=4, backend="cuda")
+    with pytest.raises(NotImplementedError, match="d_ssm"):
+        Mamba2(16, headdim=4, d_ssm=16)
