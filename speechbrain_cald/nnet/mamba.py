@@ -273,13 +273,21 @@ class Mamba(nn.Module):
                         f"Mamba: {name} must have shape {shape}, found {tuple(tensor.shape)}"
                     )
 
+    def _zero_state(self, x: torch.Tensor) -> MambaState:
+        b = x.shape[0]
+        conv = x.new_zeros(b, self.d_inner, self.d_conv)
+        ssm = x.new_zeros(b, self.d_inner, self.d_state, dtype=torch.promote_types(x.dtype, torch.float32))
+        return MambaState(conv, ssm)
+
     def _conv(self, xi: torch.Tensor, state: Optional[MambaState], backend: str) -> torch.Tensor:
         """Causal depthwise conv + SiLU of ``xi (B, T, d_inner)``."""
         weight = self.conv1d.weight
         if state is None:
             conv_fn = _load_kernels()[1] if backend == "mamba_ssm" else None
             if conv_fn is not None:
-                out = conv_fn(xi.transpose(1, 2).contiguous(), weight.squeeze(1), self.conv1d.bias, activation="silu")
+                out = conv_fn(
+                    xi.transpose(1, 2).contiguous(), weight.squeeze(1), self.conv1d.bias, activation="silu"
+                )
                 return out.transpose(1, 2)
             history = xi.new_zeros(xi.shape[0], self.d_conv - 1, self.d_inner)
         else:
@@ -331,6 +339,11 @@ class Mamba(nn.Module):
         self._check_inputs(x, lengths, state)
         backend = self._resolve_backend(x)
         T = x.shape[1]
+        if T == 0:
+            # an empty piece of a stream: nothing to mix, the state passes through
+            if not return_state:
+                return x.clone()
+            return x.clone(), state if state is not None else self._zero_state(x)
         mask = None
         if lengths is not None:
             mask = (torch.arange(T, device=x.device) < lengths.to(x.device)[:, None]).unsqueeze(-1)
