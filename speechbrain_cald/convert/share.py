@@ -1,0 +1,851 @@
+"""Parameter-sharing students: recursive (MiniALBERT / Relaxed Recursive) and residual.
+
+``to_shared(model, scheme="recursive" | "residual", **options)`` deep-copies a
+teacher of any family in ``convert.families.FAMILIES`` (also one already made
+linear-time by ``to_linear_time``) and rebuilds its encoder layers:
+
+``recursive``
+    The encoder's ``ModuleList`` becomes ``num_steps`` :class:`RecursiveStep`
+    modules that all reference ``num_unique`` shared layer objects (step ``i``
+    uses unique layer ``i mod num_unique`` with ``tying="cycle"``, or blocks of
+    adjacent steps with ``tying="block"``). Step ``i`` stands for teacher layer
+    ``m(i)`` (:func:`step_teacher_layers`; 6 steps of a 12-layer teacher map to
+    layers 2, 4, ..., 12, as MiniALBERT). Shared-layer init ``average`` (mean of
+    the teacher layers the unique layer stands for), ``stepwise`` (evenly spaced
+    teacher layers) or ``random``. Per-step adapters: ``bottleneck`` (one
+    :class:`~speechbrain_cald.nnet.sharing.BottleneckAdapter` on the input of
+    the attention and one on the input of each FFN, through forward pre-hooks
+    that exist only while the step runs), ``lora`` (a per-step low-rank delta on
+    every 2-D weight of attention and FFN, initialised by truncated SVD of
+    teacher minus shared weight, applied with ``torch.func.functional_call`` so
+    it works for weights a module reads directly, e.g.
+    ``nn.MultiheadAttention.in_proj_weight``), or ``none``.
+
+``residual``
+    Layers stay separate modules; every 2-D weight of attention and FFN in each
+    group of ``group_size`` adjacent layers becomes ``S_g + A_l B_l + D_l``
+    (:class:`~speechbrain_cald.nnet.sharing.ResidualWeight`): ``S_g`` the group
+    mean, ``A_l B_l`` the rank-``rank`` truncated SVD of the layer's residual,
+    ``D_l`` the wrapped diagonal of what remains. Biases, norms, convolutions
+    stay per layer. Exact at full rank.
+
+Which modules hold "attention" and "FFN" in each family is the small registry
+``SHARING_SITES`` here (attention itself comes from the family entry). The
+student carries ``model.cald_sharing`` (a JSON-able record) so it can be
+rebuilt before loading weights (:func:`apply_sharing_record`).
+
+Size honesty: :func:`unique_parameter_count` counts each shared tensor once,
+:func:`save_shared_weights` stores each shared tensor once (safetensors refuses
+aliases, so duplicates are dropped and their names kept as metadata) and
+:func:`size_report` gives unique parameters and bytes on disk. Command line:
+``python -m speechbrain_cald.convert.share TEACHER_DIR STUDENT_DIR --scheme residual``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from speechbrain_cald.nnet.sharing import (
+    BottleneckAdapter,
+    LowRankDelta,
+    ResidualSharedLinear,
+    ResidualWeight,
+    SharedWeight,
+)
+
+__all__ = [
+    "SCHEMES",
+    "SHARING_SITES",
+    "SharingSites",
+    "RecursiveStep",
+    "to_shared",
+    "step_teacher_layers",
+    "apply_sharing_record",
+    "adapters_only",
+    "sharing_trainable_parameters",
+    "unique_parameter_count",
+    "dedup_state_dict",
+    "save_shared_weights",
+    "load_shared_weights",
+    "size_report",
+    "main",
+]
+
+
+# --------------------------------------------------------------------------- sites
+@dataclass(frozen=True)
+class SharingSites:
+    """Where the FFN sits in one family's layer (attention comes from the family).
+
+    Arguments
+    ---------
+    ffn_inputs : tuple of str
+        Dotted paths (inside a layer) of modules whose *input* is the FFN input:
+        a bottleneck adapter is applied there. Paths missing in a layer are
+        skipped (one family may have several layer types).
+    ffn_weights : tuple of str
+        Dotted paths of modules whose 2-D weights are the FFN weights (and, for
+        families whose attention output projection sits outside the attention
+        module, that projection too).
+    """
+
+    ffn_inputs: Tuple[str, ...]
+    ffn_weights: Tuple[str, ...]
+
+
+#: family name -> sites; a family missing here cannot be shared (error lists these)
+SHARING_SITES: Dict[str, SharingSites] = {
+    "wav2vec2": SharingSites(("feed_forward",), ("feed_forward",)),
+    "hubert": SharingSites(("feed_forward",), ("feed_forward",)),
+    "wavlm": SharingSites(("feed_forward",), ("feed_forward",)),
+    "wav2vec2_conformer": SharingSites(("ffn1", "ffn2"), ("ffn1", "ffn2")),
+    "whisper": SharingSites(("fc1",), ("fc1", "fc2")),
+    "bert": SharingSites(("intermediate",), ("attention.output", "intermediate", "output")),
+    "roberta": SharingSites(("intermediate",), ("attention.output", "intermediate", "output")),
+    "gpt_neox": SharingSites(("mlp",), ("mlp",)),
+    "speechbrain_transformer_asr": SharingSites(
+        ("pos_ffn", "ffn_module1", "ffn_module2"), ("pos_ffn", "ffn_module1", "ffn_module2")
+    ),
+}
+
+
+def _get_path(module: nn.Module, path: str) -> nn.Module:
+    for name in path.split("."):
+        module = getattr(module, name)
+    return module
+
+
+def _has_path(module: nn.Module, path: str) -> bool:
+    try:
+        _get_path(module, path)
+        return True
+    except AttributeError:
+        return False
+
+
+def _family_and_sites(model: nn.Module, family: Optional[str]):
+    from speechbrain_cald.convert.families import find_family
+
+    fam = find_family(model, family)
+    if fam.name not in SHARING_SITES:
+        raise ValueError(
+            f"to_shared: family '{fam.name}' has no entry in "
+            f"speechbrain_cald.convert.share.SHARING_SITES (supported: {sorted(SHARING_SITES)}); "
+            "add SharingSites(ffn_inputs=..., ffn_weights=...) for it"
+        )
+    return fam, SHARING_SITES[fam.name]
+
+
+def _replace_module(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    """Put ``new`` wherever ``root`` holds ``old`` (found by identity)."""
+    for name, module in root.named_modules(remove_duplicate=False):
+        for child_name, child in module._modules.items():
+            if child is old:
+                setattr(module, child_name, new)
+                return
+    raise ValueError(f"to_shared: module {type(old).__name__} not found in {type(root).__name__}")
+
+
+def _weight_keys(layer: nn.Module, attention_path: str, sites: SharingSites) -> List[str]:
+    """Dotted names (inside ``layer``) of every 2-D weight of attention and FFN.
+
+    A weight is a parameter whose name ends in ``weight``, with 2 dimensions,
+    not owned by an embedding or a norm (e.g. ``self_att.att.in_proj_weight``,
+    ``pos_ffn.ffn.0.weight``). Parametrized weights are skipped.
+    """
+    keys = []
+    for site in (attention_path, *sites.ffn_weights):
+        if not _has_path(layer, site):
+            continue
+        for sub_name, sub in _get_path(layer, site).named_modules():
+            if isinstance(sub, (nn.Embedding, nn.LayerNorm)) or parametrize.is_parametrized(sub):
+                continue
+            for p_name, p in sub._parameters.items():
+                if p is not None and p.dim() == 2 and p_name.endswith("weight"):
+                    keys.append(".".join(x for x in (site, sub_name, p_name) if x))
+    return list(dict.fromkeys(keys))
+
+
+def _owner_and_name(layer: nn.Module, key: str) -> Tuple[nn.Module, str]:
+    owner_path, _, name = key.rpartition(".")
+    return (_get_path(layer, owner_path) if owner_path else layer), name
+
+
+def _param(layer: nn.Module, key: str) -> torch.Tensor:
+    owner, name = _owner_and_name(layer, key)
+    return getattr(owner, name)
+
+
+def _ffn_input_paths(layer: nn.Module, sites: SharingSites) -> List[str]:
+    return [p for p in sites.ffn_inputs if _has_path(layer, p)]
+
+
+def _hidden_size(layer: nn.Module, sites: SharingSites) -> int:
+    """``D``: in_features of the first linear layer of the first FFN."""
+    for path in _ffn_input_paths(layer, sites):
+        for sub in _get_path(layer, path).modules():
+            if isinstance(sub, nn.Linear):
+                return sub.in_features
+    raise ValueError(f"to_shared: no nn.Linear found in the FFN {sites.ffn_inputs} of {type(layer).__name__}")
+
+
+# --------------------------------------------------------------------------- layer map
+def step_teacher_layers(num_steps: int, num_layers: int) -> List[int]:
+    """Teacher layer (0-based) each student step stands for: ``round((i+1) L / n) - 1``.
+
+    Arguments
+    ---------
+    num_steps : int
+        ``n`` student steps (at most ``num_layers``).
+    num_layers : int
+        ``L`` teacher layers.
+
+    Returns
+    -------
+    list of int
+        ``m(i)`` for ``i < n``; the last step always maps to the last layer.
+
+    Example
+    -------
+    >>> [m + 1 for m in step_teacher_layers(6, 12)]  # MiniALBERT: layers 2, 4, ..., 12
+    [2, 4, 6, 8, 10, 12]
+    >>> step_teacher_layers(4, 4)
+    [0, 1, 2, 3]
+    """
+    if not 1 <= num_steps <= num_layers:
+        raise ValueError(f"num_steps must be in [1, {num_layers}] (teacher layers), found {num_steps}")
+    return [int(round((i + 1) * num_layers / num_steps)) - 1 for i in range(num_steps)]
+
+
+def _unique_of_step(num_steps: int, num_unique: int, tying: str) -> List[int]:
+    if tying == "cycle":
+        return [i % num_unique for i in range(num_steps)]
+    if tying == "block":
+        return [i * num_unique // num_steps for i in range(num_steps)]
+    raise ValueError(f"tying must be 'cycle' or 'block', found '{tying}'")
+
+
+# --------------------------------------------------------------------------- recursive
+def _adapt_first_input(adapter: nn.Module):
+    """Forward pre-hook (with kwargs) applying ``adapter`` to a module's main input.
+
+    The main input is the first positional tensor, else the first tensor keyword
+    argument; every argument that *is* that tensor (``q = k = v`` in
+    self-attention) gets the adapted one.
+    """
+
+    def hook(module, args, kwargs):
+        x = next((a for a in args if torch.is_tensor(a)), None)
+        if x is None:
+            x = next((v for v in kwargs.values() if torch.is_tensor(v)), None)
+        if x is None:
+            return None
+        y = adapter(x)
+        args = tuple(y if a is x else a for a in args)
+        kwargs = {k: (y if v is x else v) for k, v in kwargs.items()}
+        return args, kwargs
+
+    return hook
+
+
+class RecursiveStep(nn.Module):
+    """One recursion step: a shared layer plus this step's own adapters.
+
+    Arguments
+    ---------
+    layer : nn.Module
+        The shared layer (the same object in several steps).
+    adapter_paths : sequence of str
+        Dotted paths inside ``layer`` whose input gets an adapter, in the order
+        of ``adapters``.
+    adapters : nn.ModuleList, optional
+        This step's bottleneck adapters.
+    lora_keys : sequence of str
+        Dotted names of the layer weights that get this step's low-rank delta.
+    lora : nn.ModuleList, optional
+        This step's :class:`LowRankDelta` modules, in the order of ``lora_keys``.
+
+    The call signature is the shared layer's; its output is returned as is.
+    """
+
+    def __init__(
+        self,
+        layer: nn.Module,
+        adapter_paths: Sequence[str] = (),
+        adapters: Optional[nn.ModuleList] = None,
+        lora_keys: Sequence[str] = (),
+        lora: Optional[nn.ModuleList] = None,
+    ):
+        super().__init__()
+        self.layer = layer
+        self.adapter_paths = list(adapter_paths)
+        self.adapters = adapters if adapters is not None else nn.ModuleList()
+        self.lora_keys = list(lora_keys)
+        self.lora = lora if lora is not None else nn.ModuleList()
+        if len(self.adapter_paths) != len(self.adapters) or len(self.lora_keys) != len(self.lora):
+            raise ValueError("RecursiveStep: one adapter per path and one delta per LoRA key expected")
+
+    def forward(self, *args, **kwargs):
+        # hooks live only while this step runs: the shared layer serves every step
+        handles = [
+            _get_path(self.layer, path).register_forward_pre_hook(_adapt_first_input(ad), with_kwargs=True)
+            for path, ad in zip(self.adapter_paths, self.adapters)
+        ]
+        try:
+            if not self.lora_keys:
+                return self.layer(*args, **kwargs)
+            weights = {k: _param(self.layer, k) + delta() for k, delta in zip(self.lora_keys, self.lora)}
+            return torch.func.functional_call(self.layer, weights, args, kwargs, strict=False)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def _average_layer(layers: Sequence[nn.Module]) -> Dict[str, torch.Tensor]:
+    states = [layer.state_dict() for layer in layers]
+    out = {}
+    for key, value in states[0].items():
+        if torch.is_floating_point(value):
+            out[key] = torch.stack([s[key].float() for s in states]).mean(0).to(value.dtype)
+        else:
+            out[key] = value
+    return out
+
+
+def _reset(module: nn.Module) -> None:
+    for sub in module.modules():
+        if sub is not module and hasattr(sub, "reset_parameters"):
+            sub.reset_parameters()
+
+
+_SHARED_INITS = ("average", "stepwise", "random")
+_ADAPTERS = ("bottleneck", "lora", "none")
+
+
+def _to_recursive(
+    student: nn.Module,
+    fam,
+    sites: SharingSites,
+    num_unique: int = 1,
+    num_steps: Optional[int] = None,
+    tying: str = "cycle",
+    init: str = "average",
+    adapter: str = "bottleneck",
+    adapter_dim: int = 48,
+    adapter_norm: bool = True,
+    lora_rank: int = 8,
+    lora_scale: float = 1.0,
+    skip_init: bool = False,
+) -> Dict[str, object]:
+    layers = fam.layers(student)
+    L = len(layers)
+    n = L if num_steps is None else int(num_steps)
+    m = step_teacher_layers(n, L)
+    if not 1 <= num_unique <= n:
+        raise ValueError(f"num_unique must be in [1, num_steps={n}], found {num_unique}")
+    if init not in _SHARED_INITS:
+        raise ValueError(f"init must be one of {_SHARED_INITS}, found '{init}'")
+    if adapter not in _ADAPTERS:
+        raise ValueError(f"adapter must be one of {_ADAPTERS}, found '{adapter}'")
+    unique_of = _unique_of_step(n, num_unique, tying)
+    teacher = list(layers)
+
+    uniques = []
+    for j in range(num_unique):
+        stands_for = [m[i] for i in range(n) if unique_of[i] == j]
+        if init == "stepwise":
+            source = [j * L // num_unique]
+        else:
+            source = stands_for
+        shared = copy.deepcopy(teacher[source[0]])
+        if not skip_init:
+            if init == "random":
+                _reset(shared)
+            elif len(source) > 1:
+                shared.load_state_dict(_average_layer([teacher[k] for k in source]))
+        uniques.append(shared)
+
+    att_path = fam.attention_path(teacher[0])
+    steps = []
+    for i in range(n):
+        shared = uniques[unique_of[i]]
+        paths, adapters, keys, lora = [], None, [], None
+        if adapter == "bottleneck":
+            paths = [att_path, *_ffn_input_paths(shared, sites)]
+            d = _hidden_size(shared, sites)
+            adapters = nn.ModuleList(BottleneckAdapter(d, adapter_dim, norm=adapter_norm) for _ in paths)
+        elif adapter == "lora":
+            keys = _weight_keys(shared, att_path, sites)
+            deltas = []
+            for key in keys:
+                w_shared = _param(shared, key)
+                if skip_init:
+                    deltas.append(LowRankDelta(*w_shared.shape, lora_rank, lora_scale))
+                else:
+                    target = _param(teacher[m[i]], key).detach() - w_shared.detach()
+                    deltas.append(LowRankDelta.from_matrix(target, lora_rank, lora_scale))
+            lora = nn.ModuleList(deltas)
+        steps.append(RecursiveStep(shared, paths, adapters, keys, lora))
+    _replace_module(student, layers, nn.ModuleList(steps))
+    return {"layer_map": m, "unique_of_step": unique_of, "teacher_layers": L}
+
+
+# --------------------------------------------------------------------------- residual
+def _to_residual(
+    student: nn.Module,
+    fam,
+    sites: SharingSites,
+    group_size: int = 3,
+    rank: int = 16,
+    diagonal: bool = True,
+    skip_init: bool = False,
+) -> Dict[str, object]:
+    layers = list(fam.layers(student))
+    L = len(layers)
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, found {group_size}")
+    att_path = fam.attention_path(layers[0])
+    groups = [list(range(g, min(g + group_size, L))) for g in range(0, L, group_size)]
+    shared_keys: List[str] = []
+    for group in groups:
+        keys = _weight_keys(layers[group[0]], att_path, sites)
+        for key in keys:
+            weights = [_param(layers[l], key) for l in group]
+            if any(w is weights[0] for w in weights[1:]):
+                continue  # already one tensor across layers (e.g. Linformer share="layer")
+            if any(w.shape != weights[0].shape for w in weights):
+                raise ValueError(
+                    f"to_shared(residual): weight '{key}' has shapes "
+                    f"{[tuple(w.shape) for w in weights]} across layers {group}; expected one shape"
+                )
+            mean = torch.stack([w.detach().float() for w in weights]).mean(0).to(weights[0].dtype)
+            shared = SharedWeight(mean)
+            for l in group:
+                owner, name = _owner_and_name(layers[l], key)
+                param = ResidualWeight(shared, rank, diagonal)
+                param.skip_init = skip_init
+                parametrize.register_parametrization(owner, name, param)
+                param.skip_init = False
+            if key not in shared_keys:
+                shared_keys.append(key)
+    return {"groups": groups, "weights": shared_keys, "teacher_layers": L}
+
+
+#: scheme name -> builder ``(student, family, sites, **options) -> record``
+SCHEMES: Dict[str, Callable[..., Dict[str, object]]] = {
+    "recursive": _to_recursive,
+    "residual": _to_residual,
+}
+
+
+def to_shared(model: nn.Module, scheme: str = "recursive", family: Optional[str] = None, **options) -> nn.Module:
+    """A parameter-sharing student built from ``model`` (left untouched).
+
+    Arguments
+    ---------
+    model : nn.Module
+        A teacher of a family in ``convert.families.FAMILIES`` (base model or any
+        head), possibly already converted by ``to_linear_time``.
+    scheme : str
+        ``"recursive"`` or ``"residual"`` (``SCHEMES``).
+    family : str, optional
+        Force a family entry.
+    **options
+        recursive: ``num_unique=1``, ``num_steps=None`` (all layers),
+        ``tying="cycle"|"block"``, ``init="average"|"stepwise"|"random"``,
+        ``adapter="bottleneck"|"lora"|"none"``, ``adapter_dim=48``,
+        ``adapter_norm=True``, ``lora_rank=8``, ``lora_scale=1.0``.
+        residual: ``group_size=3``, ``rank=16``, ``diagonal=True``.
+
+    Returns
+    -------
+    nn.Module
+        The student, with ``student.cald_sharing`` = ``{"scheme", "family",
+        "options", ...}`` (recursive: ``layer_map`` step -> teacher layer).
+
+    Example
+    -------
+    >>> from transformers import BertConfig, BertModel
+    >>> cfg = BertConfig(hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+    ...                  intermediate_size=32, vocab_size=30)
+    >>> teacher = BertModel(cfg)
+    >>> student = to_shared(teacher, "recursive", num_unique=1, num_steps=2, adapter_dim=4)
+    >>> student.cald_sharing["layer_map"]
+    [1, 3]
+    >>> unique_parameter_count(student) < unique_parameter_count(teacher)
+    True
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"to_shared: unknown scheme '{scheme}', expected one of {sorted(SCHEMES)}")
+    if getattr(model, "cald_sharing", None) is not None:
+        raise ValueError("to_shared: model is already a parameter-sharing student (model.cald_sharing is set)")
+    fam, sites = _family_and_sites(model, family)
+    student = copy.deepcopy(model)
+    public = {k: v for k, v in options.items() if k != "skip_init"}
+    record = SCHEMES[scheme](student, fam, sites, **options)
+    student.cald_sharing = {"scheme": scheme, "family": fam.name, "options": public, **record}
+    return student
+
+
+def apply_sharing_record(model: nn.Module, record: Dict[str, object]) -> nn.Module:
+    """Rebuild a student's structure from its ``cald_sharing`` record, without init work.
+
+    Use before loading saved student weights into a freshly built teacher
+    architecture (SVDs and averages are skipped: the weights come next).
+
+    Arguments
+    ---------
+    model : nn.Module
+        The teacher architecture (random or pretrained weights).
+    record : dict
+        ``student.cald_sharing`` (or its JSON round trip).
+
+    Returns
+    -------
+    nn.Module
+        A student with the same parameter names and shapes.
+    """
+    return to_shared(
+        model, record["scheme"], family=record.get("family"), skip_init=True, **dict(record["options"])
+    )
+
+
+# --------------------------------------------------------------------------- training switches
+def sharing_trainable_parameters(model: nn.Module) -> List[Tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of every adapter, LoRA delta, and residual low-rank / diagonal term.
+
+    Arguments
+    ---------
+    model : nn.Module
+        A student from :func:`to_shared` (or any model holding sharing layers).
+
+    Returns
+    -------
+    list of (str, nn.Parameter)
+        Each parameter once.
+    """
+    wanted = {}
+    for module in model.modules():
+        if isinstance(module, (BottleneckAdapter, LowRankDelta)):
+            for p in module.parameters():
+                wanted[id(p)] = p
+        elif isinstance(module, ResidualSharedLinear):
+            for p in (module.A, module.B, module.d):
+                wanted[id(p)] = p
+        elif parametrize.is_parametrized(module):
+            for plist in module.parametrizations.values():
+                if any(isinstance(p, ResidualWeight) for p in plist):
+                    for p in plist._parameters.values():  # original0/1/2 = A, B, d
+                        wanted[id(p)] = p
+    return [(name, p) for name, p in model.named_parameters() if id(p) in wanted]
+
+
+def adapters_only(model: nn.Module, keep: Iterable[str] = ()) -> List[str]:
+    """Freeze everything except adapters / LoRA / residual low-rank + diagonal terms and ``keep``.
+
+    Arguments
+    ---------
+    model : nn.Module
+        The student (changed in place: ``requires_grad``).
+    keep : iterable of str
+        Regular expressions; parameters whose name matches one (``re.search``)
+        stay trainable too (task heads, e.g. ``"^ctc_lin"``, ``"classifier"``).
+
+    Returns
+    -------
+    list of str
+        Names of the parameters left trainable.
+
+    Example
+    -------
+    >>> net = nn.Sequential(nn.Linear(4, 4), BottleneckAdapter(4, 2), nn.Linear(4, 2))
+    >>> adapters_only(net, keep=[r"^2\\."])
+    ['1.down.weight', '1.down.bias', '1.up.weight', '1.up.bias', '1.norm.weight', '1.norm.bias', '2.weight', '2.bias']
+    """
+    patterns = [re.compile(k) for k in keep]
+    train = {id(p) for _, p in sharing_trainable_parameters(model)}
+    names = []
+    for name, p in model.named_parameters():
+        on = id(p) in train or any(pat.search(name) for pat in patterns)
+        p.requires_grad_(on)
+        if on:
+            names.append(name)
+    return names
+
+
+# --------------------------------------------------------------------------- size honesty
+def _tensor_key(t: torch.Tensor) -> Tuple:
+    return (t.device.type, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+
+
+def unique_parameter_count(model: nn.Module) -> int:
+    """Number of parameters, each shared tensor counted once.
+
+    Arguments
+    ---------
+    model : nn.Module
+        Any model.
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> lin = nn.Linear(3, 2)
+    >>> unique_parameter_count(nn.ModuleList([lin, lin]))
+    8
+    """
+    seen = set()
+    total = 0
+    for p in model.parameters():
+        key = _tensor_key(p)
+        if key not in seen:
+            seen.add(key)
+            total += p.numel()
+    return total
+
+
+def dedup_state_dict(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """Split a state_dict into unique tensors and aliases (``name -> kept name``).
+
+    Tensors that are views of the same memory with the same shape and stride
+    are one tensor; the first name in ``state`` order is kept. Tensors that
+    only partly overlap are cloned (safetensors refuses shared memory).
+
+    Arguments
+    ---------
+    state : dict
+        ``name -> tensor``.
+
+    Returns
+    -------
+    unique : dict
+        ``name -> tensor`` (contiguous), each memory once.
+    aliases : dict
+        ``dropped name -> kept name``.
+
+    Example
+    -------
+    >>> w = torch.ones(2)
+    >>> unique, aliases = dedup_state_dict({"a": w, "b": w})
+    >>> list(unique), aliases
+    (['a'], {'b': 'a'})
+    """
+    unique, aliases, first = {}, {}, {}
+    storages = set()
+    for name, t in state.items():
+        key = _tensor_key(t)
+        if key in first:
+            aliases[name] = first[key]
+            continue
+        first[key] = name
+        ptr = (t.device.type, t.untyped_storage().data_ptr())
+        t = t.detach()
+        if ptr in storages or not t.is_contiguous():
+            t = t.contiguous().clone()
+        else:
+            storages.add(ptr)
+        unique[name] = t
+    return unique, aliases
+
+
+def save_shared_weights(model: nn.Module, path: os.PathLike) -> int:
+    """Save ``model.state_dict()`` storing each shared tensor once; returns bytes written.
+
+    ``*.safetensors`` (aliases in the header metadata under ``"aliases"``) or
+    anything else with ``torch.save`` (``{"state": unique, "aliases": ...}``).
+
+    Arguments
+    ---------
+    model : nn.Module
+        The student.
+    path : path-like
+        Output file.
+
+    Returns
+    -------
+    int
+        File size in bytes.
+    """
+    unique, aliases = dedup_state_dict(model.state_dict())
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.cpu() for k, v in unique.items()}, str(path), metadata={"aliases": json.dumps(aliases)})
+    else:
+        torch.save({"state": unique, "aliases": aliases}, path)
+    return path.stat().st_size
+
+
+def load_shared_weights(model: nn.Module, path: os.PathLike, strict: bool = True) -> nn.Module:
+    """Load a file written by :func:`save_shared_weights` into ``model`` (same structure).
+
+    Arguments
+    ---------
+    model : nn.Module
+        A student with the saved structure (e.g. from :func:`apply_sharing_record`).
+    path : path-like
+        The file.
+    strict : bool
+        Passed to ``load_state_dict``.
+
+    Returns
+    -------
+    nn.Module
+        ``model``.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        unique = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+    else:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        unique, aliases = blob["state"], blob["aliases"]
+    missing = [kept for kept in aliases.values() if kept not in unique]
+    if missing:
+        raise KeyError(f"{path}: aliases point to tensors not in the file: {missing[:5]}")
+    state = dict(unique)
+    state.update({name: unique[kept] for name, kept in aliases.items()})
+    model.load_state_dict(state, strict=strict)
+    return model
+
+
+def size_report(model: nn.Module) -> Dict[str, int]:
+    """Unique parameters, parameter references and bytes on disk of ``model``.
+
+    Arguments
+    ---------
+    model : nn.Module
+        Any model.
+
+    Returns
+    -------
+    dict
+        ``unique_parameters``; ``parameter_references`` (what a naive count over
+        ``state_dict`` gives, shared tensors counted at every use);
+        ``disk_bytes`` (safetensors file of the deduplicated state_dict).
+
+    Example
+    -------
+    >>> lin = nn.Linear(3, 2)
+    >>> r = size_report(nn.ModuleList([lin, lin]))
+    >>> r["unique_parameters"], r["parameter_references"]
+    (8, 16)
+    """
+    params = {id(p) for p in model.parameters()}
+    references = sum(
+        t.numel() for name, t in model.state_dict(keep_vars=True).items() if id(t) in params
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        disk = save_shared_weights(model, Path(tmp) / "weights.safetensors")
+    return {
+        "unique_parameters": unique_parameter_count(model),
+        "parameter_references": references,
+        "disk_bytes": disk,
+    }
+
+
+# --------------------------------------------------------------------------- command line
+def _load_hf_teacher(directory: Path) -> nn.Module:
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(str(directory))
+    archs = getattr(config, "architectures", None) or []
+    cls = getattr(transformers, archs[0], None) if archs else None
+    return (cls or transformers.AutoModel).from_pretrained(str(directory))
+
+
+def _format_size(name: str, report: Dict[str, int]) -> str:
+    return (
+        f"{name:<8} unique params {report['unique_parameters']:>12,d}   "
+        f"on disk {report['disk_bytes'] / 2**20:9.2f} MiB"
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m speechbrain_cald.convert.share TEACHER_DIR STUDENT_DIR --scheme residual ...``.
+
+    Loads a transformers teacher from a local directory, builds the student,
+    prints unique parameters and on-disk size before and after, and writes
+    ``STUDENT_DIR/config.json`` (the teacher's), ``cald_sharing.json`` and
+    ``model.safetensors`` (each shared tensor once).
+
+    Arguments
+    ---------
+    argv : sequence of str, optional
+        Command-line arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
+    from speechbrain_cald.pretrained import local_source
+
+    parser = argparse.ArgumentParser(prog="python -m speechbrain_cald.convert.share", description=main.__doc__.split("\n")[0])
+    parser.add_argument("teacher_dir")
+    parser.add_argument("student_dir", nargs="?", default=None)
+    parser.add_argument("--scheme", choices=sorted(SCHEMES), default="residual")
+    parser.add_argument("--family", default=None)
+    parser.add_argument("--group-size", type=int, default=3)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--no-diagonal", action="store_true")
+    parser.add_argument("--num-unique", type=int, default=1)
+    parser.add_argument("--num-steps", type=int, default=None)
+    parser.add_argument("--tying", choices=["cycle", "block"], default="cycle")
+    parser.add_argument("--init", choices=list(_SHARED_INITS), default="average")
+    parser.add_argument("--adapter", choices=list(_ADAPTERS), default="bottleneck")
+    parser.add_argument("--adapter-dim", type=int, default=48)
+    parser.add_argument("--lora-rank", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    teacher = _load_hf_teacher(local_source(args.teacher_dir, "teacher"))
+    if args.scheme == "residual":
+        options = {"group_size": args.group_size, "rank": args.rank, "diagonal": not args.no_diagonal}
+    else:
+        options = {
+            "num_unique": args.num_unique,
+            "num_steps": args.num_steps,
+            "tying": args.tying,
+            "init": args.init,
+            "adapter": args.adapter,
+            "adapter_dim": args.adapter_dim,
+            "lora_rank": args.lora_rank,
+        }
+    student = to_shared(teacher, args.scheme, family=args.family, **options)
+    before, after = size_report(teacher), size_report(student)
+    print(f"scheme {args.scheme} ({student.cald_sharing['family']}): {json.dumps(options)}")
+    print(_format_size("teacher", before))
+    print(_format_size("student", after))
+    print(f"student / teacher unique parameters: {after['unique_parameters'] / before['unique_parameters']:.3f}")
+    if args.student_dir:
+        out = Path(args.student_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        student.config.save_pretrained(str(out))
+        (out / "cald_sharing.json").write_text(json.dumps(student.cald_sharing, indent=2))
+        size = save_shared_weights(student, out / "model.safetensors")
+        print(f"wrote {out} (model.safetensors {size / 2**20:.2f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
