@@ -1,0 +1,592 @@
+"""``DistillBrain``: joint fine-tuning and layerwise distillation in a SpeechBrain Brain.
+
+One Brain serves both training stages of a recipe:
+
+- teacher fine-tuning (the "Std." baseline): ``guide: unguided``, no teacher
+  module, ``snapshot_interval > 0`` to keep the waypoints;
+- CALD student training: a guide from ``hparams/guides/`` and a teacher module.
+
+Modules (``modules=`` of the Brain)
+-----------------------------------
+``model``
+    The network being trained: the student, or the transformer itself when
+    fine-tuning the teacher. Snapshots save its ``state_dict``.
+``teacher``
+    The teacher network (needed by every guide but ``unguided``). Its initial
+    weights are the recipe's job: see ``Guide.teacher_init``.
+anything else
+    Trained with ``model`` by the student optimizer (e.g. a normaliser).
+
+Hooks a recipe overrides (task-specific parts)
+----------------------------------------------
+``run_model(model, batch, stage) -> ModelOutput``  (required)
+    Run one network (student or teacher) on the batch. Call the module itself
+    (``model(x, ...)``), not its submodules, so that DDP wrapping works.
+``task_loss(output, batch, stage) -> Tensor``  (required)
+    The task objective of one network's output (used for the teacher too,
+    when the trajectory guide trains it).
+``prepare_batch(batch, stage) -> batch``
+    Work shared by both networks (features, augmentation), done once.
+``reset_metrics(stage)``, ``update_metrics(output, batch, stage)``,
+``stage_metrics(stage) -> dict``
+    Validation / test metrics (e.g. WER), logged and stored in checkpoints.
+
+Hparams keys read (defaults in ``DistillConfig``)
+-------------------------------------------------
+``guide``, ``guides``, ``alpha_layer``, ``alpha_logits``, ``temperature``,
+``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``teacher_train_mode``,
+``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``,
+``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
+``train_logger``; plus SpeechBrain's own run options
+(``grad_accumulation_factor``, ``precision``, ``max_grad_norm``, ...).
+
+Teacher mode
+------------
+The teacher runs in training mode (dropout active) when
+``teacher_train_mode: True``, the default, as in the CALD reference code;
+``False`` runs it in eval mode (deterministic targets). Either way it runs
+under ``no_grad`` unless the trajectory guide trains it on that step.
+
+Loss
+----
+``task + alpha_layer * layer + alpha_logits * logits`` (see
+``speechbrain_cald.distill.losses`` for the normalisation). The progress bar
+and the epoch summary show each term. A trajectory teacher's own task loss
+(``teacher_task``) is back-propagated in the same backward pass (the two
+networks share no parameters) but is not part of the student's loss.
+
+Steps
+-----
+Guides, snapshots and the hybrid switch count the student's optimizer steps
+(``Brain.optimizer_step``), which SpeechBrain keeps in its checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import speechbrain as sb
+import torch
+from speechbrain.core import Stage
+from speechbrain.dataio.dataloader import LoopedLoader
+from speechbrain.utils.distributed import if_main_process
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from speechbrain_cald.distill.checkpoint import RNGState, make_atomic
+from speechbrain_cald.distill.guides import Guide, select_guide
+from speechbrain_cald.distill.losses import layer_distill_loss, logits_distill_loss
+from speechbrain_cald.distill.snapshots import save_snapshot
+from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, unwrap
+
+__all__ = ["DistillBrain", "DistillConfig", "DistillPredictions", "ModelOutput"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ModelOutput:
+    """What ``run_model`` returns for one network.
+
+    Attributes
+    ----------
+    logits : torch.Tensor
+        ``(B, T, V)`` frame logits (CTC, LM) or ``(B, C)`` utterance logits.
+        Log-probabilities are fine too (the KD softmax is shift-invariant).
+    lengths : torch.Tensor or None
+        ``(B,)`` absolute valid frames at the layers (and of frame logits);
+        None means all frames are valid.
+    states : list of torch.Tensor
+        ``(B, T, D)`` per tapped layer; filled in by ``DistillBrain``.
+    extra : dict
+        Anything else the task loss or metrics need.
+
+    Example
+    -------
+    >>> out = ModelOutput(torch.zeros(2, 3, 5), torch.tensor([3, 1]))
+    >>> out.mask(3)
+    tensor([[ True,  True,  True],
+            [ True, False, False]])
+    """
+
+    logits: torch.Tensor
+    lengths: Optional[torch.Tensor] = None
+    states: List[torch.Tensor] = dataclasses.field(default_factory=list)
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def mask(self, max_len: int) -> torch.Tensor:
+        """``(B, T)`` bool mask of valid frames for padded length ``max_len``."""
+        mask = lengths_to_mask(self.lengths, max_len, self.logits.shape[0])
+        return mask.to(self.logits.device)
+
+
+@dataclasses.dataclass
+class DistillPredictions:
+    """``compute_forward``'s result: the student's output and the teacher's (or None)."""
+
+    student: ModelOutput
+    teacher: Optional[ModelOutput] = None
+    teacher_learns: bool = False
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """The hparams keys ``DistillBrain`` reads, with their defaults.
+
+    Attributes
+    ----------
+    guide : str or Guide
+        A name of ``GUIDES`` (``--guide=waypoint``) or a guide object.
+    guides : dict
+        Name -> guide object, from the ``hparams/guides/*.yaml`` fragments.
+    alpha_layer, alpha_logits : float
+        Weights of the layer loss and the logits KD (CALD: 15 and 0 or 1).
+    temperature : float
+        KD temperature (CALD: 2).
+    layer_map : list of int, optional
+        Student step i <-> teacher layer ``layer_map[i]`` (default identity).
+    tap_layers, teacher_tap_layers : str, optional
+        Dotted path of the layers ``ModuleList`` inside ``model`` / ``teacher``
+        (default: the convert family registry; teacher defaults to ``tap_layers``).
+    teacher_train_mode : bool
+        Run the teacher with dropout active (CALD reference) or in eval mode.
+    snapshot_interval : int
+        Save ``model`` to ``snapshot_dir`` every this many optimizer steps (0: never).
+    snapshot_dir : str, optional
+        Where snapshots go.
+    total_steps : int, optional
+        Planned optimizer steps (default: epochs x batches / accumulation).
+    lr_scheduler : callable, optional
+        SpeechBrain step scheduler called as ``lr_scheduler(optimizer)`` after
+        every student optimizer step (e.g. ``WarmAndExpDecayLRSchedule``); add
+        it to the checkpointer's recoverables in the YAML.
+    keep_checkpoints : int
+        End-of-epoch checkpoints kept (besides the best ones by key).
+    checkpoint_min_key, checkpoint_max_key : str, optional
+        Metric (``loss`` or a key of ``stage_metrics``) to keep the best by.
+    train_logger : speechbrain.utils.train_logger.TrainLogger, optional
+        Also gets the epoch summary.
+
+    Example
+    -------
+    >>> DistillConfig.from_hparams({"alpha_layer": 15, "unrelated": 1}).alpha_layer
+    15.0
+    """
+
+    guide: Any = "unguided"
+    guides: Optional[Mapping] = None
+    alpha_layer: float = 1.0
+    alpha_logits: float = 0.0
+    temperature: float = 2.0
+    layer_map: Optional[Sequence[int]] = None
+    tap_layers: Optional[str] = None
+    teacher_tap_layers: Optional[str] = None
+    teacher_train_mode: bool = True
+    snapshot_interval: int = 0
+    snapshot_dir: Optional[str] = None
+    total_steps: Optional[int] = None
+    lr_scheduler: Optional[Callable] = None
+    keep_checkpoints: int = 1
+    checkpoint_min_key: Optional[str] = None
+    checkpoint_max_key: Optional[str] = None
+    train_logger: Any = None
+
+    @classmethod
+    def from_hparams(cls, hparams: Optional[Mapping]) -> "DistillConfig":
+        """Pick the known keys from an hparams dict (others are the recipe's)."""
+        hparams = hparams or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        cfg = cls(**{k: v for k, v in hparams.items() if k in known})
+        cfg.alpha_layer = float(cfg.alpha_layer)
+        cfg.alpha_logits = float(cfg.alpha_logits)
+        if cfg.snapshot_interval and cfg.snapshot_dir is None:
+            raise ValueError("hparams: snapshot_interval > 0 needs snapshot_dir (where snapshots go)")
+        return cfg
+
+
+class _RunningTerms:
+    """Running means of the loss terms over one epoch."""
+
+    def __init__(self):
+        self.sums: Dict[str, float] = {}
+        self.counts: Dict[str, int] = {}
+
+    def add(self, terms: Mapping[str, float]) -> None:
+        for key, value in terms.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def means(self) -> Dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+
+
+class DistillBrain(sb.Brain):
+    """A SpeechBrain Brain for CALD: task loss + layerwise (and logits) distillation.
+
+    Arguments are those of ``speechbrain.Brain``; ``modules`` holds ``model``
+    and (for guided runs) ``teacher``. See the module docstring for the hooks
+    to override and the hparams keys.
+
+    Example
+    -------
+    >>> from torch import nn
+    >>> class Tiny(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.layers = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+    ...         self.head = nn.Linear(4, 3)
+    ...     def forward(self, x):
+    ...         for layer in self.layers:
+    ...             x = torch.tanh(layer(x))
+    ...         return self.head(x)
+    >>> class Brain(DistillBrain):
+    ...     def run_model(self, model, batch, stage):
+    ...         return ModelOutput(model(batch[0]))
+    ...     def task_loss(self, output, batch, stage):
+    ...         return nn.functional.cross_entropy(output.logits.transpose(1, 2), batch[1])
+    >>> teacher, student = Tiny(), Tiny()
+    >>> brain = Brain(
+    ...     modules={"model": student, "teacher": teacher},
+    ...     opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
+    ...     hparams={"guide": "target", "tap_layers": "layers", "alpha_layer": 1.0},
+    ...     run_opts={"noprogressbar": True},
+    ... )
+    >>> data = [(torch.randn(2, 5, 4), torch.randint(0, 3, (2, 5))) for _ in range(3)]
+    >>> brain.fit(range(1), DataLoader(data, batch_size=None))
+    >>> sorted(brain.last_terms)
+    ['layer', 'task']
+    >>> teacher.layers[0].weight.requires_grad
+    False
+    """
+
+    def __init__(self, modules=None, opt_class=None, hparams=None, run_opts=None, checkpointer=None):
+        self.cfg = DistillConfig.from_hparams(hparams)
+        self.guide: Guide = select_guide(self.cfg.guide, self.cfg.guides)
+        modules = dict(modules or {})
+        if "model" not in modules:
+            raise KeyError(
+                f"DistillBrain: modules should hold 'model' (the network being trained), found {sorted(modules)}"
+            )
+        # Bind before Brain.__init__ so the frozen teacher is not counted as trainable.
+        self.guide.bind(modules.get("teacher"))
+        if checkpointer is not None:
+            checkpointer = make_atomic(checkpointer)
+        super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
+        self.rng_state = RNGState()
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("guide", self.guide)
+            self.checkpointer.add_recoverable("rng", self.rng_state)
+        self.student_taps: Optional[LayerTaps] = None
+        self.teacher_taps: Optional[LayerTaps] = None
+        if self.guide.needs_teacher:
+            self.student_taps = LayerTaps(find_layers(modules["model"], self.cfg.tap_layers))
+            teacher_path = self.cfg.teacher_tap_layers or self.cfg.tap_layers
+            self.teacher_taps = LayerTaps(find_layers(modules["teacher"], teacher_path), detach=False)
+        self.last_terms: Dict[str, float] = {}
+        self.running = _RunningTerms()
+        self.stage_summaries: Dict[Stage, Dict[str, float]] = {}
+        self.planned_steps: Optional[int] = None
+        self._has_valid = False
+
+    # ---------------------------------------------------------------- hooks
+    def run_model(self, model: torch.nn.Module, batch: Any, stage: Stage) -> ModelOutput:
+        """Run one network on the batch (recipe hook; see the module docstring)."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.run_model(model, batch, stage) -> ModelOutput is not defined: "
+            "override it in the recipe's Brain subclass"
+        )
+
+    def task_loss(self, output: ModelOutput, batch: Any, stage: Stage) -> torch.Tensor:
+        """The task objective of one network's output (recipe hook)."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.task_loss(output, batch, stage) -> Tensor is not defined: "
+            "override it in the recipe's Brain subclass (see speechbrain_cald.tasks)"
+        )
+
+    def prepare_batch(self, batch: Any, stage: Stage) -> Any:
+        """Shared preprocessing for both networks (default: move the batch to the device)."""
+        return batch.to(self.device) if hasattr(batch, "to") else batch
+
+    def reset_metrics(self, stage: Stage) -> None:
+        """Start the metrics of a stage (recipe hook)."""
+
+    def update_metrics(self, output: ModelOutput, batch: Any, stage: Stage) -> None:
+        """Accumulate metrics for one valid / test batch (recipe hook)."""
+
+    def stage_metrics(self, stage: Stage) -> Dict[str, float]:
+        """The metrics of a finished stage, e.g. ``{"WER": 12.3}`` (recipe hook)."""
+        return {}
+
+    # -------------------------------------------------------------- forward
+    def compute_forward(self, batch, stage):
+        """Run the student and, when the guide says so, the teacher on one batch."""
+        batch = self.prepare_batch(batch, stage)
+        student = self.run_model(self.modules.model, batch, stage)
+        if self.student_taps is not None:
+            student.states = self.student_taps.take()
+        if stage != Stage.TRAIN or not self.guide.teacher_active(self.optimizer_step):
+            return DistillPredictions(student)
+        step = self.optimizer_step
+        self.guide.prepare_teacher(step)
+        teacher_module = self.modules.teacher
+        teacher_module.train(self.cfg.teacher_train_mode)
+        learns = self.guide.teacher_learns(step)
+        with torch.set_grad_enabled(learns):
+            teacher = self.run_model(teacher_module, batch, stage)
+        teacher.states = self.teacher_taps.take()
+        return DistillPredictions(student, teacher, learns)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Sum the task loss and the weighted distillation terms; record each term."""
+        student, teacher = predictions.student, predictions.teacher
+        task = self.task_loss(student, batch, stage)
+        terms = {"task": task}
+        total = task
+        if teacher is not None:
+            frame_mask = None
+            if student.states:
+                frame_mask = student.mask(student.states[0].shape[1])
+            if self.cfg.alpha_layer > 0:
+                terms["layer"] = layer_distill_loss(
+                    student.states, teacher.states, frame_mask, self.cfg.layer_map
+                )
+                total = total + self.cfg.alpha_layer * terms["layer"]
+            if self.cfg.alpha_logits > 0:
+                logits_mask = student.mask(student.logits.shape[1]) if student.logits.dim() == 3 else None
+                terms["logits"] = logits_distill_loss(
+                    student.logits, teacher.logits, logits_mask, self.cfg.temperature
+                )
+                total = total + self.cfg.alpha_logits * terms["logits"]
+        if stage != Stage.TRAIN:
+            self.update_metrics(student, batch, stage)
+        self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
+        return total
+
+    def teacher_objective(self, predictions, batch) -> Optional[torch.Tensor]:
+        """The trajectory teacher's own task loss on this batch, or None."""
+        if predictions.teacher is None or not predictions.teacher_learns:
+            return None
+        loss = self.task_loss(predictions.teacher, batch, Stage.TRAIN)
+        self.last_terms["teacher_task"] = float(loss.detach())
+        return loss
+
+    # ------------------------------------------------------------- training
+    def fit_batch(self, batch):
+        """SpeechBrain's ``fit_batch`` plus the trajectory teacher's loss in the backward."""
+        self.rng_state.apply_pending()
+        should_step = (self.step % self.grad_accumulation_factor) == 0
+        self.on_fit_batch_start(batch, should_step)
+        with self.no_sync(not should_step):
+            with self.training_ctx:
+                outputs = self.compute_forward(batch, Stage.TRAIN)
+                loss = self.compute_objectives(outputs, batch, Stage.TRAIN)
+                teacher_loss = self.teacher_objective(outputs, batch)
+            to_backward = loss if teacher_loss is None else loss + teacher_loss
+            scaled = self.scaler.scale(to_backward / self.grad_accumulation_factor)
+            self.check_loss_isfinite(scaled)
+            scaled.backward()
+        if should_step:
+            self.optimizers_step()
+        self.running.add(self.last_terms)
+        self.on_fit_batch_end(batch, outputs, loss, should_step)
+        return loss.detach().cpu()
+
+    def check_loss_isfinite(self, loss):
+        """SpeechBrain's check, with the terms of the offending batch in the warning."""
+        if not torch.isfinite(loss):
+            logger.warning(
+                "non-finite loss at optimizer step %d, terms %s", self.optimizer_step, self.last_terms
+            )
+        super().check_loss_isfinite(loss)
+
+    def init_optimizers(self):
+        """The student optimizer over every module but the teacher; the guide's teacher optimizer."""
+        params = [
+            p
+            for name, module in self.modules.items()
+            if name != "teacher"
+            for p in module.parameters()
+            if p.requires_grad
+        ]
+        self.optimizers_dict = {}
+        if self.opt_class is not None:
+            self.optimizer = self.opt_class(params)
+            self.optimizers_dict["model"] = self.optimizer
+            if self.checkpointer is not None:
+                self.checkpointer.add_recoverable("optimizer", self.optimizer)
+        teacher_opt = self.guide.make_optimizer()
+        if teacher_opt is not None:
+            # Saved by the guide's own checkpoint hook, with the teacher weights.
+            self.optimizers_dict["teacher"] = teacher_opt
+        if not self.optimizers_dict:
+            self.optimizers_dict = None
+
+    def freeze_optimizers(self, optimizers):
+        """The teacher's optimizer steps only on the guide's update steps."""
+        if "teacher" in optimizers and not self.guide.teacher_learns(self.optimizer_step):
+            return {k: v for k, v in optimizers.items() if k != "teacher"}
+        return optimizers
+
+    def zero_grad(self, set_to_none=False):
+        """Zero every optimizer, frozen ones included."""
+        for opt in (self.optimizers_dict or {}).values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def optimizers_step(self):
+        """Step, then the teacher's scheduler, the student's scheduler and snapshots."""
+        teacher_steps = bool(self.optimizers_dict) and "teacher" in self.freeze_optimizers(
+            self.optimizers_dict
+        )
+        super().optimizers_step()
+        if teacher_steps:
+            self.guide.after_teacher_step()
+        if self.cfg.lr_scheduler is not None and self.opt_class is not None:
+            self.cfg.lr_scheduler(self.optimizer)
+        interval = self.cfg.snapshot_interval
+        if interval and self.optimizer_step % interval == 0 and if_main_process():
+            save_snapshot(unwrap(self.modules.model), self.cfg.snapshot_dir, self.optimizer_step)
+
+    def fit(
+        self,
+        epoch_counter,
+        train_set,
+        valid_set=None,
+        progressbar=None,
+        train_loader_kwargs={},
+        valid_loader_kwargs={},
+    ):
+        """SpeechBrain's ``fit``; first works out the planned number of optimizer steps."""
+        if not isinstance(train_set, (DataLoader, LoopedLoader)) and not self.test_only:
+            train_set = self.make_dataloader(train_set, stage=Stage.TRAIN, **train_loader_kwargs)
+        self.planned_steps = self.cfg.total_steps or self._estimate_steps(epoch_counter, train_set)
+        self._has_valid = valid_set is not None
+        super().fit(
+            epoch_counter,
+            train_set,
+            valid_set,
+            progressbar,
+            train_loader_kwargs,
+            valid_loader_kwargs,
+        )
+
+    def _estimate_steps(self, epoch_counter, train_set) -> Optional[int]:
+        """Epochs x batches per epoch / accumulation, when both are known."""
+        epochs = getattr(epoch_counter, "limit", None)
+        if epochs is None:
+            try:
+                epochs = len(epoch_counter)
+            except TypeError:
+                return None
+        try:
+            batches = len(train_set)
+        except TypeError:
+            return None
+        steps = epochs * (batches // self.grad_accumulation_factor)
+        if self.optimizer_step_limit is not None:
+            steps = min(steps, self.optimizer_step_limit)
+        return steps
+
+    def on_fit_start(self):
+        """Give the guide the planned steps, then SpeechBrain's start (DDP, optimizers, recovery)."""
+        self.guide.on_fit_start(self.planned_steps)
+        super().on_fit_start()
+
+    def _fit_train(self, train_set, epoch, enable):
+        # SpeechBrain 1.1's _fit_train, with the loss terms in the progress bar.
+        self.on_stage_start(Stage.TRAIN, epoch)
+        self.modules.train()
+        self.zero_grad()
+        self.nonfinite_count = 0
+        if self.train_sampler is not None and hasattr(self.train_sampler, "set_epoch"):
+            self.train_sampler.set_epoch(epoch)
+        last_ckpt_time = time.time()
+        steps_since_ckpt = 0
+        with tqdm(
+            train_set,
+            initial=self.step,
+            dynamic_ncols=True,
+            disable=not enable,
+            colour=self.tqdm_barcolor["train"],
+        ) as t:
+            for batch in t:
+                if self._optimizer_step_limit_exceeded:
+                    logger.info("Train iteration limit exceeded")
+                    break
+                self.step += 1
+                steps_since_ckpt += 1
+                loss = self.fit_batch(batch)
+                self.avg_train_loss = self.update_average(loss, self.avg_train_loss)
+                t.set_postfix(train_loss=self.avg_train_loss, **self.running.means())
+                if self.debug and self.step == self.debug_batches:
+                    break
+                if self._should_save_intra_epoch_ckpt(last_ckpt_time, steps_since_ckpt):
+                    self._save_intra_epoch_ckpt()
+                    last_ckpt_time = time.time()
+                    steps_since_ckpt = 0
+        self.zero_grad(set_to_none=True)
+        self.on_stage_end(Stage.TRAIN, self.avg_train_loss, epoch)
+        self.avg_train_loss = 0.0
+        self.step = 0
+
+    # --------------------------------------------------------------- stages
+    def on_stage_start(self, stage, epoch=None):
+        """Reset the running terms and the recipe's metrics."""
+        if stage == Stage.TRAIN:
+            self.running = _RunningTerms()
+        self.reset_metrics(stage)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log a one-line summary; checkpoint at the end of each epoch."""
+        stats = {"loss": float(stage_loss)}
+        if stage == Stage.TRAIN:
+            stats.update(self.running.means())
+        else:
+            stats.update(self.stage_metrics(stage))
+        self.stage_summaries[stage] = stats
+        epoch_done = stage == Stage.VALID or (stage == Stage.TRAIN and not self._has_valid)
+        if stage == Stage.TEST:
+            logger.info("test | %s", _fmt(stats))
+            if self.cfg.train_logger is not None:
+                self.cfg.train_logger.log_stats({"epoch loaded": epoch}, test_stats=stats)
+            return
+        if not epoch_done:
+            return
+        train_stats = self.stage_summaries.get(Stage.TRAIN, {})
+        valid_stats = self.stage_summaries.get(Stage.VALID, {}) if self._has_valid else {}
+        lr = self.optimizer.param_groups[0]["lr"] if self.opt_class is not None else float("nan")
+        teacher = self.guide.describe(self.optimizer_step)
+        logger.info(
+            "epoch %s | step %d | train %s | lr %.3g | valid %s | teacher %s",
+            epoch,
+            self.optimizer_step,
+            _fmt(train_stats),
+            lr,
+            _fmt(valid_stats) or "-",
+            teacher,
+        )
+        if self.cfg.train_logger is not None:
+            self.cfg.train_logger.log_stats(
+                {"epoch": epoch, "lr": lr, "teacher": teacher},
+                train_stats=train_stats,
+                valid_stats=valid_stats or None,
+            )
+        if self.checkpointer is not None:
+            # Keys of the valid stats (of the train stats without a valid set), for min/max_key.
+            meta = dict(valid_stats or train_stats)
+            meta["train_loss"] = train_stats.get("loss", math.nan)
+            meta["step"] = self.optimizer_step
+            self.checkpointer.save_and_keep_only(
+                meta=meta,
+                num_to_keep=self.cfg.keep_checkpoints,
+                min_keys=[self.cfg.checkpoint_min_key] if self.cfg.checkpoint_min_key else [],
+                max_keys=[self.cfg.checkpoint_max_key] if self.cfg.checkpoint_max_key else [],
+            )
+
+
+def _fmt(stats: Mapping[str, float]) -> str:
+    """``{"loss": 1.234, "WER": 5.6}`` -> ``"loss 1.23, WER 5.6"``."""
+    return ", ".join(f"{k} {v:.3g}" for k, v in stats.items())

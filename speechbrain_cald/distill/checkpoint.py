@@ -1,0 +1,178 @@
+"""Checkpoint helpers: atomic SpeechBrain checkpoints and a saved RNG state.
+
+SpeechBrain 1.1's ``Checkpointer.save_checkpoint`` writes ``CKPT.yaml`` first
+and the parameter files after it, so a run killed while saving leaves a
+directory that looks complete and is picked for recovery. ``AtomicCheckpointer``
+writes the whole checkpoint into a hidden ``.tmp-CKPT+...`` directory (ignored
+by ``list_checkpoints``) and renames it into place once every file is written;
+a rename within one directory is atomic on POSIX file systems.
+
+``RNGState`` puts the Python, NumPy and torch (CPU and CUDA) generator states
+in the checkpoint, so that a resumed run draws the same dropout masks as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import random
+import shutil
+
+import numpy as np
+import torch
+from speechbrain.utils.checkpoints import (
+    CKPT_PREFIX,
+    METAFNAME,
+    PARAMFILE_EXT,
+    DEFAULT_SAVE_HOOKS,
+    Checkpoint,
+    Checkpointer,
+    get_default_hook,
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process
+
+__all__ = ["AtomicCheckpointer", "RNGState", "make_atomic"]
+
+logger = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+
+
+class AtomicCheckpointer(Checkpointer):
+    """A SpeechBrain ``Checkpointer`` whose checkpoints appear all at once.
+
+    Same arguments and behaviour as ``speechbrain.utils.checkpoints.Checkpointer``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> ckpt = AtomicCheckpointer(d, {"lin": torch.nn.Linear(2, 2)})
+    >>> saved = ckpt.save_checkpoint()
+    >>> saved.path.name.startswith("CKPT"), sorted(p.name for p in saved.path.iterdir())
+    (True, ['CKPT.yaml', 'lin.ckpt'])
+    >>> [p.name.startswith(TMP_PREFIX) for p in d.iterdir()]
+    [False]
+    """
+
+    def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):
+        """Save a checkpoint into a hidden directory, then rename it into place.
+
+        Arguments and return value as ``Checkpointer.save_checkpoint``.
+        """
+        final_dir = tmp_dir = None
+        saved_meta = None
+        if if_main_process():
+            final_dir = (
+                self._new_checkpoint_dirpath()
+                if name is None
+                else self._custom_checkpoint_dirpath(name)
+            )
+            tmp_dir = final_dir.parent / (TMP_PREFIX + final_dir.name)
+            if tmp_dir.exists():  # left over by a run killed while saving
+                shutil.rmtree(tmp_dir)
+            os.makedirs(tmp_dir)
+            saved_meta = self._save_checkpoint_metafile(tmp_dir / METAFNAME, meta, end_of_epoch)
+        tmp_dir = ddp_broadcast(tmp_dir, src=0)
+
+        for obj_name, obj in self.recoverables.items():
+            savepath = tmp_dir / f"{obj_name}{PARAMFILE_EXT}"
+            if obj_name in self.custom_save_hooks:
+                self.custom_save_hooks[obj_name](obj, savepath)
+                continue
+            default_hook = get_default_hook(obj, DEFAULT_SAVE_HOOKS)
+            if default_hook is None:
+                raise RuntimeError(
+                    f"Don't know how to save recoverable '{obj_name}' of type {type(obj)}: "
+                    "register a default hook or add a custom hook"
+                )
+            default_hook(obj, savepath)
+
+        ddp_barrier()  # savers on other processes (once per node) must be done
+        if not if_main_process():
+            return None
+        if final_dir.exists():  # a custom name saved again: replace it
+            shutil.rmtree(final_dir)
+        os.replace(tmp_dir, final_dir)
+        paramfiles = {p.stem: p for p in final_dir.iterdir() if p.suffix == PARAMFILE_EXT}
+        ckpt_type = "end-of-epoch" if end_of_epoch else "intra-epoch"
+        logger.log(verbosity, f"Saved an {ckpt_type} checkpoint in {final_dir}")
+        return Checkpoint(final_dir, saved_meta, paramfiles)
+
+
+def make_atomic(checkpointer: Checkpointer) -> Checkpointer:
+    """Make a plain SpeechBrain ``Checkpointer`` save atomically (in place).
+
+    ``AtomicCheckpointer`` adds no state, only ``save_checkpoint``, so a
+    ``Checkpointer`` built by a recipe YAML is switched to it by class.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> c = make_atomic(Checkpointer(tempfile.mkdtemp()))
+    >>> isinstance(c, AtomicCheckpointer)
+    True
+    """
+    if type(checkpointer) is Checkpointer:
+        checkpointer.__class__ = AtomicCheckpointer
+    elif not isinstance(checkpointer, AtomicCheckpointer):
+        logger.warning(
+            "checkpointer %s is a subclass of Checkpointer that is not an AtomicCheckpointer: "
+            "its checkpoints may be left half-written by a killed run",
+            type(checkpointer).__name__,
+        )
+    return checkpointer
+
+
+@register_checkpoint_hooks
+class RNGState:
+    """Python / NumPy / torch generator states as a checkpoint recoverable.
+
+    Loading does not apply the states at once: ``apply_pending()`` does, at
+    the first training batch after recovery, so that whatever the data loader
+    draws when its iterator starts does not shift the stream.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "rng.ckpt"
+    >>> rng = RNGState()
+    >>> _ = torch.manual_seed(0); rng._save(path); a = torch.rand(1)
+    >>> rng._load(path, end_of_epoch=False); _ = torch.rand(3)
+    >>> rng.apply_pending(); torch.equal(torch.rand(1), a)
+    True
+    """
+
+    def __init__(self):
+        self.pending = None
+
+    @mark_as_saver
+    def _save(self, path: pathlib.Path) -> None:
+        state = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        torch.save(state, path)
+
+    @mark_as_loader
+    def _load(self, path: pathlib.Path, end_of_epoch: bool) -> None:
+        del end_of_epoch
+        self.pending = torch.load(path, weights_only=False)
+
+    def apply_pending(self) -> None:
+        """Apply the states loaded from a checkpoint, once."""
+        if self.pending is None:
+            return
+        state, self.pending = self.pending, None
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
