@@ -1,1 +1,35 @@
-"""convert."""
+"""Model surgery: turn a pretrained transformer into a linear-time student.
+
+``to_linear_time(model, mixer="bimamba2", init="default", **mixer_options)``
+replaces each self-attention found by the model's ``Family`` entry
+(``FAMILIES``) with a mixer from ``speechbrain_cald.nnet``; ``save_student`` /
+``load_student`` write and rebuild students; ``load_teacher`` loads a teacher
+from a local directory. ``python -m speechbrain_cald.convert TEACHER STUDENT``
+does it from the shell.
+"""
+
+from speechbrain_cald.convert.families import (
+    FAMILIES,
+    Family,
+    Projection,
+    UnsupportedModelError,
+    find_family,
+    register_family,
+)
+from speechbrain_cald.convert.io import load_student, load_teacher, save_speechbrain_model, save_student
+from speechbrain_cald.convert.linear_time import count_parameters, to_linear_time
+
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "Projection",
+    "UnsupportedModelError",
+    "count_parameters",
+    "find_family",
+    "load_student",
+    "load_teacher",
+    "register_family",
+    "save_speechbrain_model",
+    "save_student",
+    "to_linear_time",
+]

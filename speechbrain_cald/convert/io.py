@@ -1,0 +1,375 @@
+"""Save and load students; load teachers from local directories only.
+
+Directory layouts
+-----------------
+transformers families (``Family.save_format == "hf"``)::
+
+    config.json, model.safetensors     written by ``save_pretrained``
+    cald_conversion.json                family, mixer, options, init, teacher class
+
+SpeechBrain ``TransformerASR`` (``"speechbrain"``)::
+
+    hparams.json                        {"class": "module.Class", "kwargs": {...}}
+    model.ckpt                          torch.save(state_dict)
+    cald_conversion.json                (students only)
+
+A SpeechBrain teacher directory is the same without ``cald_conversion.json``
+(write one with :func:`save_speechbrain_model`). Classes inside ``kwargs``
+(e.g. ``activation``) are stored as ``{"__class__": "module.Class"}``. Every file
+is written to a temporary name and moved into place with ``os.replace``, so an
+interrupted save never leaves a half-written file under the final name.
+
+``load_student`` never needs the teacher's weights: it builds the teacher's
+architecture from the saved config / hparams, repeats the recorded conversion on
+it and loads the student's state_dict.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from speechbrain_cald.convert.families import FAMILIES
+from speechbrain_cald.convert.linear_time import convert_in_place
+from speechbrain_cald.pretrained import local_source
+
+__all__ = [
+    "CONVERSION_FILE",
+    "save_student",
+    "load_student",
+    "load_teacher",
+    "save_speechbrain_model",
+    "build_speechbrain_model",
+]
+
+CONVERSION_FILE = "cald_conversion.json"
+HPARAMS_FILE = "hparams.json"
+SB_WEIGHTS_FILE = "model.ckpt"
+HF_WEIGHTS_FILE = "model.safetensors"
+
+
+def _import(dotted: str):
+    """``"pkg.mod.Class"`` (or ``"pkg.mod:Class"``) -> the object."""
+    if ":" in dotted:
+        module, _, qualname = dotted.partition(":")
+    else:
+        module, _, qualname = dotted.rpartition(".")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_json(path: Path, data: Dict[str, Any]) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    _write_atomic(path, write)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, type):
+        return {"__class__": _class_path(value)}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__class__"}:
+            return _import(value["__class__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- SpeechBrain
+def build_speechbrain_model(hparams: Dict[str, Any]) -> nn.Module:
+    """Instantiate ``hparams["class"](**hparams["kwargs"])`` (classes in kwargs decoded)."""
+    if "class" not in hparams or "kwargs" not in hparams:
+        raise KeyError(
+            f"{HPARAMS_FILE}: expected keys 'class' and 'kwargs', found {sorted(hparams)}"
+        )
+    return _import(hparams["class"])(**_decode(hparams["kwargs"]))
+
+
+def save_speechbrain_model(model: nn.Module, directory: Union[str, os.PathLike], hparams: Dict[str, Any]) -> Path:
+    """Write a SpeechBrain model as ``hparams.json`` + ``model.ckpt`` (a teacher directory).
+
+    Arguments
+    ---------
+    model : nn.Module
+        e.g. a ``TransformerASR``.
+    directory : path
+        Created if missing.
+    hparams : dict
+        The constructor keyword arguments (``{"d_model": 64, ...}``) or
+        ``{"class": ..., "kwargs": {...}}``; classes as values are allowed.
+
+    Returns
+    -------
+    pathlib.Path
+        The directory.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if "class" not in hparams or "kwargs" not in hparams:
+        hparams = {"class": _class_path(type(model)), "kwargs": hparams}
+    _write_json(directory / HPARAMS_FILE, _encode(hparams))
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _write_atomic(directory / SB_WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
+    return directory
+
+
+def _load_speechbrain(directory: Path, map_location="cpu") -> nn.Module:
+    with open(directory / HPARAMS_FILE) as f:
+        hparams = json.load(f)
+    model = build_speechbrain_model(hparams)
+    state = torch.load(directory / SB_WEIGHTS_FILE, map_location=map_location, weights_only=True)
+    model.load_state_dict(state, strict=True)
+    model.cald_hparams = _decode(hparams)
+    return model
+
+
+# ---------------------------------------------------------------- transformers
+def _hf_class(directory: Path, model_class=None) -> type:
+    import transformers
+
+    if model_class is not None and not isinstance(model_class, str):
+        return model_class
+    if model_class is None:
+        config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
+        architectures = getattr(config, "architectures", None) or []
+        if not architectures:
+            return transformers.AutoModel
+        model_class = architectures[0]
+    if "." in model_class:
+        return _import(model_class)
+    if not hasattr(transformers, model_class):
+        raise ValueError(f"{directory / 'config.json'}: unknown transformers class '{model_class}'")
+    return getattr(transformers, model_class)
+
+
+def load_teacher(
+    source: Union[str, os.PathLike],
+    model_class: Optional[Union[str, type]] = None,
+    map_location: str = "cpu",
+    **from_pretrained_kwargs: Any,
+) -> nn.Module:
+    """Load a pretrained teacher from a LOCAL directory (never from a model hub).
+
+    Arguments
+    ---------
+    source : path
+        A transformers directory (``config.json`` + weights, from
+        ``save_pretrained``) or a SpeechBrain directory (``hparams.json`` +
+        ``model.ckpt``, from :func:`save_speechbrain_model`).
+    model_class : str or type, optional
+        transformers class to load (e.g. ``"Wav2Vec2ForCTC"``); default
+        ``config.architectures[0]``.
+    map_location : str
+        Device for SpeechBrain weights.
+    **from_pretrained_kwargs
+        Passed to ``from_pretrained`` (e.g. ``attn_implementation="eager"``).
+
+    Returns
+    -------
+    nn.Module
+        The teacher, in eval mode.
+
+    Example
+    -------
+    >>> load_teacher("facebook/wav2vec2-base")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    speechbrain_cald.pretrained.OfflineSourceError: teacher source 'facebook/wav2vec2-base' looks like a model-hub id...
+    """
+    directory = local_source(source, "teacher")
+    if (directory / "config.json").is_file():
+        cls = _hf_class(directory, model_class)
+        model = cls.from_pretrained(directory, local_files_only=True, **from_pretrained_kwargs)
+    elif (directory / HPARAMS_FILE).is_file():
+        model = _load_speechbrain(directory, map_location)
+    else:
+        raise FileNotFoundError(
+            f"teacher directory {directory}: expected config.json (transformers, saved with "
+            f"save_pretrained) or {HPARAMS_FILE} + {SB_WEIGHTS_FILE} (SpeechBrain, saved with "
+            f"save_speechbrain_model), found {sorted(p.name for p in directory.iterdir())}"
+        )
+    return model.eval()
+
+
+# ---------------------------------------------------------------- students
+def save_student(
+    model: nn.Module, directory: Union[str, os.PathLike], hparams: Optional[Dict[str, Any]] = None
+) -> Path:
+    """Save a converted student so :func:`load_student` rebuilds it in any process.
+
+    Arguments
+    ---------
+    model : nn.Module
+        A student from ``to_linear_time`` (it carries ``cald_conversion``).
+    directory : path
+        Created if missing.
+    hparams : dict, optional
+        SpeechBrain models only: the constructor keyword arguments, unless the
+        teacher came from :func:`load_teacher` (which records them on the model).
+
+    Returns
+    -------
+    pathlib.Path
+        The directory.
+    """
+    conversion = getattr(model, "cald_conversion", None)
+    if conversion is None:
+        raise ValueError(
+            f"{type(model).__name__} has no cald_conversion record: save_student expects a "
+            "student made by speechbrain_cald.convert.to_linear_time"
+        )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    family = FAMILIES[conversion["family"]]
+    if family.save_format == "hf":
+        model.save_pretrained(directory)
+    elif family.save_format == "speechbrain":
+        hparams = hparams if hparams is not None else getattr(model, "cald_hparams", None)
+        if hparams is None:
+            raise ValueError(
+                f"save_student: a SpeechBrain {type(model).__name__} needs its constructor "
+                "hparams (pass hparams={...}, or load the teacher with load_teacher, which "
+                "records them)"
+            )
+        save_speechbrain_model(model, directory, hparams)
+    else:
+        raise ValueError(f"family '{family.name}': unknown save_format '{family.save_format}'")
+    _write_json(directory / CONVERSION_FILE, conversion)
+    return directory
+
+
+def _load_tied_tolerant(model: nn.Module, state: Dict[str, torch.Tensor], where: Path) -> None:
+    """``load_state_dict`` where keys that ``save_pretrained`` dropped as tied
+    duplicates may be missing, but nothing else."""
+    result = model.load_state_dict(state, strict=False)
+    names_by_param: Dict[int, list] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names_by_param.setdefault(id(p), []).append(name)
+    untied = [
+        k
+        for k in result.missing_keys
+        if not any(
+            other in state
+            for names in names_by_param.values()
+            if k in names
+            for other in names
+        )
+    ]
+    if untied or result.unexpected_keys:
+        raise RuntimeError(
+            f"{where}: state_dict does not fit the rebuilt student: missing {untied[:8]}, "
+            f"unexpected {result.unexpected_keys[:8]}"
+        )
+
+
+def _load_safetensors(directory: Path, device: str) -> Dict[str, torch.Tensor]:
+    """The state_dict ``save_pretrained`` wrote: one file, or shards listed in an index."""
+    from safetensors.torch import load_file
+
+    index = directory / f"{HF_WEIGHTS_FILE}.index.json"
+    if index.is_file():
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+    elif (directory / HF_WEIGHTS_FILE).is_file():
+        shards = [HF_WEIGHTS_FILE]
+    else:
+        raise FileNotFoundError(
+            f"{directory}: expected {HF_WEIGHTS_FILE} (or its .index.json) written by save_pretrained"
+        )
+    state: Dict[str, torch.Tensor] = {}
+    for shard in shards:
+        state.update(load_file(directory / shard, device=device))
+    return state
+
+
+def load_student(directory: Union[str, os.PathLike], map_location: str = "cpu") -> nn.Module:
+    """Rebuild a student saved by :func:`save_student` (no teacher weights needed).
+
+    Arguments
+    ---------
+    directory : path
+        Local directory holding ``cald_conversion.json`` and the weights.
+    map_location : str
+        Device to load onto.
+
+    Returns
+    -------
+    nn.Module
+        The student in eval mode, with ``cald_conversion``.
+    """
+    directory = local_source(directory, "student")
+    path = directory / CONVERSION_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: expected a student directory written by "
+            "speechbrain_cald.convert.save_student"
+        )
+    with open(path) as f:
+        conversion = json.load(f)
+    family = FAMILIES[conversion["family"]]
+    if family.save_format == "hf":
+        import transformers
+
+        config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
+        model = _import(conversion["teacher_class"])(config)
+        convert_in_place(
+            model,
+            conversion["mixer"],
+            "default",  # weights are loaded next; skip attention init
+            conversion["family"],
+            conversion["teacher_class"],
+            **conversion["mixer_options"],
+        )
+        state = _load_safetensors(directory, str(map_location))
+        _load_tied_tolerant(model, state, directory)
+    else:
+        with open(directory / HPARAMS_FILE) as f:
+            hparams = json.load(f)
+        model = build_speechbrain_model(hparams)
+        convert_in_place(
+            model,
+            conversion["mixer"],
+            "default",
+            conversion["family"],
+            conversion["teacher_class"],
+            **conversion["mixer_options"],
+        )
+        state = torch.load(directory / SB_WEIGHTS_FILE, map_location=map_location, weights_only=True)
+        model.load_state_dict(state, strict=True)
+        model.cald_hparams = _decode(hparams)
+    model.cald_conversion = conversion
+    return model.to(map_location).eval()
