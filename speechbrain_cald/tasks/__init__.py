@@ -1,1 +1,20 @@
-"""tasks."""
+"""tasks: objectives and decoding helpers used by recipes' ``task_loss`` hooks.
+
+ctc             ctc_objective, ctc_greedy_transcripts (SpeechBrain's CTC loss and greedy decoder)
+classification  classification_objective, correct_predictions
+lm              next_token_objective, perplexity
+"""
+
+from speechbrain_cald.tasks.classification import classification_objective, correct_predictions
+from speechbrain_cald.tasks.ctc import ctc_greedy_transcripts, ctc_objective, relative_lengths
+from speechbrain_cald.tasks.lm import next_token_objective, perplexity
+
+__all__ = [
+    "classification_objective",
+    "correct_predictions",
+    "ctc_greedy_transcripts",
+    "ctc_objective",
+    "next_token_objective",
+    "perplexity",
+    "relative_lengths",
+]
