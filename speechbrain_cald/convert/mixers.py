@@ -37,8 +37,8 @@ def build_plain(cls: type, ctx: BuildContext, options: Dict[str, Any]) -> nn.Mod
 
 def build_linformer(cls: type, ctx: BuildContext, options: Dict[str, Any]) -> nn.Module:
     """``LinformerAttention(d_model, num_heads, max_len, **options)``; ``max_len``
-    defaults to the teacher's maximum positions; ``share="layer"`` reuses the first
-    layer's projection in every layer."""
+    defaults to the teacher's maximum positions; ``share="layer"`` builds one
+    ``LinformerProjection`` and gives it to every layer."""
     options = dict(options)
     max_len = options.pop("max_len", None) or ctx.max_positions
     if max_len is None:
@@ -49,25 +49,15 @@ def build_linformer(cls: type, ctx: BuildContext, options: Dict[str, Any]) -> nn
         )
     num_heads = options.pop("num_heads", ctx.num_heads)
     if options.get("share") == "layer" and options.get("shared_proj") is None:
-        first = ctx.shared.get("linformer_layer_proj")
-        if first is not None:
-            options["shared_proj"] = first
-        mixer = cls(ctx.d_model, num_heads, int(max_len), **options)
-        if first is None:
-            ctx.shared["linformer_layer_proj"] = _linformer_shared_proj(mixer)
-        return mixer
+        # one projection object for every layer of this conversion
+        shared = ctx.shared.get("linformer_layer_proj")
+        if shared is None:
+            from speechbrain_cald.nnet.linformer import LinformerProjection
+
+            shared = LinformerProjection(int(max_len), options.get("k", 256))
+            ctx.shared["linformer_layer_proj"] = shared
+        options["shared_proj"] = shared
     return cls(ctx.d_model, num_heads, int(max_len), **options)
-
-
-def _linformer_shared_proj(mixer: nn.Module):
-    # the object LinformerAttention accepts as shared_proj, taken from the first layer
-    for name in ("shared_proj", "proj", "e_proj"):
-        if getattr(mixer, name, None) is not None:
-            return getattr(mixer, name)
-    raise AttributeError(
-        f"{type(mixer).__name__}: with share='layer' expected a 'shared_proj' attribute to reuse "
-        "in the other layers"
-    )
 
 
 @dataclass

@@ -23,6 +23,7 @@ from torch import nn
 
 from speechbrain_cald.convert.families.base import Family
 from speechbrain_cald.convert.families.projections import named_linears
+from speechbrain_cald.convert.padding_exact import install_conv_padding_hooks
 from speechbrain_cald.convert.wrappers import HFAttentionWrapper, WavLMAttentionWrapper
 
 __all__ = ["WAV2VEC2", "HUBERT", "WAVLM", "WAV2VEC2_CONFORMER", "WHISPER"]
@@ -55,6 +56,11 @@ def _whisper_lengths(model: nn.Module, input_lengths: torch.Tensor) -> torch.Ten
 
 def _whisper_max_positions(model: nn.Module) -> Optional[int]:
     return int(model.config.max_source_positions)
+
+
+def _exact_conformer_padding(student: nn.Module) -> None:
+    # the conformer conv module sees padded frames; make it blind to them
+    install_conv_padding_hooks(WAV2VEC2_CONFORMER.layers(student))
 
 
 _QKVO = named_linears(("q_proj", "k_proj", "v_proj", "out_proj"))
@@ -101,7 +107,8 @@ WAVLM = Family(
 WAV2VEC2_CONFORMER = Family(
     name="wav2vec2_conformer",
     description="transformers Wav2Vec2-Conformer (Model, ForCTC, ForSequenceClassification): "
-    "encoder.layers[i].self_attn; masks as wav2vec2, rotary / relative positions dropped",
+    "encoder.layers[i].self_attn; masks as wav2vec2, rotary / relative positions dropped; "
+    "conv modules made blind to padding (convert/padding_exact.py)",
     encoder_classes=("Wav2Vec2ConformerEncoder",),
     layers_attr="layers",
     attention_paths=("self_attn",),
@@ -109,6 +116,7 @@ WAV2VEC2_CONFORMER = Family(
     projections=named_linears(("linear_q", "linear_k", "linear_v", "linear_out")),
     dims=_conformer_dims,
     frame_lengths_fn=feature_encoder_lengths,
+    post_convert=_exact_conformer_padding,
 )
 
 WHISPER = Family(

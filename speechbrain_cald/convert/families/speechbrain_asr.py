@@ -18,6 +18,7 @@ from torch import nn
 
 from speechbrain_cald.convert.families.base import Family, Projection
 from speechbrain_cald.convert.families.projections import split_head_interleaved, split_stacked
+from speechbrain_cald.convert.padding_exact import install_conv_padding_hooks
 from speechbrain_cald.nnet.dropin import SpeechBrainAttention
 
 __all__ = ["SPEECHBRAIN_TRANSFORMER_ASR"]
@@ -77,6 +78,11 @@ def _max_positions(model: nn.Module) -> Optional[int]:
     return None
 
 
+def _exact_conformer_padding(student: nn.Module) -> None:
+    # Conformer conv modules mask only their output; make them blind to padding
+    install_conv_padding_hooks(SPEECHBRAIN_TRANSFORMER_ASR.layers(student))
+
+
 def _is_causal(model: nn.Module) -> bool:
     return bool(getattr(model, "causal", False))
 
@@ -84,7 +90,8 @@ def _is_causal(model: nn.Module) -> bool:
 SPEECHBRAIN_TRANSFORMER_ASR = Family(
     name="speechbrain_transformer_asr",
     description="SpeechBrain TransformerASR, encoder_module 'transformer' (encoder.layers[i].self_att) "
-    "or 'conformer' (encoder.layers[i].mha_layer); key_padding_mask (B, T) True on padding",
+    "or 'conformer' (encoder.layers[i].mha_layer); key_padding_mask (B, T) True on padding; "
+    "conformer conv modules made blind to padding (convert/padding_exact.py)",
     encoder_classes=("TransformerASR",),
     layers_attr="encoder.layers",
     attention_paths=("self_att", "mha_layer"),
@@ -93,5 +100,6 @@ SPEECHBRAIN_TRANSFORMER_ASR = Family(
     dims=_dims,
     max_positions_fn=_max_positions,
     is_causal_fn=_is_causal,
+    post_convert=_exact_conformer_padding,
     save_format="speechbrain",
 )
