@@ -81,6 +81,8 @@ __all__ = [
     "save_shared_weights",
     "load_shared_weights",
     "size_report",
+    "save_shared_student",
+    "load_shared_student",
     "main",
 ]
 
@@ -764,16 +766,118 @@ def size_report(model: nn.Module) -> Dict[str, int]:
     }
 
 
+# --------------------------------------------------------------------------- student directories
+SHARING_FILE = "cald_sharing.json"
+SHARED_WEIGHTS_FILE = "model.safetensors"
+
+
+def save_shared_student(
+    model: nn.Module, directory: os.PathLike, hparams: Optional[Dict[str, object]] = None
+) -> Path:
+    """Save a parameter-sharing student so :func:`load_shared_student` rebuilds it.
+
+    Layout: the teacher architecture (transformers ``config.json`` or SpeechBrain
+    ``hparams.json``, as ``convert.io`` writes them), ``cald_sharing.json`` (the
+    sharing record, the teacher class and, for a linear-time student, its
+    ``cald_conversion``) and ``model.safetensors`` holding each shared tensor once.
+
+    Arguments
+    ---------
+    model : nn.Module
+        A student from :func:`to_shared`.
+    directory : path-like
+        Created if missing.
+    hparams : dict, optional
+        SpeechBrain models only: constructor keyword arguments, unless the
+        teacher came from ``convert.load_teacher`` (which records them).
+
+    Returns
+    -------
+    pathlib.Path
+        The directory.
+    """
+    from speechbrain_cald.convert import io as convert_io
+    from speechbrain_cald.convert.families import FAMILIES
+
+    record = getattr(model, "cald_sharing", None)
+    if record is None:
+        raise ValueError(
+            f"{type(model).__name__} has no cald_sharing record: save_shared_student expects a "
+            "student made by speechbrain_cald.convert.share.to_shared"
+        )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    family = FAMILIES[record["family"]]
+    if family.save_format == "hf":
+        model.config.save_pretrained(directory)
+    else:
+        hparams = hparams if hparams is not None else getattr(model, "cald_hparams", None)
+        if hparams is None:
+            raise ValueError(
+                f"save_shared_student: a SpeechBrain {type(model).__name__} needs its constructor "
+                "hparams (pass hparams={...}, or load the teacher with convert.load_teacher)"
+            )
+        if "class" not in hparams or "kwargs" not in hparams:
+            hparams = {"class": f"{type(model).__module__}.{type(model).__qualname__}", "kwargs": hparams}
+        convert_io._write_json(directory / convert_io.HPARAMS_FILE, convert_io._encode(hparams))
+    meta = {
+        "sharing": record,
+        "teacher_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "conversion": getattr(model, "cald_conversion", None),
+    }
+    (directory / SHARING_FILE).write_text(json.dumps(meta, indent=2))
+    save_shared_weights(model, directory / SHARED_WEIGHTS_FILE)
+    return directory
+
+
+def load_shared_student(directory: os.PathLike) -> nn.Module:
+    """Rebuild a student written by :func:`save_shared_student` (no teacher weights needed).
+
+    Arguments
+    ---------
+    directory : path-like
+        Local directory with ``cald_sharing.json``.
+
+    Returns
+    -------
+    nn.Module
+        The student in eval mode, with ``cald_sharing`` (and ``cald_conversion``).
+    """
+    from speechbrain_cald.convert import io as convert_io
+    from speechbrain_cald.convert.linear_time import convert_in_place
+    from speechbrain_cald.pretrained import local_source
+
+    directory = local_source(directory, "student")
+    path = directory / SHARING_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: expected a student directory written by "
+            "speechbrain_cald.convert.share.save_shared_student"
+        )
+    meta = json.loads(path.read_text())
+    if (directory / "config.json").is_file():
+        import transformers
+
+        config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
+        model = convert_io._import(meta["teacher_class"])(config)
+        hparams = None
+    else:
+        hparams = json.loads((directory / convert_io.HPARAMS_FILE).read_text())
+        model = convert_io.build_speechbrain_model(hparams)
+    conversion = meta.get("conversion")
+    if conversion:
+        convert_in_place(
+            model, conversion["mixer"], "default", conversion["family"], conversion["teacher_class"],
+            **conversion["mixer_options"],
+        )
+    student = apply_sharing_record(model, meta["sharing"])
+    load_shared_weights(student, directory / SHARED_WEIGHTS_FILE)
+    if hparams is not None:
+        student.cald_hparams = convert_io._decode(hparams)
+    return student.eval()
+
+
 # --------------------------------------------------------------------------- command line
-def _load_hf_teacher(directory: Path) -> nn.Module:
-    import transformers
-
-    config = transformers.AutoConfig.from_pretrained(str(directory))
-    archs = getattr(config, "architectures", None) or []
-    cls = getattr(transformers, archs[0], None) if archs else None
-    return (cls or transformers.AutoModel).from_pretrained(str(directory))
-
-
 def _format_size(name: str, report: Dict[str, int]) -> str:
     return (
         f"{name:<8} unique params {report['unique_parameters']:>12,d}   "
@@ -784,10 +888,9 @@ def _format_size(name: str, report: Dict[str, int]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m speechbrain_cald.convert.share TEACHER_DIR STUDENT_DIR --scheme residual ...``.
 
-    Loads a transformers teacher from a local directory, builds the student,
-    prints unique parameters and on-disk size before and after, and writes
-    ``STUDENT_DIR/config.json`` (the teacher's), ``cald_sharing.json`` and
-    ``model.safetensors`` (each shared tensor once).
+    Loads a teacher from a local directory (``convert.load_teacher``: transformers
+    or SpeechBrain), builds the student, prints unique parameters and on-disk
+    size before and after, and writes the student with :func:`save_shared_student`.
 
     Arguments
     ---------
@@ -799,7 +902,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     int
         Exit status.
     """
-    from speechbrain_cald.pretrained import local_source
+    from speechbrain_cald.convert.io import load_teacher
 
     parser = argparse.ArgumentParser(prog="python -m speechbrain_cald.convert.share", description=main.__doc__.split("\n")[0])
     parser.add_argument("teacher_dir")
@@ -818,7 +921,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--lora-rank", type=int, default=8)
     args = parser.parse_args(argv)
 
-    teacher = _load_hf_teacher(local_source(args.teacher_dir, "teacher"))
+    teacher = load_teacher(args.teacher_dir)
     if args.scheme == "residual":
         options = {"group_size": args.group_size, "rank": args.rank, "diagonal": not args.no_diagonal}
     else:
@@ -838,12 +941,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(_format_size("student", after))
     print(f"student / teacher unique parameters: {after['unique_parameters'] / before['unique_parameters']:.3f}")
     if args.student_dir:
-        out = Path(args.student_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        student.config.save_pretrained(str(out))
-        (out / "cald_sharing.json").write_text(json.dumps(student.cald_sharing, indent=2))
-        size = save_shared_weights(student, out / "model.safetensors")
-        print(f"wrote {out} (model.safetensors {size / 2**20:.2f} MiB)")
+        out = save_shared_student(student, args.student_dir)
+        size = (out / SHARED_WEIGHTS_FILE).stat().st_size
+        print(f"wrote {out} ({SHARED_WEIGHTS_FILE} {size / 2**20:.2f} MiB, each shared tensor once)")
     return 0
 
 

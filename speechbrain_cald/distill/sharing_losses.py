@@ -1,0 +1,161 @@
+"""MiniALBERT's optional distillation terms: hidden-state cosine and attention-map KL.
+
+Same conventions as ``distill/losses.py``: ``mask (B, T)`` is True on valid
+frames; every loss is a **sum over valid frames (rows) divided by their
+number**, averaged over the mapped layers, so extra padding changes nothing;
+student step ``i`` is compared with teacher layer ``layer_map[i]`` (for a
+recursive student ``student.cald_sharing["layer_map"]``).
+
+- ``hidden_cosine_loss``: ``1 - cos(s, t)`` over the feature dimension, per
+  valid frame.
+- ``attention_kl_loss``: ``KL(A_teacher || A_student)`` of attention rows
+  ``(B, H, T, T)`` (probabilities over keys), summed over keys, averaged over
+  heads, per valid query row; keys past a sequence's length are ignored on
+  both sides (renormalised), so attention maps computed with padding masks or
+  on unpadded inputs give the same value.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["hidden_cosine_loss", "attention_kl_loss"]
+
+
+def _valid(mask: Optional[torch.Tensor], B: int, T: int, device) -> torch.Tensor:
+    if mask is None:
+        return torch.ones(B, T, dtype=torch.bool, device=device)
+    if tuple(mask.shape) != (B, T):
+        raise ValueError(f"mask should be (B, T) = {(B, T)}, found {tuple(mask.shape)}")
+    return mask.to(device=device, dtype=torch.bool)
+
+
+def _check_map(layer_map: Optional[Sequence[int]], n_student: int, n_teacher: int, what: str):
+    if n_student == 0:
+        raise ValueError(f"{what}: no student tensors given")
+    layer_map = list(range(n_student)) if layer_map is None else list(layer_map)
+    if len(layer_map) != n_student:
+        raise ValueError(
+            f"{what}: layer_map has {len(layer_map)} entries but the student gave {n_student} "
+            "tensors (one entry per student step expected)"
+        )
+    for i, t in enumerate(layer_map):
+        if not 0 <= t < n_teacher:
+            raise IndexError(f"{what}: layer_map[{i}] = {t} but the teacher gave {n_teacher} tensors")
+    return layer_map
+
+
+def hidden_cosine_loss(
+    student_states: Sequence[torch.Tensor],
+    teacher_states: Sequence[torch.Tensor],
+    mask: Optional[torch.Tensor] = None,
+    layer_map: Optional[Sequence[int]] = None,
+) -> torch.Tensor:
+    """Hidden-state cosine loss ``1 - cos`` (MiniALBERT), masked.
+
+    Arguments
+    ---------
+    student_states : sequence of torch.Tensor
+        One ``(B, T, D)`` state per student step.
+    teacher_states : sequence of torch.Tensor
+        One ``(B, T, D)`` state per teacher layer.
+    mask : torch.Tensor, optional
+        ``(B, T)`` bool, True on valid frames.
+    layer_map : sequence of int, optional
+        Teacher layer of each student step (default identity).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar in ``[0, 2]``: mean over mapped layers of
+        ``sum_{valid} (1 - cos(s, t)) / n_valid``.
+
+    Example
+    -------
+    >>> s = [torch.randn(2, 5, 8)]
+    >>> float(hidden_cosine_loss(s, [2.0 * s[0]])) < 1e-6  # scale does not matter
+    True
+    >>> round(float(hidden_cosine_loss(s, [-s[0]])), 4)
+    2.0
+    """
+    layer_map = _check_map(layer_map, len(student_states), len(teacher_states), "hidden_cosine_loss")
+    B, T = student_states[0].shape[:2]
+    valid = _valid(mask, B, T, student_states[0].device)
+    total = student_states[0].new_zeros((), dtype=torch.float32)
+    for i, t_index in enumerate(layer_map):
+        s, t = student_states[i].float(), teacher_states[t_index].detach().float()
+        if s.shape != t.shape:
+            raise ValueError(
+                f"student state {i} {tuple(s.shape)} and teacher state {t_index} {tuple(t.shape)} differ in shape"
+            )
+        per_frame = 1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-8)  # (B, T)
+        total = total + per_frame.masked_fill(~valid, 0.0).sum() / valid.sum().clamp_min(1)
+    return total / len(layer_map)
+
+
+def attention_kl_loss(
+    student_attentions: Sequence[torch.Tensor],
+    teacher_attentions: Sequence[torch.Tensor],
+    mask: Optional[torch.Tensor] = None,
+    layer_map: Optional[Sequence[int]] = None,
+    eps: float = 1e-12,
+) -> torch.Tensor:
+    """Attention-map KL(teacher || student) on valid rows (MiniALBERT), for attention students.
+
+    Arguments
+    ---------
+    student_attentions : sequence of torch.Tensor
+        One ``(B, H, T, T)`` map per student step: rows are probabilities over
+        keys (as returned by HF ``output_attentions=True`` or SpeechBrain's
+        attention weights).
+    teacher_attentions : sequence of torch.Tensor
+        Same, per teacher layer.
+    mask : torch.Tensor, optional
+        ``(B, T)`` bool, True on valid frames: selects the query rows counted
+        and the keys kept (padded keys are dropped and rows renormalised).
+    layer_map : sequence of int, optional
+        Teacher layer of each student step (default identity).
+    eps : float
+        Floor inside the logarithms.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: mean over mapped layers of
+        ``sum_{valid rows} mean_H sum_keys t (log t - log s) / n_valid_rows``.
+
+    Example
+    -------
+    >>> a = torch.softmax(torch.randn(2, 2, 4, 4), -1)
+    >>> float(attention_kl_loss([a], [a]))
+    0.0
+    >>> b = torch.softmax(torch.randn(2, 2, 4, 4), -1)
+    >>> float(attention_kl_loss([a], [b])) > 0
+    True
+    """
+    layer_map = _check_map(layer_map, len(student_attentions), len(teacher_attentions), "attention_kl_loss")
+    first = student_attentions[0]
+    if first.dim() != 4 or first.shape[-1] != first.shape[-2]:
+        raise ValueError(f"attention maps should be (B, H, T, T), found {tuple(first.shape)}")
+    B, _, T, _ = first.shape
+    valid = _valid(mask, B, T, first.device)
+    keys = valid[:, None, None, :].float()  # (B, 1, 1, T)
+    total = first.new_zeros((), dtype=torch.float32)
+    for i, t_index in enumerate(layer_map):
+        s, t = student_attentions[i].float(), teacher_attentions[t_index].detach().float()
+        if s.shape != t.shape:
+            raise ValueError(
+                f"student attention {i} {tuple(s.shape)} and teacher attention {t_index} "
+                f"{tuple(t.shape)} differ in shape"
+            )
+        s = s * keys
+        t = t * keys
+        s = s / s.sum(-1, keepdim=True).clamp_min(eps)
+        t = t / t.sum(-1, keepdim=True).clamp_min(eps)
+        kl = (t * (t.clamp_min(eps).log() - s.clamp_min(eps).log())).sum(-1)  # (B, H, T)
+        per_row = kl.mean(1)  # (B, T)
+        total = total + per_row.masked_fill(~valid, 0.0).sum() / valid.sum().clamp_min(1)
+    return total / len(layer_map)
