@@ -1,0 +1,59 @@
+"""LayerTaps and layer discovery: states equal to an independent reference, errors."""
+
+import pytest
+import torch
+from speechbrain.lobes.models.transformer.Transformer import TransformerEncoder
+from torch import nn
+
+from speechbrain_cald.distill.taps import (
+    LayerTaps,
+    every_nth_layer_map,
+    find_layers,
+    lengths_to_mask,
+    unwrap,
+)
+
+
+def test_taps_equal_speechbrain_hidden_states():
+    enc = TransformerEncoder(num_layers=3, nhead=2, d_ffn=16, d_model=8, output_hidden_states=True).eval()
+    taps = LayerTaps(find_layers(enc, "layers"))
+    x = torch.randn(2, 5, 8)
+    pad = ~lengths_to_mask(torch.tensor([5, 3]), 5)
+    _, _, hidden = enc(x, src_key_padding_mask=pad)
+    states = taps.take()
+    assert len(states) == 3
+    for got, ref in zip(states, hidden[1:]):  # hidden[0] is the input embedding
+        assert torch.equal(got, ref)
+    assert taps.states == []
+
+
+def test_taps_follow_every_call_and_detach_option():
+    shared = nn.Linear(4, 4)
+    taps = LayerTaps([shared], detach=True)
+    x = torch.randn(1, 2, 4, requires_grad=True)
+    shared(shared(x))  # a recursive model calls its shared layer twice
+    assert len(taps.states) == 2 and not taps.states[0].requires_grad
+    taps.remove()
+    shared(x)
+    assert taps.states == []
+
+
+def test_find_layers_errors_and_unwrap():
+    net = nn.Module()
+    net.layers = nn.ModuleList([nn.Linear(2, 2)])
+    net.head = nn.Linear(2, 2)
+    assert find_layers(nn.DataParallel(net), "layers") is net.layers
+    assert unwrap(net) is net
+    with pytest.raises(TypeError, match="should be an nn.ModuleList, found Linear"):
+        find_layers(net, "head")
+    with pytest.raises(AttributeError, match="'encoder.layers' is not a submodule"):
+        find_layers(net, "encoder.layers")
+    with pytest.raises(LookupError, match="tap_layers"):
+        find_layers(nn.Linear(2, 2))
+
+
+def test_every_nth_layer_map():
+    assert every_nth_layer_map(2, 4) == [1, 3]
+    assert every_nth_layer_map(3, 3) == [0, 1, 2]
+    with pytest.raises(ValueError, match="multiple"):
+        every_nth_layer_map(5, 12)
