@@ -77,6 +77,7 @@ __all__ = [
     "adapters_only",
     "sharing_trainable_parameters",
     "unique_parameter_count",
+    "encoder_parameter_count",
     "dedup_state_dict",
     "save_shared_weights",
     "load_shared_weights",
@@ -621,6 +622,27 @@ def unique_parameter_count(model: nn.Module) -> int:
     return total
 
 
+def encoder_parameter_count(model: nn.Module, family: Optional[str] = None) -> int:
+    """Unique parameters of the encoder layers only (what sharing compresses).
+
+    Arguments
+    ---------
+    model : nn.Module
+        A teacher or student of a family in ``convert.families.FAMILIES``.
+    family : str, optional
+        Force a family entry.
+
+    Returns
+    -------
+    int
+        Unique parameters under ``family.layers(model)`` (shared layers and
+        shared matrices counted once).
+    """
+    from speechbrain_cald.convert.families import find_family
+
+    return unique_parameter_count(find_family(model, family).layers(model))
+
+
 def dedup_state_dict(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     """Split a state_dict into unique tensors and aliases (``name -> kept name``).
 
@@ -936,10 +958,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         }
     student = to_shared(teacher, args.scheme, family=args.family, **options)
     before, after = size_report(teacher), size_report(student)
+    enc_before, enc_after = encoder_parameter_count(teacher), encoder_parameter_count(student)
     print(f"scheme {args.scheme} ({student.cald_sharing['family']}): {json.dumps(options)}")
-    print(_format_size("teacher", before))
-    print(_format_size("student", after))
-    print(f"student / teacher unique parameters: {after['unique_parameters'] / before['unique_parameters']:.3f}")
+    print(_format_size("teacher", before) + f"   encoder layers {enc_before:>12,d}")
+    print(_format_size("student", after) + f"   encoder layers {enc_after:>12,d}")
+    print(
+        f"student / teacher unique parameters: {after['unique_parameters'] / before['unique_parameters']:.3f} "
+        f"(encoder layers {enc_after / enc_before:.3f})"
+    )
     if args.student_dir:
         out = save_shared_student(student, args.student_dir)
         size = (out / SHARED_WEIGHTS_FILE).stat().st_size

@@ -339,3 +339,24 @@ def test_every_registered_family_has_sharing_sites():
     from speechbrain_cald.convert.families import FAMILIES
 
     assert set(FAMILIES) <= set(SHARING_SITES)
+
+
+# ------------------------------------------------------------------ command line
+def test_command_line_prints_sizes_and_writes_a_loadable_student(tmp_path, capsys, teachers):
+    from speechbrain_cald.convert.io import save_speechbrain_model
+    from speechbrain_cald.convert.share import encoder_parameter_count, main
+
+    build, call = teachers["sb_conformer"]
+    teacher = build()
+    save_speechbrain_model(teacher, tmp_path / "teacher", teacher.cald_hparams)
+    assert main([str(tmp_path / "teacher"), str(tmp_path / "student"), "--scheme", "residual",
+                 "--group-size", "2", "--rank", "2"]) == 0
+    printed = capsys.readouterr().out
+    student = load_shared_student(tmp_path / "student")
+    for model in (teacher, student):
+        assert f"{unique_parameter_count(model):,d}" in printed
+        assert f"{encoder_parameter_count(model):,d}" in printed
+    expected = to_shared(teacher, "residual", group_size=2, rank=2).eval()
+    with torch.no_grad():
+        assert torch.allclose(call(student), call(expected), atol=1e-6)
+    assert encoder_parameter_count(student) < encoder_parameter_count(teacher)
