@@ -4,7 +4,8 @@ Directory layouts
 -----------------
 transformers families (``Family.save_format == "hf"``)::
 
-    config.json, model.safetensors     written by ``save_pretrained``
+    config.json                         ``config.save_pretrained`` (+ generation_config.json)
+    model.safetensors                   the student's state_dict, shared tensors once
     cald_conversion.json                family, mixer, options, init, teacher class
 
 SpeechBrain ``TransformerASR`` (``"speechbrain"``)::
@@ -256,7 +257,7 @@ def save_student(
     directory.mkdir(parents=True, exist_ok=True)
     family = FAMILIES[conversion["family"]]
     if family.save_format == "hf":
-        model.save_pretrained(directory)
+        _save_hf(model, directory)
     elif family.save_format == "speechbrain":
         hparams = hparams if hparams is not None else getattr(model, "cald_hparams", None)
         if hparams is None:
@@ -272,9 +273,41 @@ def save_student(
     return directory
 
 
+def _unique_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The state_dict with every shared tensor (tied embeddings, Linformer
+    ``share="layer"``) under its first name only; loading re-ties them."""
+    state: Dict[str, torch.Tensor] = {}
+    seen = set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+        if tensor.numel() and key in seen:
+            continue
+        seen.add(key)
+        state[name] = tensor.detach().cpu().contiguous()
+    return state
+
+
+def _save_hf(model: nn.Module, directory: Path) -> None:
+    """config (``config.save_pretrained``) + the student's exact state_dict as safetensors.
+
+    The weights are not written by ``model.save_pretrained``: in transformers 5
+    it renames keys for some families (GPT-NeoX ``lm_head`` -> ``embed_out``) and
+    refuses tensors shared between mixers, while the student must come back with
+    exactly its own keys.
+    """
+    from safetensors.torch import save_file
+
+    model.config.save_pretrained(directory)
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None and getattr(model, "can_generate", lambda: False)():
+        generation_config.save_pretrained(directory)
+    state = _unique_state(model)
+    _write_atomic(directory / HF_WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+
+
 def _load_tied_tolerant(model: nn.Module, state: Dict[str, torch.Tensor], where: Path) -> None:
-    """``load_state_dict`` where keys that ``save_pretrained`` dropped as tied
-    duplicates may be missing, but nothing else."""
+    """``load_state_dict`` where keys of tensors shared with a loaded key (saved
+    once) may be missing, but nothing else."""
     result = model.load_state_dict(state, strict=False)
     names_by_param: Dict[int, list] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
@@ -297,7 +330,7 @@ def _load_tied_tolerant(model: nn.Module, state: Dict[str, torch.Tensor], where:
 
 
 def _load_safetensors(directory: Path, device: str) -> Dict[str, torch.Tensor]:
-    """The state_dict ``save_pretrained`` wrote: one file, or shards listed in an index."""
+    """The weights file (or shards listed in an index)."""
     from safetensors.torch import load_file
 
     index = directory / f"{HF_WEIGHTS_FILE}.index.json"
@@ -308,7 +341,7 @@ def _load_safetensors(directory: Path, device: str) -> Dict[str, torch.Tensor]:
         shards = [HF_WEIGHTS_FILE]
     else:
         raise FileNotFoundError(
-            f"{directory}: expected {HF_WEIGHTS_FILE} (or its .index.json) written by save_pretrained"
+            f"{directory}: expected {HF_WEIGHTS_FILE} (or its .index.json) written by save_student"
         )
     state: Dict[str, torch.Tensor] = {}
     for shard in shards:

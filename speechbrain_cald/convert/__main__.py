@@ -1,0 +1,78 @@
+"""Command line: convert a local teacher into a linear-time student and save it.
+
+Usage::
+
+    python -m speechbrain_cald.convert TEACHER_DIR STUDENT_DIR --mixer bimamba2 \\
+        [--mixer-option d_state=128 --mixer-option expand=1 ...] [--init attention] \\
+        [--model-class Wav2Vec2ForCTC] [--family wav2vec2]
+
+Prints parameter counts before / after and the table of replaced modules, then
+writes the student with ``save_student`` (reload with ``load_student``).
+Option values are JSON when they parse (``256``, ``true``, ``[0, 1]``), else strings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Dict, List, Optional
+
+from speechbrain_cald.convert.io import load_teacher, save_student
+from speechbrain_cald.convert.linear_time import INITS, to_linear_time
+from speechbrain_cald.convert.mixers import MIXER_SPECS
+from speechbrain_cald.convert.summary import conversion_summary
+
+
+def parse_options(items: List[str]) -> Dict[str, Any]:
+    """``["k=256", "share=kv"]`` -> ``{"k": 256, "share": "kv"}``.
+
+    Example
+    -------
+    >>> parse_options(["k=256", "share=kv", "dt_limit=[0.0, 1.0]"])
+    {'k': 256, 'share': 'kv', 'dt_limit': [0.0, 1.0]}
+    """
+    options: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--mixer-option: expected KEY=VALUE, found '{item}'")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m speechbrain_cald.convert",
+        description="Replace every self-attention of a local pretrained teacher by a "
+        "linear-time mixer and save the student.",
+    )
+    parser.add_argument("teacher_dir", help="local teacher directory (save_pretrained, or SpeechBrain hparams.json + model.ckpt)")
+    parser.add_argument("student_dir", help="where to write the student")
+    parser.add_argument("--mixer", default="bimamba2", help=f"one of {sorted(MIXER_SPECS)} or module:Class (default bimamba2)")
+    parser.add_argument("--mixer-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="mixer constructor option, repeatable (e.g. d_state=128, k=256, share=kv)")
+    parser.add_argument("--init", choices=INITS, default="default",
+                        help="'attention' initialises the mixer from the attention projections")
+    parser.add_argument("--model-class", default=None, help="transformers class to load the teacher as")
+    parser.add_argument("--family", default=None, help="force a family entry")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    teacher = load_teacher(args.teacher_dir, model_class=args.model_class)
+    student = to_linear_time(
+        teacher, args.mixer, init=args.init, family=args.family, **parse_options(args.mixer_option)
+    )
+    print(conversion_summary(teacher, student))
+    directory = save_student(student, args.student_dir)
+    print(f"\nstudent written to {directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

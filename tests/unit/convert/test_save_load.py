@@ -1,0 +1,133 @@
+"""save_student -> load_student in a FRESH process gives identical outputs; load errors; the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from speechbrain_cald.convert import load_student, load_teacher, save_student, to_linear_time
+from speechbrain_cald.pretrained import OfflineSourceError
+
+# Runs in a new interpreter: nothing of the converting process (modules, seeds,
+# registries) is shared, so the saved directory alone must rebuild the student.
+RELOAD_SCRIPT = r"""
+import json, sys, torch
+from speechbrain_cald.convert import load_student
+jobs = json.load(open(sys.argv[1]))
+for job in jobs:
+    model = load_student(job["student"])
+    inputs = torch.load(job["inputs"])
+    with torch.no_grad():
+        if job["kind"] == "sb":
+            out = model.encode(inputs["src"], inputs["wav_len"])
+        else:
+            out = model(**inputs)[0]
+    torch.save({"out": out, "conversion": model.cald_conversion}, job["output"])
+print("reloaded", len(jobs))
+"""
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return env
+
+
+def test_save_then_fresh_process_reload_gives_identical_outputs(teacher_dirs, cases, tmp_path):
+    jobs, expected = [], {}
+    for name, case in cases.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            student = to_linear_time(case.load(teacher_dirs(case)), case.mixer, init="attention", **case.options)
+        student.eval()
+        batch, _, _ = case.make_batch(seed=1)
+        with torch.no_grad():
+            expected[name] = case.run(student, batch)
+        base = tmp_path / name
+        save_student(student, base / "student")
+        torch.save(batch, base / "inputs.pt")
+        jobs.append({"student": str(base / "student"), "inputs": str(base / "inputs.pt"),
+                     "output": str(base / "out.pt"), "kind": case.kind, "name": name})
+        # atomic writes leave no temporary files behind
+        assert not [p for p in (base / "student").iterdir() if p.name.startswith(".")], name
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    result = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(tmp_path / "jobs.json")],
+                            capture_output=True, text=True, env=_env(), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in jobs:
+        got = torch.load(job["output"])
+        assert torch.equal(got["out"], expected[job["name"]]), job["name"]
+        assert got["conversion"]["mixer"] == cases[job["name"]].mixer
+
+
+def test_speechbrain_student_needs_hparams(tmp_path):
+    from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
+
+    model = TransformerASR(tgt_vocab=5, input_size=8, d_model=16, nhead=2, num_encoder_layers=1,
+                           num_decoder_layers=0, d_ffn=16, causal=False)
+    student = to_linear_time(model, "bimamba2", d_state=4, expand=1, headdim=8)
+    with pytest.raises(ValueError, match="hparams"):
+        save_student(student, tmp_path / "s")
+    hparams = dict(tgt_vocab=5, input_size=8, d_model=16, nhead=2, num_encoder_layers=1,
+                   num_decoder_layers=0, d_ffn=16, causal=False)
+    save_student(student, tmp_path / "s", hparams=hparams)
+    reloaded = load_student(tmp_path / "s")
+    x = torch.randn(1, 6, 8)
+    with torch.no_grad():
+        assert torch.equal(reloaded.encode(x, torch.ones(1)), student.eval().encode(x, torch.ones(1)))
+
+
+def test_save_student_refuses_an_unconverted_model(tmp_path):
+    with pytest.raises(ValueError, match="cald_conversion"):
+        save_student(nn.Linear(2, 2), tmp_path)
+
+
+def test_hub_ids_are_refused():
+    with pytest.raises(OfflineSourceError, match="model-hub id"):
+        load_teacher("facebook/wav2vec2-base")
+    with pytest.raises(OfflineSourceError, match="model-hub id"):
+        load_student("someone/bert-cald-student")
+
+
+def test_load_student_of_a_teacher_directory_says_what_is_missing(teacher_dirs, cases):
+    with pytest.raises(FileNotFoundError, match="cald_conversion.json"):
+        load_student(teacher_dirs(cases["bert-bimamba2"]))
+
+
+def test_load_teacher_of_an_empty_directory_lists_expected_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_teacher(tmp_path)
+
+
+def test_cli_converts_prints_tables_and_saves(teacher_dirs, cases, tmp_path):
+    case = cases["wav2vec2_ctc-bimamba2"]
+    out_dir = tmp_path / "student"
+    cmd = [sys.executable, "-m", "speechbrain_cald.convert", teacher_dirs(case), str(out_dir),
+           "--mixer", "bimamba2", "--init", "attention"]
+    for k, v in case.options.items():
+        cmd += ["--mixer-option", f"{k}={v}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout
+    teacher = load_teacher(teacher_dirs(case))
+    student = load_student(out_dir)
+    from speechbrain_cald.convert import count_parameters
+
+    assert f"{count_parameters(teacher):,}" in text and f"{count_parameters(student):,}" in text
+    for i in range(2):
+        assert f"wav2vec2.encoder.layers.{i}.attention" in text
+    assert "Wav2Vec2Attention" in text and "BiMamba2" in text
+    assert student.cald_conversion["init"] == "attention"
+    assert student.cald_conversion["mixer_options"] == case.options
+
+
+def test_cli_rejects_a_hub_id(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "speechbrain_cald.convert", "facebook/wav2vec2-base",
+                             str(tmp_path / "s")], capture_output=True, text=True, env=_env(), timeout=300)
+    assert result.returncode != 0 and "model-hub id" in result.stderr
