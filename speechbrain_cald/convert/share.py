@@ -162,22 +162,34 @@ def _replace_module(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
     raise ValueError(f"to_shared: module {type(old).__name__} not found in {type(root).__name__}")
 
 
-def _weight_keys(layer: nn.Module, attention_path: str, sites: SharingSites) -> List[str]:
-    """Dotted names (inside ``layer``) of every 2-D weight of attention and FFN.
+def _is_matrix(p: torch.Tensor) -> bool:
+    """A 2-D weight, or a pointwise convolution ``(out, in, 1)`` (a matrix in disguise)."""
+    return p.dim() == 2 or (p.dim() == 3 and p.shape[-1] == 1 and p.shape[1] > 1)
 
-    A weight is a parameter whose name ends in ``weight``, with 2 dimensions,
-    not owned by an embedding or a norm (e.g. ``self_att.att.in_proj_weight``,
+
+def _weight_keys(
+    layer: nn.Module, attention_path: str, sites: SharingSites, extra_sites: Sequence[str] = ()
+) -> List[str]:
+    """Dotted names (inside ``layer``) of every matrix weight of attention, FFN and ``extra_sites``.
+
+    A weight is a parameter whose name ends in ``weight``, with 2 dimensions
+    (or a pointwise convolution kernel ``(out, in, 1)``), not owned by an
+    embedding or a norm (e.g. ``self_att.att.in_proj_weight``,
     ``pos_ffn.ffn.0.weight``). Parametrized weights are skipped.
     """
     keys = []
-    for site in (attention_path, *sites.ffn_weights):
+    for site in (attention_path, *sites.ffn_weights, *extra_sites):
         if not _has_path(layer, site):
+            if site in extra_sites:
+                raise ValueError(
+                    f"to_shared: extra site '{site}' is not a submodule of {type(layer).__name__}"
+                )
             continue
         for sub_name, sub in _get_path(layer, site).named_modules():
             if isinstance(sub, (nn.Embedding, nn.LayerNorm)) or parametrize.is_parametrized(sub):
                 continue
             for p_name, p in sub._parameters.items():
-                if p is not None and p.dim() == 2 and p_name.endswith("weight"):
+                if p is not None and _is_matrix(p) and p_name.endswith("weight"):
                     keys.append(".".join(x for x in (site, sub_name, p_name) if x))
     return list(dict.fromkeys(keys))
 
@@ -414,6 +426,7 @@ def _to_residual(
     group_size: int = 3,
     rank: int = 16,
     diagonal: bool = True,
+    extra_sites: Sequence[str] = (),
     skip_init: bool = False,
 ) -> Dict[str, object]:
     layers = list(fam.layers(student))
@@ -424,7 +437,7 @@ def _to_residual(
     groups = [list(range(g, min(g + group_size, L))) for g in range(0, L, group_size)]
     shared_keys: List[str] = []
     for group in groups:
-        keys = _weight_keys(layers[group[0]], att_path, sites)
+        keys = _weight_keys(layers[group[0]], att_path, sites, tuple(extra_sites))
         for key in keys:
             weights = [_param(layers[l], key) for l in group]
             if any(w is weights[0] for w in weights[1:]):
@@ -435,10 +448,11 @@ def _to_residual(
                     f"{[tuple(w.shape) for w in weights]} across layers {group}; expected one shape"
                 )
             mean = torch.stack([w.detach().float() for w in weights]).mean(0).to(weights[0].dtype)
-            shared = SharedWeight(mean)
+            shape = tuple(weights[0].shape)
+            shared = SharedWeight(mean.reshape(shape[0], shape[1]))
             for l in group:
                 owner, name = _owner_and_name(layers[l], key)
-                param = ResidualWeight(shared, rank, diagonal)
+                param = ResidualWeight(shared, rank, diagonal, weight_shape=shape)
                 param.skip_init = skip_init
                 parametrize.register_parametrization(owner, name, param)
                 param.skip_init = False
@@ -471,7 +485,10 @@ def to_shared(model: nn.Module, scheme: str = "recursive", family: Optional[str]
         ``tying="cycle"|"block"``, ``init="average"|"stepwise"|"random"``,
         ``adapter="bottleneck"|"lora"|"none"``, ``adapter_dim=48``,
         ``adapter_norm=True``, ``lora_rank=8``, ``lora_scale=1.0``.
-        residual: ``group_size=3``, ``rank=16``, ``diagonal=True``.
+        residual: ``group_size=3``, ``rank=16``, ``diagonal=True``,
+        ``extra_sites=()`` (more dotted paths inside a layer whose matrix
+        weights are shared too, e.g. ``("convolution_module",)`` for the
+        pointwise convolutions of a conformer layer).
 
     Returns
     -------
@@ -934,6 +951,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--group-size", type=int, default=3)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--no-diagonal", action="store_true")
+    parser.add_argument("--extra-sites", nargs="*", default=[], help="residual: more modules to share, e.g. convolution_module")
     parser.add_argument("--num-unique", type=int, default=1)
     parser.add_argument("--num-steps", type=int, default=None)
     parser.add_argument("--tying", choices=["cycle", "block"], default="cycle")
@@ -945,7 +963,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     teacher = load_teacher(args.teacher_dir)
     if args.scheme == "residual":
-        options = {"group_size": args.group_size, "rank": args.rank, "diagonal": not args.no_diagonal}
+        options = {
+            "group_size": args.group_size,
+            "rank": args.rank,
+            "diagonal": not args.no_diagonal,
+            "extra_sites": list(args.extra_sites),
+        }
     else:
         options = {
             "num_unique": args.num_unique,

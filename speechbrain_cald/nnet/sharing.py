@@ -220,6 +220,9 @@ class ResidualWeight(nn.Module):
         Rank of the per-layer low-rank term (clamped to ``min(out, in)``).
     diagonal : bool
         Whether the per-layer diagonal term ``D`` exists.
+    weight_shape : tuple of int, optional
+        Shape of the reparameterised weight when it is not the matrix itself,
+        e.g. ``(out, in, 1)`` for a pointwise ``nn.Conv1d`` (default ``(out, in)``).
 
     Example
     -------
@@ -232,25 +235,35 @@ class ResidualWeight(nn.Module):
     True
     """
 
-    def __init__(self, shared: SharedWeight, rank: int, diagonal: bool = True):
+    def __init__(
+        self, shared: SharedWeight, rank: int, diagonal: bool = True, weight_shape: Optional[Tuple[int, ...]] = None
+    ):
         super().__init__()
         self.shared = shared
         out_f, in_f = shared.weight.shape
         self.rank = max(0, min(int(rank), out_f, in_f))
         self.diagonal = bool(diagonal)
+        # e.g. (out, in, 1) for a pointwise Conv1d: the matrix is viewed in that shape
+        self.weight_shape = tuple(weight_shape) if weight_shape is not None else (out_f, in_f)
+        if math.prod(self.weight_shape) != out_f * in_f or self.weight_shape[:2] != (out_f, in_f):
+            raise ValueError(
+                f"ResidualWeight: weight_shape {self.weight_shape} is not a view of the shared "
+                f"matrix of shape {(out_f, in_f)}"
+            )
         # set by convert.share when rebuilding a student whose weights are loaded next
         self.skip_init = False
 
     def forward(self, A: torch.Tensor, B: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        return residual_weight(self.shared.weight, A, B, d)
+        return residual_weight(self.shared.weight, A, B, d).reshape(self.weight_shape)
 
     def right_inverse(self, W: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         S = self.shared.weight
-        if W.shape != S.shape:
+        if tuple(W.shape) != self.weight_shape:
             raise ValueError(
                 f"ResidualWeight: weight of shape {tuple(W.shape)} does not match the "
-                f"shared matrix of shape {tuple(S.shape)}"
+                f"shared matrix of shape {self.weight_shape}"
             )
+        W = W.reshape(S.shape)
         if self.skip_init:
             out_f, in_f = W.shape
             n_d = max(out_f, in_f) if self.diagonal else 0

@@ -360,3 +360,19 @@ def test_command_line_prints_sizes_and_writes_a_loadable_student(tmp_path, capsy
     with torch.no_grad():
         assert torch.allclose(call(student), call(expected), atol=1e-6)
     assert encoder_parameter_count(student) < encoder_parameter_count(teacher)
+
+
+def test_residual_extra_sites_share_pointwise_convolutions_exactly_at_full_rank(teachers):
+    build, call = teachers["sb_conformer"]
+    teacher = build()
+    plain = to_shared(teacher, "residual", group_size=4, rank=2)
+    student = to_shared(teacher, "residual", group_size=4, rank=10_000, extra_sites=["convolution_module"]).eval()
+    conv = student.encoder.layers[0].convolution_module
+    shared_convs = [m for m in conv.modules() if parametrize.is_parametrized(m)]
+    assert any(m.weight.dim() == 3 for m in shared_convs)  # pointwise Conv1d (out, in, 1)
+    with torch.no_grad():
+        assert torch.allclose(call(student), call(teacher), atol=1e-4)
+    smaller = to_shared(teacher, "residual", group_size=4, rank=2, extra_sites=["convolution_module"])
+    assert unique_parameter_count(smaller) < unique_parameter_count(plain)
+    with pytest.raises(ValueError, match="extra site 'conv' is not a submodule"):
+        to_shared(teacher, "residual", extra_sites=["conv"])
