@@ -558,7 +558,8 @@ class DistillBrain(sb.Brain):
         train_stats = self.stage_summaries.get(Stage.TRAIN, {})
         valid_stats = self.stage_summaries.get(Stage.VALID, {}) if self._has_valid else {}
         lr = self.optimizer.param_groups[0]["lr"] if self.opt_class is not None else float("nan")
-        teacher = self.guide.describe(self.optimizer_step)
+        # The teacher of the epoch's last step (the next step may already use another).
+        teacher = self.guide.describe(max(self.optimizer_step - 1, 0))
         logger.info(
             "epoch %s | step %d | train %s | lr %.3g | valid %s | teacher %s",
             epoch,

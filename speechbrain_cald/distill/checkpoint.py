@@ -133,9 +133,13 @@ def make_atomic(checkpointer: Checkpointer) -> Checkpointer:
 class RNGState:
     """Python / NumPy / torch generator states as a checkpoint recoverable.
 
-    Loading does not apply the states at once: ``apply_pending()`` does, at
-    the first training batch after recovery, so that whatever the data loader
-    draws when its iterator starts does not shift the stream.
+    A data loader draws from the torch generator when its iterator starts
+    (at the start of each epoch). So an end-of-epoch checkpoint's states are
+    applied at once (the next epoch's loader draws from them, as it did in the
+    uninterrupted run), while an intra-epoch checkpoint's states wait for
+    ``apply_pending()`` at the first training batch (the resumed loader's draw
+    must not shift the stream: in the uninterrupted run it came before the
+    checkpoint).
 
     Example
     -------
@@ -145,6 +149,8 @@ class RNGState:
     >>> _ = torch.manual_seed(0); rng._save(path); a = torch.rand(1)
     >>> rng._load(path, end_of_epoch=False); _ = torch.rand(3)
     >>> rng.apply_pending(); torch.equal(torch.rand(1), a)
+    True
+    >>> rng._load(path, end_of_epoch=True); torch.equal(torch.rand(1), a)
     True
     """
 
@@ -163,8 +169,9 @@ class RNGState:
 
     @mark_as_loader
     def _load(self, path: pathlib.Path, end_of_epoch: bool) -> None:
-        del end_of_epoch
         self.pending = torch.load(path, weights_only=False)
+        if end_of_epoch:
+            self.apply_pending()
 
     def apply_pending(self) -> None:
         """Apply the states loaded from a checkpoint, once."""
