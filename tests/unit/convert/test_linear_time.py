@@ -260,3 +260,31 @@ def test_left_padding_is_a_clear_error(teacher_dirs, cases):
     ids = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 10]])
     with pytest.raises(ValueError, match="right-padded"):
         student(input_ids=ids, attention_mask=(ids > 0).long())
+
+
+@pytest.mark.parametrize("name", ["bert-bimamba2", "bert_eager_cls-linformer"])
+def test_unpadded_batch_reaches_mixers_as_none(teacher_dirs, cases, name):
+    """SDPA drops the mask of an unpadded batch, eager passes an all-zero one: both mean lengths=None."""
+    case = cases[name]
+    student = _convert(case, case.load(teacher_dirs(case)))
+    seen = []
+    for parent, attr in find_family(student).attention_slots(student):
+        getattr(parent, attr).mixer.register_forward_pre_hook(lambda m, args: seen.append(args[1]))
+    ids = torch.randint(3, 60, (2, 7))
+    with torch.no_grad():
+        student(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert seen == [None, None]
+
+
+def test_gpt_neox_parallel_residual_is_kept(teacher_dirs, cases):
+    """Layer output == x + mixer(ln1 x) + mlp(ln2 x), computed by hand from the student's parts."""
+    case = cases["gpt_neox_lm-mamba2"]
+    student = _convert(case, case.load(teacher_dirs(case)))
+    assert student.config.use_parallel_residual
+    layer = student.gpt_neox.layers[0]
+    x = torch.randn(2, 6, 32)
+    with torch.no_grad():
+        expected = x + layer.attention.mixer(layer.input_layernorm(x), None) + layer.mlp(layer.post_attention_layernorm(x))
+        got = layer(x, attention_mask=None, position_embeddings=None)
+    got = got[0] if isinstance(got, tuple) else got
+    torch.testing.assert_close(got, expected)
