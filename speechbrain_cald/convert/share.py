@@ -75,6 +75,7 @@ __all__ = [
     "step_teacher_layers",
     "apply_sharing_record",
     "adapters_only",
+    "shared_student",
     "sharing_trainable_parameters",
     "unique_parameter_count",
     "encoder_parameter_count",
@@ -604,6 +605,61 @@ def adapters_only(model: nn.Module, keep: Iterable[str] = ()) -> List[str]:
         if on:
             names.append(name)
     return names
+
+
+_adapters_only = adapters_only  # shared_student's argument of the same name hides it
+
+
+def shared_student(
+    teacher: nn.Module,
+    scheme: str = "recursive",
+    adapters_only: bool = False,
+    keep: Sequence[str] = (),
+    **options,
+) -> nn.Module:
+    """:func:`to_shared` plus the adapter-tuning switch, for ``!apply:`` in a YAML.
+
+    Arguments
+    ---------
+    teacher : nn.Module
+        The teacher (or a container holding it, e.g. a recipe's ``ModuleDict``).
+    scheme : str
+        ``"recursive"`` or ``"residual"``.
+    adapters_only : bool
+        If True, only adapters / LoRA / residual low-rank + diagonal terms and
+        the parameters matching ``keep`` are trained (:func:`adapters_only`).
+    keep : sequence of str
+        Regular expressions of parameter names that stay trainable with
+        ``adapters_only`` (task heads, e.g. ``"^ctc_lin\\."``).
+    **options
+        Passed to :func:`to_shared`.
+
+    Returns
+    -------
+    nn.Module
+        The student; ``student.cald_sharing["adapters_only"]`` says which mode.
+
+    Example (YAML)
+    --------------
+    ::
+
+        model: !apply:speechbrain_cald.convert.share.shared_student
+            teacher: !ref <teacher_model>
+            scheme: recursive
+            adapter: bottleneck
+            adapters_only: True
+            keep: ['^ctc_lin\\.']
+    """
+    student = to_shared(teacher, scheme, **options)
+    if adapters_only:
+        trainable = _adapters_only(student, keep)
+        if not trainable:
+            raise ValueError(
+                "shared_student: adapters_only=True left no trainable parameter (use an adapter, "
+                "LoRA or the residual scheme, or name task heads in `keep`)"
+            )
+    student.cald_sharing["adapters_only"] = bool(adapters_only)
+    return student
 
 
 # --------------------------------------------------------------------------- size honesty

@@ -376,3 +376,38 @@ def test_residual_extra_sites_share_pointwise_convolutions_exactly_at_full_rank(
     assert unique_parameter_count(smaller) < unique_parameter_count(plain)
     with pytest.raises(ValueError, match="extra site 'conv' is not a submodule"):
         to_shared(teacher, "residual", extra_sites=["conv"])
+
+
+def test_yaml_switch_adapters_only():
+    from hyperpyyaml import load_hyperpyyaml
+
+    yaml = """
+adapters_only: True
+teacher: !new:speechbrain.lobes.models.transformer.TransformerASR.TransformerASR
+    tgt_vocab: 10
+    input_size: 16
+    d_model: 16
+    nhead: 2
+    num_encoder_layers: 4
+    num_decoder_layers: 0
+    d_ffn: 32
+    encoder_module: conformer
+    attention_type: RelPosMHAXL
+    normalize_before: True
+    causal: False
+student: !apply:speechbrain_cald.convert.share.shared_student
+    teacher: !ref <teacher>
+    scheme: recursive
+    num_unique: 1
+    adapter: bottleneck
+    adapter_dim: 4
+    adapters_only: !ref <adapters_only>
+    keep: ['^custom_src_module\\.']
+"""
+    frozen = load_hyperpyyaml(yaml)["student"]
+    names = {n for n, p in frozen.named_parameters() if p.requires_grad}
+    assert any(n.startswith("custom_src_module.") for n in names)
+    assert names and all(".adapters." in n or n.startswith("custom_src_module.") for n in names)
+    assert frozen.cald_sharing["adapters_only"] is True
+    full = load_hyperpyyaml(yaml, {"adapters_only": False})["student"]
+    assert all(p.requires_grad for p in full.parameters())
