@@ -57,3 +57,21 @@ def test_every_nth_layer_map():
     assert every_nth_layer_map(3, 3) == [0, 1, 2]
     with pytest.raises(ValueError, match="multiple"):
         every_nth_layer_map(5, 12)
+
+
+def test_layers_found_through_the_convert_family_registry():
+    """No path given: the SpeechBrain TransformerASR family says where the layers are."""
+    from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
+
+    asr = TransformerASR(
+        tgt_vocab=5, input_size=8, d_model=8, nhead=2, num_encoder_layers=2, num_decoder_layers=0,
+        d_ffn=16, encoder_module="conformer", normalize_before=True,
+    ).eval()
+    model = nn.ModuleDict({"CNN": nn.Linear(2, 8), "Transformer": asr})
+    layers = find_layers(model)
+    assert layers is asr.encoder.layers
+    taps = LayerTaps(layers)
+    out = asr.encode(torch.randn(2, 5, 8), torch.tensor([1.0, 0.6]))
+    assert len(taps.states) == 2
+    # The conformer encoder applies its final norm after the last layer.
+    assert torch.allclose(asr.encoder.norm(taps.states[-1]), out, atol=1e-6)

@@ -1,0 +1,55 @@
+"""DistillBrain plumbing: progress bar terms, precision, student lr scheduler, summary log."""
+
+import logging
+
+import pytest
+import torch
+from speechbrain.nnet.schedulers import NoamScheduler
+
+
+def test_progress_bar_shows_each_term(tiny, capsys):
+    brain = tiny.build_brain("target", run_opts={"noprogressbar": False})
+    brain.fit(range(1), tiny.loader(tiny.make_batches(2)), progressbar=True)
+    err = capsys.readouterr().err
+    for term in ("train_loss=", "task=", "layer=", "logits="):
+        assert term in err
+
+
+def test_bf16_autocast_runs_and_losses_stay_fp32(tiny):
+    brain = tiny.build_brain("target", run_opts={"precision": "bf16"})
+    seen = []
+    brain.end_callbacks.append(lambda b, step: seen.append(b.last_terms))
+    brain.fit(range(1), tiny.loader(tiny.make_batches(2)))
+    assert len(seen) == 2 and all(v == v for terms in seen for v in terms.values())
+
+
+def test_student_lr_scheduler_is_stepped_per_optimizer_step(tiny):
+    sched = NoamScheduler(lr_initial=1.0, n_warmup_steps=2)
+    brain = tiny.build_brain("unguided", hparams={"lr_scheduler": sched}, run_opts={"grad_accumulation_factor": 2})
+    lrs = []
+    brain.end_callbacks.append(lambda b, step: lrs.append(b.optimizer.param_groups[0]["lr"]))
+    brain.fit(range(1), tiny.loader(tiny.make_batches(4)))
+    assert sched.n_steps == 2  # two optimizer steps, not four batches
+    # batches 2 and 4 end with a step: the lr changes there only
+    assert lrs[0] != lrs[1] == lrs[2] != lrs[3]
+
+
+def test_epoch_summary_line(tiny, caplog):
+    caplog.set_level(logging.INFO)
+    brain = tiny.build_brain("target")
+    brain.fit(range(1), tiny.loader(tiny.make_batches(2)), tiny.loader(tiny.make_batches(1, seed=3)))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 0 |")]
+    assert len(lines) == 1
+    line = lines[0]
+    assert "step 2" in line and "task" in line and "layer" in line and "logits" in line
+    assert "lr 0.05" in line and "valid loss" in line and line.endswith("teacher target")
+
+
+def test_hooks_must_be_overridden(tiny):
+    from speechbrain_cald.distill import DistillBrain
+
+    brain = DistillBrain(modules={"model": tiny.TinyEncoder()}, hparams={"guide": "unguided"})
+    with pytest.raises(NotImplementedError, match="run_model"):
+        brain.compute_forward(tiny.make_batches(1)[0], None)
+    with pytest.raises(KeyError, match="'model'"):
+        DistillBrain(modules={"student": torch.nn.Linear(2, 2)})
