@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# recipes/lib/stages.sh: the shared stage driver of every recipe's run.sh (ESPnet style).
+#
+# A recipe's run.sh declares its options as shell variables with defaults and a
+# one-line help each, sources this file, then guards each stage:
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/../../lib/stages.sh"
+#   stage=0; stop_stage=4; force=false
+#   data=data; options_help[data]="corpus folder"
+#   parse_options "$@"                       # --key value | --key=value; unknown -> usage, exit 2
+#   if stage 0 "Prepare the corpus" "$data/train.csv"; then
+#       run python prepare.py "$data"
+#       stage_done
+#   fi
+#
+# `stage N TITLE OUTPUT...` runs the stage when N lies in [stage, stop_stage] and
+# (--force true or some OUTPUT is missing); it prints what it ran or why it
+# skipped. `stage_done` prints the time taken and where the outputs are, and
+# appends "N<TAB>title<TAB>seconds" to $stage_times (if set). `run CMD...` echoes a
+# command, logs it to $stage_commands (if set) and runs it.
+
+set -euo pipefail
+
+declare -gA options_help=(
+    [stage]="first stage to run"
+    [stop_stage]="last stage to run"
+    [force]="true: rerun stages even when their outputs exist"
+)
+: "${stage:=0}" "${stop_stage:=100}" "${force:=false}"
+: "${stage_times:=}" "${stage_commands:=}"
+
+usage() {
+    local name
+    echo "Usage: $(basename "${recipe_script:-$0}") [--key value | --key=value ...]"
+    [ -n "${recipe_description:-}" ] && echo && echo "$recipe_description"
+    echo
+    echo "Options (default in brackets):"
+    for name in $(printf '%s\n' "${!options_help[@]}" | sort); do
+        printf '  --%-18s %s [%s]\n' "$name" "${options_help[$name]}" "${!name-}"
+    done
+}
+
+die_usage() {
+    echo "$(basename "${recipe_script:-$0}"): $1" >&2
+    echo >&2
+    usage >&2
+    exit 2
+}
+
+# parse_options "$@": set every declared option; anything else is an error (exit 2).
+parse_options() {
+    local key value
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            -h|--help) usage; exit 0 ;;
+            --*=*) key="${1%%=*}"; value="${1#*=}"; shift ;;
+            --*)
+                key="$1"
+                [ $# -ge 2 ] || die_usage "option $1 needs a value"
+                value="$2"; shift 2 ;;
+            *) die_usage "unexpected argument '$1' (options are --key value)" ;;
+        esac
+        key="${key#--}"; key="${key//-/_}"
+        [ -n "${options_help[$key]+set}" ] || die_usage "unknown option --$key"
+        printf -v "$key" '%s' "$value"
+    done
+    [[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] || die_usage "--stage and --stop_stage take integers (got '$stage', '$stop_stage')"
+    [[ "$force" == true || "$force" == false ]] || die_usage "--force takes true or false (got '$force')"
+}
+
+_stage_n=""; _stage_title=""; _stage_outputs=(); _stage_t0=0
+
+# stage N TITLE [OUTPUT...]: true (0) when the stage should run now.
+stage() {
+    local n="$1" title="$2" missing=() out
+    shift 2
+    _stage_n="$n"; _stage_title="$title"; _stage_outputs=("$@")
+    if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then
+        echo "== stage $n: $title: skipped (outside --stage $stage --stop_stage $stop_stage)"
+        return 1
+    fi
+    for out in "$@"; do [ -e "$out" ] || missing+=("$out"); done
+    if [ "$force" != true ] && [ $# -gt 0 ] && [ ${#missing[@]} -eq 0 ]; then
+        echo "== stage $n: $title: skipped, outputs exist (--force true to redo): $*"
+        return 1
+    fi
+    echo "== stage $n: $title: running"
+    _stage_t0=$(date +%s.%N)
+    return 0
+}
+
+# run CMD...: print the command, append it to $stage_commands (if set), run it.
+run() {
+    echo "+ $*"
+    if [ -n "${stage_commands:-}" ]; then
+        mkdir -p "$(dirname "$stage_commands")"
+        printf '%q ' "$@" >> "$stage_commands"
+        echo >> "$stage_commands"
+    fi
+    "$@"
+}
+
+# stage_done: report the time taken and where the outputs went.
+stage_done() {
+    local t
+    t=$(awk -v a="$_stage_t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    echo "== stage $_stage_n: $_stage_title: done in ${t} s${_stage_outputs[*]:+; outputs: ${_stage_outputs[*]}}"
+    if [ -n "$stage_times" ]; then
+        mkdir -p "$(dirname "$stage_times")"
+        printf '%s\t%s\t%s\n' "$_stage_n" "$_stage_title" "$t" >> "$stage_times"
+    fi
+}

@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Stage 4 of the mini recipe: WER of every model, speed and memory vs length, RESULTS.md.
+
+Each model folder holds SpeechBrain's ``hyperparams.yaml`` (the architecture,
+conversion included) and ``model.ckpt`` (the weights train.py exported).
+Decoding is greedy CTC; a long-form recording goes through the encoder in one
+pass. The WER is corpus-level and computed twice, by SpeechBrain's
+``ErrorRateStats`` and by jiwer, which must agree.
+
+    python evaluate.py --data_folder data --exp_folder results \
+        --models teacher=results/teacher mamba_target=results/mini_mamba_target
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import os
+import platform
+import shutil
+import sys
+import time
+from types import SimpleNamespace
+from typing import Dict, List
+
+import jiwer
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.metric_stats import ErrorRateStats
+
+from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
+from speechbrain_cald.data.units import load_char_units
+from train import ctc_log_probs, dataio_prepare, greedy_transcripts
+
+SETS = {  # name -> (manifest, batch size); long-form recordings go one per pass
+    "test": ("test.csv", 16),
+    "longform": ("longform.csv", 1),
+    "librivox": ("librivox.csv", 1),
+}
+SET_TITLES = {"test": "test (unseen voices)", "longform": "long-form (30-120 s)", "librivox": "LibriVox (real speech)"}
+
+
+def load_model(folder: str):
+    """``(hparams namespace, model in eval mode)`` from ``folder``/hyperparams.yaml + model.ckpt."""
+    for name in ("hyperparams.yaml", "model.ckpt"):
+        if not os.path.exists(os.path.join(folder, name)):
+            raise FileNotFoundError(f"model folder '{folder}' has no {name}: train it first (stage 2 or 3)")
+    with open(os.path.join(folder, "hyperparams.yaml")) as f:
+        hp = load_hyperpyyaml(f)
+    model = hp["model"]
+    model.load_state_dict(torch.load(os.path.join(folder, "model.ckpt"), map_location="cpu"))
+    return SimpleNamespace(**hp), model.eval()
+
+
+def corpus_wer(ids: List[str], refs: List[str], hyps: List[str]) -> float:
+    """Corpus WER (%) by SpeechBrain and by jiwer; raises if they disagree."""
+    stats = ErrorRateStats()
+    stats.append(ids, [h.split() for h in hyps], [r.split() for r in refs])
+    wer_sb = stats.summarize("error_rate")
+    wer_jiwer = 100.0 * jiwer.wer(refs, hyps)
+    if abs(wer_sb - wer_jiwer) > 1e-6:
+        raise RuntimeError(f"WER disagreement: SpeechBrain ErrorRateStats {wer_sb:.6f} vs jiwer {wer_jiwer:.6f}")
+    return wer_sb
+
+
+def transcribe(model, hp, dataset, batch_size: int):
+    """Greedy CTC transcripts of ``dataset`` (sorted by duration): ids, refs, hyps."""
+    loader = sb.dataio.dataloader.make_dataloader(dataset.filtered_sorted(sort_key="duration"), batch_size=batch_size)
+    ids, refs, hyps = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            wavs, wav_lens = batch.sig
+            hyps += greedy_transcripts(ctc_log_probs(model, hp, wavs, wav_lens), wav_lens, hp.units)
+            ids += batch.id
+            refs += batch.wrd
+    return ids, refs, hyps
+
+
+def write_hyps(path: str, ids, refs, hyps) -> None:
+    """Per-utterance CSV: ID, errors, words, reference, hypothesis."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["ID", "word_errors", "ref_words", "ref", "hyp"])
+        for i, r, h in zip(ids, refs, hyps):
+            out = jiwer.process_words(r, h)
+            w.writerow([i, out.substitutions + out.deletions + out.insertions, len(r.split()), r, h])
+
+
+def speed_factory(folder: str):
+    """For bench.asr_speed: ``encode`` = the model's Transformer encoder on CNN features of N s of audio."""
+    hp, model = load_model(folder)
+
+    def make_input(seconds: float) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        wav = 0.1 * torch.randn(1, int(seconds * hp.sample_rate), generator=g)
+        with torch.no_grad():
+            return model.CNN(hp.normalize(hp.compute_features(wav), torch.ones(1)))
+
+    lens = torch.ones(1)
+    return (lambda x: model.Transformer.encode(x, lens)), make_input
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def machine() -> str:
+    cpu = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"speechbrain {sb.__version__}; load average at evaluation {load}")
+
+
+def read_stage_times(path: str) -> Dict[str, float]:
+    """Latest time (s) of each stage title in run.sh's stage_times.tsv."""
+    times: Dict[str, float] = {}
+    if path and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) == 3:
+                    times[f"{parts[0]}\t{parts[1]}"] = float(parts[2])
+    return times
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_folder", required=True)
+    p.add_argument("--exp_folder", required=True)
+    p.add_argument("--models", nargs="+", required=True, help="name=folder ...; the first is the reference (teacher)")
+    p.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    p.add_argument("--bench_seconds", type=float, nargs="+", default=[10, 30, 60, 120])
+    p.add_argument("--bench_repeats", type=int, default=3)
+    p.add_argument("--results_md", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
+    p.add_argument("--stage_times", default="")
+    p.add_argument("--command", default="bash recipes/mini/ASR/run.sh", help="the command line to show in RESULTS.md")
+    args = p.parse_args(argv)
+    t_start = time.time()
+    models = dict(m.split("=", 1) for m in args.models)
+    units = load_char_units(os.path.join(args.data_folder, "units.txt"))
+
+    wers: Dict[str, Dict[str, float]] = {}
+    params: Dict[str, tuple] = {}
+    for name, folder in models.items():
+        hp, model = load_model(folder)
+        units.expect_len(hp.output_neurons)  # the model's head and the units agree
+        hp.units = units
+        params[name] = (count_params(model.Transformer), count_params(model))
+        wers[name] = {}
+        for set_name in args.sets:
+            manifest, bs = SETS[set_name]
+            csv_path = os.path.join(args.data_folder, manifest)
+            if not os.path.exists(csv_path):
+                continue  # e.g. LibriVox without pocketsphinx-testdata
+            ds = dataio_prepare({"data_folder": args.data_folder}, units, {set_name: csv_path})[set_name]
+            ids, refs, hyps = transcribe(model, hp, ds, bs)
+            wers[name][set_name] = corpus_wer(ids, refs, hyps)
+            write_hyps(os.path.join(folder, f"hyps_{set_name}.csv"), ids, refs, hyps)
+        print(f"{name:22s} " + "  ".join(f"{s} WER {w:6.2f}" for s, w in wers[name].items()), flush=True)
+
+    speed = {}
+    factory = f"{os.path.abspath(__file__)}:speed_factory"
+    for name, folder in models.items():
+        speed[name] = run_isolated(factory, folder, args.bench_seconds, args.bench_repeats)
+        print(f"{name:22s} encoder ms: " + "  ".join(f"{r['seconds']:g}s {r['ms']:.0f}" for r in speed[name]), flush=True)
+
+    md_dir = os.path.dirname(os.path.abspath(args.results_md))
+    png = plot_speed(speed, os.path.join(md_dir, "speed_vs_length.png"))
+    copy = os.path.join(args.exp_folder, "speed_vs_length.png")
+    if os.path.abspath(copy) != os.path.abspath(png):
+        shutil.copy(png, copy)
+    eval_seconds = time.time() - t_start
+    report = render_results(args, models, wers, params, speed, eval_seconds)
+    with open(args.results_md, "w") as f:
+        f.write(report.markdown)
+    print("\n" + report.summary)
+    print(f"\nRESULTS: {args.results_md}\nplot:    {png}\nhypotheses: <model folder>/hyps_<set>.csv")
+    return 0
+
+
+def render_results(args, models, wers, params, speed, eval_seconds):
+    """RESULTS.md text and the one-screen summary."""
+    names = list(models)
+    sets = [s for s in args.sets if any(s in wers[n] for n in names)]
+    ref = names[0]
+    longest = max(args.bench_seconds)
+
+    def ms_at(name, sec):
+        return next((r["ms"] for r in speed[name] if r["seconds"] == sec), float("nan"))
+
+    wer_lines = ["| model | encoder params | " + " | ".join(SET_TITLES[s] for s in sets) + f" | encoder ms at {longest:g} s |",
+                 "|---|---:|" + "---:|" * len(sets) + "---:|"]
+    for n in names:
+        cells = [f"{wers[n][s]:.2f}" if s in wers[n] else "—" for s in sets]
+        wer_lines.append(f"| {n} | {params[n][0] / 1e6:.2f} M | " + " | ".join(cells) + f" | {ms_at(n, longest):,.0f} |")
+
+    times = read_stage_times(args.stage_times)
+    time_lines = ["| stage | seconds |", "|---|---:|"] + [f"| {k.replace(chr(9), ': ', 1)} | {v:.0f} |" for k, v in times.items()]
+    total = sum(v for k, v in times.items() if not k.startswith("4\t")) + eval_seconds
+    time_lines.append(f"| 4: evaluation (this run) | {eval_seconds:.0f} |")
+    time_lines.append(f"| **total, stages 0-4** | **{total:.0f}** ({total / 60:.1f} min) |")
+
+    checks = []
+    t_wer = wers[ref].get("test")
+    if t_wer is not None:
+        checks.append(("teacher test WER <= 10%", t_wer <= 10, f"{t_wer:.2f}%"))
+    for n in names[1:]:
+        if n.startswith("mamba") and "target" in n and "test" in wers[n] and t_wer is not None:
+            gap = wers[n]["test"] - t_wer
+            checks.append((f"{n} within 2 WER points of the teacher", gap <= 2, f"{gap:+.2f} points"))
+        checks.append((f"{n} encoder faster than the teacher at {longest:g} s", ms_at(n, longest) < ms_at(ref, longest),
+                       f"{ms_at(n, longest):,.0f} vs {ms_at(ref, longest):,.0f} ms"))
+    if times:
+        checks.append(("whole run (stages 0-4) <= 20 min", total <= 1200, f"{total / 60:.1f} min"))
+    check_lines = [f"- {'met' if ok else '**MISSED**'}: {what} ({val})" for what, ok, val in checks]
+
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    md = f"""# Mini ASR recipe: results
+
+Measured {date} on {machine()}.
+Timings on a shared machine are noisy; compare rows of the same run.
+
+## Word error rate (%), greedy CTC, corpus-level (SpeechBrain ErrorRateStats = jiwer)
+
+{chr(10).join(wer_lines)}
+
+Per-utterance hypotheses: `<model folder>/hyps_<set>.csv`. Long-form recordings go
+through the encoder in one pass. LibriVox is real human speech, out of domain (reported,
+never tuned to).
+
+## Encoder inference time (median ms) and peak memory rise (MB) vs audio length
+
+Batch 1, no grad, the Transformer/student encoder only (features and CNN front-end
+computed beforehand); each model measured in its own process.
+
+{speed_table(speed)}
+
+![encoder time vs audio length](speed_vs_length.png)
+
+## Targets
+
+{chr(10).join(check_lines)}
+
+## Stage timings
+
+{chr(10).join(time_lines)}
+
+## Commands
+
+```
+{args.command}
+```
+Per stage (what run.sh ran): see `{os.path.join(args.exp_folder, 'commands.sh')}`; stage 4 alone:
+```
+python evaluate.py --data_folder {args.data_folder} --exp_folder {args.exp_folder} --models {' '.join(f'{k}={v}' for k, v in models.items())}
+```
+"""
+    width = max(len(n) for n in names)
+    summary = ["=" * 72, "Mini ASR recipe: summary (WER %, greedy CTC)", "-" * 72,
+               f"{'model':{width}s} " + " ".join(f"{s:>9s}" for s in sets) + f" {'ms@' + format(longest, 'g') + 's':>9s}"]
+    for n in names:
+        summary.append(f"{n:{width}s} " + " ".join(f"{wers[n].get(s, float('nan')):9.2f}" for s in sets) + f" {ms_at(n, longest):9.0f}")
+    summary += ["-" * 72] + [f"{'ok  ' if ok else 'MISS'} {what}: {val}" for what, ok, val in checks] + ["=" * 72]
+    return SimpleNamespace(markdown=md, summary="\n".join(summary))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""SpeechBrain CSV manifests: one row per utterance, ``ID, duration, wav, spk_id, wrd``.
+
+Paths are written relative to ``$data_root`` (SpeechBrain's CSV replacement
+syntax), so a manifest does not depend on where the corpus lives and the same
+corpus gives the same bytes wherever it is generated.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Dict, Iterable, List
+
+__all__ = ["MANIFEST_FIELDS", "write_manifest", "read_manifest"]
+
+MANIFEST_FIELDS = ["ID", "duration", "wav", "spk_id", "wrd"]
+
+
+def write_manifest(path: str, rows: Iterable[Dict[str, object]]) -> int:
+    """Write a SpeechBrain CSV manifest.
+
+    Arguments
+    ---------
+    path : str
+        Output CSV file (its folder is created).
+    rows : iterable of dict
+        Each with the keys of ``MANIFEST_FIELDS``; ``duration`` in seconds
+        (written with 3 decimals), ``wav`` e.g. ``$data_root/wav/test/x.wav``.
+
+    Returns
+    -------
+    int
+        The number of rows written.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.csv")
+    >>> write_manifest(p, [dict(ID="u1", duration=1.5, wav="$data_root/u1.wav", spk_id="s", wrd="hi")])
+    1
+    >>> read_manifest(p)[0]["duration"]
+    '1.500'
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    n = 0
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            missing = [k for k in MANIFEST_FIELDS if k not in row]
+            if missing:
+                raise KeyError(f"manifest row for {path} lacks {missing}; expected keys {MANIFEST_FIELDS}, got {sorted(row)}")
+            out = {k: row[k] for k in MANIFEST_FIELDS}
+            out["duration"] = f"{float(row['duration']):.3f}"
+            writer.writerow(out)
+            n += 1
+    return n
+
+
+def read_manifest(path: str) -> List[Dict[str, str]]:
+    """Read a manifest written by :func:`write_manifest` (rows as dicts of str).
+
+    Arguments
+    ---------
+    path : str
+        The CSV file.
+
+    Returns
+    -------
+    list of dict
+        One dict per row, keyed by the CSV header.
+    """
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
