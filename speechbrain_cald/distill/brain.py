@@ -512,6 +512,8 @@ class DistillBrain(sb.Brain):
             disable=not enable,
             colour=self.tqdm_barcolor["train"],
         ) as t:
+            if self.profiler is not None:
+                self.profiler.start()
             for batch in t:
                 if self._optimizer_step_limit_exceeded:
                     logger.info("Train iteration limit exceeded")
@@ -521,6 +523,12 @@ class DistillBrain(sb.Brain):
                 loss = self.fit_batch(batch)
                 self.avg_train_loss = self.update_average(loss, self.avg_train_loss)
                 t.set_postfix(train_loss=self.avg_train_loss, **self.running.means())
+                if self.profiler is not None:
+                    self.profiler.step()
+                    if self.profiler.step_num > self.tot_prof_steps:
+                        logger.info("The profiler finished, training is stopped.")
+                        self.profiler.stop()
+                        quit()
                 if self.debug and self.step == self.debug_batches:
                     break
                 if self._should_save_intra_epoch_ckpt(last_ckpt_time, steps_since_ckpt):

@@ -23,7 +23,6 @@ import shutil
 import numpy as np
 import torch
 from speechbrain.utils.checkpoints import (
-    CKPT_PREFIX,
     METAFNAME,
     PARAMFILE_EXT,
     DEFAULT_SAVE_HOOKS,
