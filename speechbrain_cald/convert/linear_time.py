@@ -69,11 +69,14 @@ def convert_in_place(
     names = _qualified_names(model)
     shared: Dict[str, Any] = {}
     replaced: List[Dict[str, Any]] = []
+    recorded: Optional[Dict[str, Any]] = None
     for parent, attr in fam.attention_slots(model):
         attention = getattr(parent, attr)
         d_model, num_heads = fam.attention_dims(attention)
         ctx = BuildContext(d_model, num_heads, fam.max_positions(model), fam.name, shared)
-        new_mixer = spec.build(mixer_cls, ctx, mixer_options)
+        options = spec.options(ctx, mixer_options)
+        recorded = options if recorded is None else recorded
+        new_mixer = spec.build(mixer_cls, ctx, options)
         ref = next(attention.parameters(), None)
         if ref is not None:
             new_mixer = new_mixer.to(device=ref.device, dtype=ref.dtype)
@@ -94,7 +97,7 @@ def convert_in_place(
         "format": CONVERSION_FORMAT,
         "family": fam.name,
         "mixer": mixer_name,
-        "mixer_options": dict(mixer_options),
+        "mixer_options": dict(recorded if recorded is not None else mixer_options),
         "init": init,
         "teacher_class": teacher_class or f"{type(model).__module__}.{type(model).__qualname__}",
         "replaced": replaced,
@@ -123,7 +126,8 @@ def to_linear_time(
         Whisper / BERT / RoBERTa / GPT-NeoX model (base or with a head) or a
         SpeechBrain ``TransformerASR``.
     mixer : str or type
-        ``"bimamba2"`` (default, the paper's speech student), ``"mamba2"`` /
+        ``"bimamba2"`` (default, the paper's speech student: ``expand=1,
+        d_state=128, headdim=64`` unless given), ``"mamba2"`` /
         ``"mamba"`` (causal, for language models), ``"linformer"`` (keeps Q / K /
         V / out), a ``"module:Class"`` reference or an ``nn.Module`` class called as
         ``cls(d_model, **mixer_options)``.

@@ -1,14 +1,23 @@
 """How the converter builds each token mixer: ``MIXER_SPECS`` (name -> ``MixerSpec``).
 
 The classes come from ``speechbrain_cald.nnet.get_mixer``; this table adds what
-conversion needs beyond the class: whether the mixer is causal and which
-constructor arguments the replaced attention supplies (``d_model`` always;
-``num_heads`` and ``max_len`` for Linformer).
+conversion needs beyond the class: whether the mixer is causal, the converter's
+default options, and which constructor arguments the replaced attention
+supplies (``d_model`` always; ``num_heads`` and ``max_len`` for Linformer).
+
+Defaults when ``to_linear_time`` gets no options: ``bimamba2`` takes the CALD
+paper's speech sizes (``expand=1, d_state=128, headdim=64``; chunk 128, faster
+than 256 on CPU); ``mamba2`` / ``mamba`` / ``linformer`` their class defaults
+(Linformer ``k=256``, ``max_len`` = the teacher's maximum positions). For Mamba2
+mixers, a ``headdim`` that does not divide ``expand * d_model`` (tiny models)
+falls back to their greatest common divisor unless ``headdim`` was given
+explicitly. The resolved options are what a student records and reloads with.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from torch import nn
@@ -35,18 +44,43 @@ def build_plain(cls: type, ctx: BuildContext, options: Dict[str, Any]) -> nn.Mod
     return cls(ctx.d_model, **options)
 
 
-def build_linformer(cls: type, ctx: BuildContext, options: Dict[str, Any]) -> nn.Module:
-    """``LinformerAttention(d_model, num_heads, max_len, **options)``; ``max_len``
-    defaults to the teacher's maximum positions; ``share="layer"`` builds one
-    ``LinformerProjection`` and gives it to every layer."""
+def fit_headdim(ctx: BuildContext, options: Dict[str, Any], default_headdim: int = 64) -> Dict[str, Any]:
+    """Mamba2-style options with ``headdim`` dividing ``expand * d_model`` when not given.
+
+    Example
+    -------
+    >>> ctx = BuildContext(d_model=32, num_heads=2, max_positions=None, family="x", shared={})
+    >>> fit_headdim(ctx, {"expand": 1})["headdim"]
+    32
+    >>> fit_headdim(ctx, {"expand": 1, "headdim": 16})["headdim"]
+    16
+    """
     options = dict(options)
-    max_len = options.pop("max_len", None) or ctx.max_positions
-    if max_len is None:
-        raise ValueError(
-            f"mixer 'linformer' needs max_len (the longest sequence in frames) for family "
-            f"'{ctx.family}', whose teacher has no maximum length: pass max_len=... "
-            "(--mixer-option max_len=... on the command line)"
-        )
+    if "headdim" not in options:
+        d_inner = int(options.get("expand", 2) * ctx.d_model)
+        options["headdim"] = default_headdim if d_inner % default_headdim == 0 else math.gcd(d_inner, default_headdim)
+    return options
+
+
+def resolve_linformer(ctx: BuildContext, options: Dict[str, Any]) -> Dict[str, Any]:
+    """``max_len`` defaults to the teacher's maximum positions (required otherwise)."""
+    options = dict(options)
+    if options.get("max_len") is None:
+        if ctx.max_positions is None:
+            raise ValueError(
+                f"mixer 'linformer' needs max_len (the longest sequence in frames) for family "
+                f"'{ctx.family}', whose teacher has no maximum length: pass max_len=... "
+                "(--mixer-option max_len=... on the command line)"
+            )
+        options["max_len"] = int(ctx.max_positions)
+    return options
+
+
+def build_linformer(cls: type, ctx: BuildContext, options: Dict[str, Any]) -> nn.Module:
+    """``LinformerAttention(d_model, num_heads, max_len, **options)``; ``share="layer"``
+    builds one ``LinformerProjection`` and gives it to every layer."""
+    options = dict(options)
+    max_len = options.pop("max_len")
     num_heads = options.pop("num_heads", ctx.num_heads)
     if options.get("share") == "layer" and options.get("shared_proj") is None:
         # one projection object for every layer of this conversion
@@ -60,19 +94,36 @@ def build_linformer(cls: type, ctx: BuildContext, options: Dict[str, Any]) -> nn
     return cls(ctx.d_model, num_heads, int(max_len), **options)
 
 
+def _no_resolve(ctx: BuildContext, options: Dict[str, Any]) -> Dict[str, Any]:
+    return dict(options)
+
+
 @dataclass
 class MixerSpec:
-    """``causal``: output at t depends only on frames <= t; ``build(cls, ctx, options)``."""
+    """How to build one mixer.
+
+    ``causal``: output at t depends only on frames <= t. ``defaults``: options used
+    unless given. ``resolve(ctx, options) -> options``: fill teacher-dependent
+    options (recorded in the student). ``build(cls, ctx, options) -> module``.
+    """
 
     causal: bool
+    defaults: Dict[str, Any] = field(default_factory=dict)
+    resolve: Callable[[BuildContext, Dict[str, Any]], Dict[str, Any]] = _no_resolve
     build: Callable[[type, BuildContext, Dict[str, Any]], nn.Module] = build_plain
+
+    def options(self, ctx: BuildContext, given: Dict[str, Any]) -> Dict[str, Any]:
+        """The full constructor options for ``ctx``: defaults, then ``given``, then resolved."""
+        return self.resolve(ctx, {**self.defaults, **given})
 
 
 MIXER_SPECS: Dict[str, MixerSpec] = {
-    "bimamba2": MixerSpec(causal=False),
-    "mamba2": MixerSpec(causal=True),
+    "bimamba2": MixerSpec(
+        causal=False, defaults=dict(expand=1, d_state=128, chunk_size=128), resolve=fit_headdim
+    ),
+    "mamba2": MixerSpec(causal=True, resolve=fit_headdim),
     "mamba": MixerSpec(causal=True),
-    "linformer": MixerSpec(causal=False, build=build_linformer),
+    "linformer": MixerSpec(causal=False, resolve=resolve_linformer, build=build_linformer),
 }
 
 

@@ -288,3 +288,19 @@ def test_gpt_neox_parallel_residual_is_kept(teacher_dirs, cases):
         got = layer(x, attention_mask=None, position_embeddings=None)
     got = got[0] if isinstance(got, tuple) else got
     torch.testing.assert_close(got, expected)
+
+
+def test_default_options_are_the_papers_and_are_recorded(teacher_dirs, cases):
+    """One call with no options: BiMamba2 with expand 1, d_state 128; headdim fitted to the tiny width."""
+    case = cases["sb_conformer-bimamba2"]
+    teacher = case.load(teacher_dirs(case))
+    student = to_linear_time(teacher).eval()
+    options = student.cald_conversion["mixer_options"]
+    assert options["expand"] == 1 and options["d_state"] == 128 and options["headdim"] == 32  # d_model 32
+    inner = student.encoder.layers[0].mha_layer.mixer.forward_mixer
+    assert (inner.d_state, inner.expand, inner.headdim) == (128, 1, 32)
+    batch, alone, lengths = case.make_batch()
+    with torch.no_grad():
+        out = case.run(student, batch)
+        single = case.run(student, alone[1])[0]
+    torch.testing.assert_close(out[1, : lengths[1]], single, atol=2e-5, rtol=1e-4)
