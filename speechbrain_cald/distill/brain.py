@@ -26,7 +26,8 @@ Hooks a recipe overrides (task-specific parts)
     The task objective of one network's output (used for the teacher too,
     when the trajectory guide trains it).
 ``prepare_batch(batch, stage) -> batch``
-    Work shared by both networks (features, augmentation), done once.
+    Work shared by both networks (features, augmentation), done once; what it
+    returns is what ``run_model``, ``task_loss`` and ``update_metrics`` get.
 ``reset_metrics(stage)``, ``update_metrics(output, batch, stage)``,
 ``stage_metrics(stage) -> dict``
     Validation / test metrics (e.g. WER), logged and stored in checkpoints.
@@ -39,6 +40,32 @@ Hparams keys read (defaults in ``DistillConfig``)
 ``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
 ``train_logger``; plus SpeechBrain's own run options
 (``grad_accumulation_factor``, ``precision``, ``max_grad_norm``, ...).
+
+A recipe's Brain for CTC on a SpeechBrain ``TransformerASR`` (``modules.model``
+a ``ModuleDict`` with ``CNN``, ``Transformer``, ``ctc_lin``; ``normalize`` in
+``modules`` too, so it follows train / eval mode)::
+
+    class ASRBrain(DistillBrain):
+        def prepare_batch(self, batch, stage):
+            batch = batch.to(self.device)
+            wavs, wav_lens = batch.sig
+            feats = self.modules.normalize(self.hparams.compute_features(wavs), wav_lens)
+            return SimpleNamespace(raw=batch, feats=feats, wav_lens=wav_lens)
+
+        def run_model(self, model, b, stage):
+            enc = model.Transformer.encode(model.CNN(b.feats), b.wav_lens)
+            lengths = torch.round(b.wav_lens * enc.shape[1]).long()
+            return ModelOutput(model.ctc_lin(enc), lengths)
+
+        def task_loss(self, out, b, stage):
+            tokens, rel = b.raw.tokens
+            return ctc_objective(out.logits, out.lengths, tokens,
+                                 torch.round(rel * tokens.shape[1]).long())
+
+(calling submodules of a ``ModuleDict`` is fine on one process; under DDP a
+trained teacher, i.e. the trajectory guide, needs a module whose ``forward``
+runs the whole network.) Layers are found by the convert family registry
+(``Transformer.encoder.layers``) or ``tap_layers``.
 
 Teacher mode
 ------------
@@ -131,6 +158,7 @@ class DistillPredictions:
     student: ModelOutput
     teacher: Optional[ModelOutput] = None
     teacher_learns: bool = False
+    batch: Any = None  # what prepare_batch returned; the task loss sees the same
 
 
 @dataclasses.dataclass
@@ -329,7 +357,7 @@ class DistillBrain(sb.Brain):
         if self.student_taps is not None:
             student.states = self.student_taps.take()
         if stage != Stage.TRAIN or not self.guide.teacher_active(self.optimizer_step):
-            return DistillPredictions(student)
+            return DistillPredictions(student, batch=batch)
         step = self.optimizer_step
         self.guide.prepare_teacher(step)
         teacher_module = self.modules.teacher
@@ -338,11 +366,12 @@ class DistillBrain(sb.Brain):
         with torch.set_grad_enabled(learns):
             teacher = self.run_model(teacher_module, batch, stage)
         teacher.states = self.teacher_taps.take()
-        return DistillPredictions(student, teacher, learns)
+        return DistillPredictions(student, teacher, learns, batch)
 
     def compute_objectives(self, predictions, batch, stage):
         """Sum the task loss and the weighted distillation terms; record each term."""
         student, teacher = predictions.student, predictions.teacher
+        batch = predictions.batch  # the prepared batch, as run_model saw it
         task = self.task_loss(student, batch, stage)
         terms = {"task": task}
         total = task
@@ -370,7 +399,7 @@ class DistillBrain(sb.Brain):
         """The trajectory teacher's own task loss on this batch, or None."""
         if predictions.teacher is None or not predictions.teacher_learns:
             return None
-        loss = self.task_loss(predictions.teacher, batch, Stage.TRAIN)
+        loss = self.task_loss(predictions.teacher, predictions.batch, Stage.TRAIN)
         self.last_terms["teacher_task"] = float(loss.detach())
         return loss
 

@@ -6,6 +6,8 @@ import pytest
 import torch
 from speechbrain.nnet.schedulers import NoamScheduler
 
+from speechbrain_cald.distill import TrajectoryGuide
+
 
 def test_progress_bar_shows_each_term(tiny, capsys):
     brain = tiny.build_brain("target", run_opts={"noprogressbar": False})
@@ -53,3 +55,38 @@ def test_hooks_must_be_overridden(tiny):
         brain.compute_forward(tiny.make_batches(1)[0], None)
     with pytest.raises(KeyError, match="'model'"):
         DistillBrain(modules={"student": torch.nn.Linear(2, 2)})
+
+
+def test_every_hook_sees_the_prepared_batch_once(tiny):
+    calls = {"prepare": 0, "run": [], "loss": []}
+
+    class Prepared(tiny.ToyBrain):
+        def prepare_batch(self, batch, stage):
+            calls["prepare"] += 1
+            x, lengths, y = batch
+            return {"x": x * 2.0, "lengths": lengths, "y": y}
+
+        def run_model(self, model, batch, stage):
+            calls["run"].append(isinstance(batch, dict))
+            return super().run_model(model, (batch["x"], batch["lengths"], batch["y"]), stage)
+
+        def task_loss(self, output, batch, stage):
+            calls["loss"].append(isinstance(batch, dict))
+            return super().task_loss(output, (None, batch["lengths"], batch["y"]), stage)
+
+    teacher = tiny.TinyEncoder()
+    brain = Prepared(
+        modules={"model": tiny.make_student(teacher), "teacher": teacher},
+        opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
+        hparams={
+            "guide": "trajectory",
+            "tap_layers": "layers",
+            "guides": {"trajectory": TrajectoryGuide(lambda p: torch.optim.SGD(p, lr=0.1))},
+        },
+        run_opts={"noprogressbar": True},
+    )
+    brain.history, brain.start_callbacks, brain.end_callbacks = [], [], []
+    brain.fit(range(1), tiny.loader(tiny.make_batches(2)))
+    assert calls["prepare"] == 2  # once per batch, shared by student and teacher
+    assert calls["run"] == [True] * 4  # student + teacher per batch
+    assert calls["loss"] == [True] * 4  # student + trajectory teacher per batch
