@@ -349,12 +349,12 @@ def _forward_torch(
 
 def _block_torch(mixer, x, mask, conv_ctx, ssm):
     """One block: in_proj, causal conv, SSD scan, gated norm, out_proj."""
-    batch, T, _ = x.shape
     zxbcdt = mixer.in_proj(x)
     z, xBC, dt_raw = zxbcdt.split([mixer.d_inner, mixer.conv_dim, mixer.nheads], dim=-1)
-    padded = torch.cat([conv_ctx.to(xBC.dtype), xBC], dim=1)  # (B, d_conv + T, conv_dim)
-    xBC = F.silu(_causal_depthwise_conv(padded, mixer.conv1d.weight, mixer.conv1d.bias, T))
-    conv_ctx = _last_valid(padded, mask, mixer.d_conv)
+    inplace = not (torch.is_grad_enabled() and zxbcdt.requires_grad)
+    new_ctx = _last_valid(conv_ctx, xBC, mask)
+    xBC = _causal_depthwise_conv(conv_ctx, xBC, mixer.conv1d.weight, mixer.conv1d.bias)
+    xBC = F.silu(xBC, inplace=inplace)
     xs, B, C = xBC.split(
         [mixer.d_inner, mixer.ngroups * mixer.d_state, mixer.ngroups * mixer.d_state], dim=-1
     )
@@ -371,38 +371,53 @@ def _block_torch(mixer, x, mask, conv_ctx, ssm):
         D=D.to(x.dtype),
         initial_state=ssm,
     )
-    return mixer._gate_and_project(y.flatten(-2), z), conv_ctx, ssm
+    return mixer._gate_and_project(y.flatten(-2), z), new_ctx, ssm
 
 
 def _causal_depthwise_conv(
-    padded: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], T: int
+    ctx: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
 ) -> torch.Tensor:
-    """Depthwise causal conv on ``padded (B, K + T, C)`` -> ``(B, T, C)``.
+    """Depthwise causal conv of ``x (B, T, C)`` preceded by ``ctx (B, K, C)`` -> ``(B, T, C)``.
 
-    ``padded`` starts with ``K = d_conv`` frames of context; the first of them is
-    only there for the state (the conv reaches back ``K - 1`` frames). Shifted
-    multiply-adds in the (B, T, C) layout run ~5x faster here than ``F.conv1d``
-    with its transposes.
+    ``ctx`` holds the ``K = d_conv`` previous inputs (the oldest is only kept for
+    the state: the conv reaches back ``K - 1`` frames). Shifted multiply-adds in
+    the (B, T, C) layout, without concatenating ``ctx`` and ``x``, run ~5x
+    faster here than ``F.conv1d`` with its transposes.
     """
-    K = weight.shape[-1]
-    w = weight[:, 0, :].to(padded.dtype)  # (C, K)
-    off = padded.shape[1] - T - K + 1  # = 1: skip the oldest context frame
-    if bias is not None:
-        y = torch.addcmul(bias.to(padded.dtype), padded[:, off : off + T], w[:, 0])
-    else:
-        y = padded[:, off : off + T] * w[:, 0]
-    for k in range(1, K):
-        y = torch.addcmul(y, padded[:, off + k : off + k + T], w[:, k])
+    K, T = weight.shape[-1], x.shape[1]
+    w = weight[:, 0, :].to(x.dtype)  # (C, K); w[:, K-1] multiplies the current frame
+    ctx = ctx.to(x.dtype)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or ctx.requires_grad):
+        # autograd: one concatenation, then out-of-place shifted products
+        padded = torch.cat([ctx[:, 1:], x], dim=1)  # (B, K - 1 + T, C)
+        y = padded[:, :T] * w[:, 0] if bias is None else torch.addcmul(bias.to(x.dtype), padded[:, :T], w[:, 0])
+        for k in range(1, K):
+            y = torch.addcmul(y, padded[:, k : k + T], w[:, k])
+        return y
+    y = x * w[:, K - 1] if bias is None else torch.addcmul(bias.to(x.dtype), x, w[:, K - 1])
+    for lag in range(1, K):
+        w_lag = w[:, K - 1 - lag]
+        head = min(lag, T)  # the first frames reach back into the context
+        y[:, :head].addcmul_(ctx[:, K - lag : K - lag + head], w_lag)
+        if T > lag:
+            y[:, lag:].addcmul_(x[:, : T - lag], w_lag)
     return y
 
 
-def _last_valid(padded: torch.Tensor, mask: Optional[torch.Tensor], K: int) -> torch.Tensor:
-    """The ``K`` conv inputs ending at each sequence's last valid frame: ``(B, K, C)``."""
-    if mask is None:
-        return padded[:, -K:]
-    n_valid = mask.sum(dim=1)  # valid frames of this block per sequence
-    idx = n_valid[:, None] + torch.arange(K, device=padded.device)  # into padded
-    return padded.gather(1, idx[..., None].expand(-1, -1, padded.shape[-1]))
+def _last_valid(ctx: torch.Tensor, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """The ``K`` conv inputs ending at each sequence's last valid frame: ``(B, K, C)``.
+
+    Positions index the virtual concatenation ``[ctx (K frames), x (T frames)]``.
+    """
+    K, T = ctx.shape[1], x.shape[1]
+    if mask is None and T >= K:
+        return x[:, T - K :]
+    ends = torch.full((x.shape[0],), T, device=x.device) if mask is None else mask.sum(dim=1)
+    idx = ends[:, None] + torch.arange(K, device=x.device)  # (B, K), in [0, K + T)
+    idx = idx[..., None].expand(-1, -1, x.shape[-1])
+    from_ctx = ctx.to(x.dtype).gather(1, idx.clamp(max=K - 1))
+    from_x = x.gather(1, (idx - K).clamp(min=0)) if T > 0 else from_ctx
+    return torch.where(idx < K, from_ctx, from_x)
 
 
 # ------------------------------------------------------------ mamba_ssm path
@@ -473,9 +488,9 @@ def _forward_mamba_ssm(
         mask = torch.arange(T, device=x.device) < lengths.to(x.device)[:, None]
         x = x * mask[..., None].to(x.dtype)
     z, xBC, dt_raw = mixer.in_proj(x).split([mixer.d_inner, mixer.conv_dim, mixer.nheads], dim=-1)
-    padded = torch.cat([state.conv.transpose(1, 2).to(xBC.dtype), xBC], dim=1)
-    xBC = F.silu(_causal_depthwise_conv(padded, mixer.conv1d.weight, mixer.conv1d.bias, T))
-    conv_ctx = _last_valid(padded, mask, mixer.d_conv)
+    ctx = state.conv.transpose(1, 2)
+    conv_ctx = _last_valid(ctx, xBC, mask)
+    xBC = F.silu(_causal_depthwise_conv(ctx, xBC, mixer.conv1d.weight, mixer.conv1d.bias))
     xs, B, C = xBC.split(
         [mixer.d_inner, mixer.ngroups * mixer.d_state, mixer.ngroups * mixer.d_state], dim=-1
     )
