@@ -12,8 +12,10 @@ carried between blocks), each block into chunks of ``chunk_size`` frames: the
 recurrence runs inside all chunks of a block at once (``chunk_size`` vectorised
 steps), chunk-end states are carried sequentially between chunks, and each
 frame then adds its chunk's incoming state times the cumulative decay.
-Under autograd each block is checkpointed, so training memory is linear in T
-with a small constant (the block inputs), at the cost of recomputing the block.
+Both directions are done in place where autograd would otherwise hold every
+intermediate: the backward pass is hand-written (a reverse scan of the adjoint,
+block by block, recomputing each block's states from the one state saved per
+block), so training memory is linear in T with a small constant.
 """
 
 from __future__ import annotations
@@ -22,58 +24,116 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 # exp() of very negative inputs produces denormals, which are 10-150x slower on
 # this CPU (see PERF.md); exp(-80) ~ 1.8e-35 is already 0 for every purpose here.
 _MIN_LOG_DECAY = -80.0
 
 
-def _scan_block(
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    h: torch.Tensor,
-    chunk_size: int,
-    inplace: bool,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Scan one block; ``inplace`` reuses buffers (only valid without autograd)."""
-    b, T, d = x.shape
-    n = A.shape[1]
-    pad = (-T) % chunk_size
-    if pad:
+def _linear_scan(
+    decay: torch.Tensor, states: torch.Tensor, h: torch.Tensor, chunk_size: int, reverse: bool = False
+) -> torch.Tensor:
+    """In place: ``states[t] <- decay[t] * states[t -/+ 1] + states[t]``, chunked.
+
+    ``decay`` and ``states`` are ``(B, T, D, N)`` with T a multiple of
+    ``chunk_size``; ``h`` enters before the first frame (after the last one if
+    ``reverse``). Both tensors are overwritten (``decay`` with cumulative decays);
+    returns the state at the far end.
+    """
+    b, T, d, n = states.shape
+    nc = T // chunk_size
+    cum = decay.view(b, nc, chunk_size, d, n)
+    local = states.view(b, nc, chunk_size, d, n)
+    # 1) every chunk from a zero state, all chunks at once
+    offset = 1 if reverse else -1
+    for j in range(chunk_size - 2, -1, -1) if reverse else range(1, chunk_size):
+        local[:, :, j].addcmul_(cum[:, :, j], local[:, :, j + offset])
+        cum[:, :, j].mul_(cum[:, :, j + offset])
+    # 2) the state entering each chunk, sequentially over chunks
+    edge = 0 if reverse else chunk_size - 1
+    incoming = states.new_empty(b, nc, d, n)
+    for c in range(nc - 1, -1, -1) if reverse else range(nc):
+        incoming[:, c] = h
+        h = torch.addcmul(local[:, c, edge], cum[:, c, edge], h)
+    # 3) each frame adds the entering state, decayed
+    local.addcmul_(cum, incoming.unsqueeze(2))
+    return h
+
+
+def _pad_time(t: torch.Tensor, pad: int) -> torch.Tensor:
+    return F.pad(t, (0, 0, 0, pad)) if pad else t
+
+
+def _block_terms(x, dt, A, B):
+    """Per-frame decays ``exp(dt A)`` and inputs ``dt x B``, ``(B, T, D, N)``."""
+    decay = torch.exp((dt.unsqueeze(-1) * A).clamp_(min=_MIN_LOG_DECAY))
+    return decay, (dt * x).unsqueeze(-1) * B.unsqueeze(2)
+
+
+def _scan_forward(x, dt, A, B, C, h, chunk_size, block):
+    """No-grad scan; also returns the state entering each block (for backward)."""
+    ys, starts = [], []
+    for xb, dtb, Bb, Cb in zip(*(t.split(block, dim=1) for t in (x, dt, B, C))):
+        starts.append(h)
+        Tb = xb.shape[1]
         # dt = 0 and x = 0 leave the state untouched, so padding is harmless
-        x, dt, B, C = (F.pad(t, (0, 0, 0, pad)) for t in (x, dt, B, C))
-    nc = (T + pad) // chunk_size
-    shape = (b, nc, chunk_size, d, n)
-    decay = torch.exp((dt.unsqueeze(-1) * A).clamp_(min=_MIN_LOG_DECAY)).view(shape)
-    states = ((dt * x).unsqueeze(-1) * B.unsqueeze(2)).view(shape)
-    if inplace:
-        # local states (each chunk starting from 0) and cumulative decays
-        for j in range(1, chunk_size):
-            states[:, :, j].addcmul_(decay[:, :, j], states[:, :, j - 1])
-            decay[:, :, j].mul_(decay[:, :, j - 1])
-    else:
-        local = [states[:, :, 0]]
-        cum = [decay[:, :, 0]]
-        for j in range(1, chunk_size):
-            local.append(torch.addcmul(states[:, :, j], decay[:, :, j], local[-1]))
-            cum.append(cum[-1] * decay[:, :, j])
-        states = torch.stack(local, 2)
-        decay = torch.stack(cum, 2)
-    incoming = []
-    for c in range(nc):
-        incoming.append(h)
-        h = torch.addcmul(states[:, c, -1], decay[:, c, -1], h)
-    h_in = torch.stack(incoming, 1).unsqueeze(2)  # (b, nc, 1, d, n)
-    if inplace:
-        states.addcmul_(decay, h_in)
-    else:
-        states = torch.addcmul(states, decay, h_in)
-    y = torch.einsum("bcldn,bcln->bcld", states, C.view(b, nc, chunk_size, n))
-    return y.reshape(b, nc * chunk_size, d)[:, :T], h
+        pad = (-Tb) % chunk_size
+        xb, dtb, Bb, Cb = (_pad_time(t, pad) for t in (xb, dtb, Bb, Cb))
+        decay, states = _block_terms(xb, dtb, A, Bb)
+        h = _linear_scan(decay, states, h, chunk_size)
+        ys.append(torch.einsum("btdn,btn->btd", states, Cb)[:, :Tb])
+    return torch.cat(ys, 1), h, starts
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """Selective scan with a hand-written backward: a reverse scan of the adjoint.
+
+    Only the inputs and one state per block are saved; each block is recomputed
+    in backward, so memory stays linear in T with a small constant.
+    """
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, h0, chunk_size, block):
+        with torch.no_grad():
+            y, h, starts = _scan_forward(x, dt, A, B, C, h0, chunk_size, block)
+        ctx.save_for_backward(x, dt, A, B, C, *starts)
+        ctx.chunk_size, ctx.block = chunk_size, block
+        return y, h
+
+    @staticmethod
+    def backward(ctx, gy, gh):
+        x, dt, A, B, C, *starts = ctx.saved_tensors
+        chunk_size, block = ctx.chunk_size, ctx.block
+        carry = torch.zeros_like(starts[0]) if gh is None else gh.clone()
+        if gy is None:
+            gy = torch.zeros_like(x)
+        grads = {"x": [], "dt": [], "B": [], "C": []}
+        gA = torch.zeros_like(A)
+        pieces = list(zip(*(t.split(block, dim=1) for t in (x, dt, B, C, gy))))
+        for (xb, dtb, Bb, Cb, gyb), h_start in zip(reversed(pieces), reversed(starts)):
+            Tb = xb.shape[1]
+            pad = (-Tb) % chunk_size
+            xb, dtb, Bb, Cb, gyb = (_pad_time(t, pad) for t in (xb, dtb, Bb, Cb, gyb))
+            decay, states = _block_terms(xb, dtb, A, Bb)
+            # states h[t], and h[t-1] beside them
+            _linear_scan(decay.clone(), states, h_start, chunk_size)
+            before = torch.cat([h_start.unsqueeze(1), states[:, :-1]], 1)
+            # adjoint lam[t] = dL/dh[t] = C[t] gy[t] + decay[t+1] lam[t+1]
+            lam = gyb.unsqueeze(-1) * Cb.unsqueeze(2)
+            shifted = torch.ones_like(decay)
+            shifted[:, :-1] = decay[:, 1:]
+            _linear_scan(shifted, lam, carry, chunk_size, reverse=True)
+            carry = decay[:, 0] * lam[:, 0]  # dL/d(state entering this block)
+            grads["C"].append(torch.einsum("btdn,btd->btn", states, gyb)[:, :Tb])
+            g_log_decay = before.mul_(lam).mul_(decay)  # dL/d(dt A)
+            gA += torch.einsum("btdn,btd->dn", g_log_decay, dtb)
+            g_dt = torch.einsum("btdn,dn->btd", g_log_decay, A)
+            g_dtx = torch.einsum("btdn,btn->btd", lam, Bb)
+            grads["B"].append(torch.einsum("btdn,btd->btn", lam, dtb * xb)[:, :Tb])
+            grads["x"].append((g_dtx * dtb)[:, :Tb])
+            grads["dt"].append((g_dt + g_dtx * xb)[:, :Tb])
+        g = {name: torch.cat(parts[::-1], 1) for name, parts in grads.items()}
+        return g["x"], g["dt"], gA, g["B"], g["C"], carry, None, None
 
 
 def selective_scan(
@@ -106,8 +166,8 @@ def selective_scan(
     chunk_size : int
         Frames per chunk (the vectorised inner recurrence).
     block_size : int
-        Frames per block (the unit of memory and of checkpointing); rounded
-        down to a multiple of ``chunk_size``.
+        Frames per block (the unit of memory and of recomputation in
+        backward); rounded down to a multiple of ``chunk_size``.
 
     Returns
     -------
@@ -151,14 +211,9 @@ def selective_scan(
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, dt, A, B, C, h)
     )
-    ys = []
-    for s in range(0, T, block):
-        args = (x[:, s : s + block], dt[:, s : s + block], A, B[:, s : s + block], C[:, s : s + block], h)
-        if needs_grad:
-            y, h = checkpoint(_scan_block, *args, chunk_size, False, use_reentrant=False)
-        else:
-            y, h = _scan_block(*args, chunk_size, True)
-        ys.append(y)
-    if not ys:
+    if T == 0:
         return x.new_zeros(b, 0, d), h
-    return torch.cat(ys, 1), h
+    if needs_grad:
+        return _SelectiveScan.apply(x, dt, A, B, C, h, chunk_size, block)
+    y, h, _ = _scan_forward(x, dt, A, B, C, h, chunk_size, block)
+    return y, h
