@@ -23,7 +23,10 @@ from torch import nn
 
 from speechbrain_cald.convert.families.base import Family
 from speechbrain_cald.convert.families.projections import named_linears
-from speechbrain_cald.convert.padding_exact import install_conv_padding_hooks
+from speechbrain_cald.convert.padding_exact import (
+    install_conv_padding_hooks,
+    install_feature_encoder_padding_hooks,
+)
 from speechbrain_cald.convert.wrappers import HFAttentionWrapper, WavLMAttentionWrapper
 
 __all__ = ["WAV2VEC2", "HUBERT", "WAVLM", "WAV2VEC2_CONFORMER", "WHISPER"]
@@ -58,9 +61,15 @@ def _whisper_max_positions(model: nn.Module) -> Optional[int]:
     return int(model.config.max_source_positions)
 
 
+def _exact_feature_padding(student: nn.Module) -> None:
+    # GroupNorm feature encoders (wav2vec2-base style) take statistics over padding
+    install_feature_encoder_padding_hooks(student)
+
+
 def _exact_conformer_padding(student: nn.Module) -> None:
     # the conformer conv module sees padded frames; make it blind to them
     install_conv_padding_hooks(WAV2VEC2_CONFORMER.layers(student))
+    install_feature_encoder_padding_hooks(student)
 
 
 _QKVO = named_linears(("q_proj", "k_proj", "v_proj", "out_proj"))
@@ -76,6 +85,7 @@ WAV2VEC2 = Family(
     projections=_QKVO,
     dims=_embed_heads,
     frame_lengths_fn=feature_encoder_lengths,
+    post_convert=_exact_feature_padding,
 )
 
 HUBERT = Family(
@@ -89,6 +99,7 @@ HUBERT = Family(
     projections=_QKVO,
     dims=_embed_heads,
     frame_lengths_fn=feature_encoder_lengths,
+    post_convert=_exact_feature_padding,
 )
 
 WAVLM = Family(
@@ -102,6 +113,7 @@ WAVLM = Family(
     projections=_QKVO,
     dims=_embed_heads,
     frame_lengths_fn=feature_encoder_lengths,
+    post_convert=_exact_feature_padding,
 )
 
 WAV2VEC2_CONFORMER = Family(

@@ -32,7 +32,7 @@ W2V_COMMON = dict(
     conv_kernel=(10, 8),
     num_conv_pos_embeddings=8,
     num_conv_pos_embedding_groups=2,
-    feat_extract_norm="layer",  # group norm over time is not padding-invariant in the teacher either
+    feat_extract_norm="layer",
     vocab_size=12,
 )
 TEXT_COMMON = dict(
@@ -129,6 +129,10 @@ CASES = [
     Case("wav2vec2_ctc_eager-bimamba2", _hf("Wav2Vec2Config", "Wav2Vec2ForCTC", **W2V_COMMON), "bimamba2", MAMBA2_TINY, "hf_audio", attn_implementation="eager"),
     Case("wav2vec2_stable_cls-bimamba2", _hf("Wav2Vec2Config", "Wav2Vec2ForSequenceClassification", do_stable_layer_norm=True, num_labels=3, **W2V_COMMON), "bimamba2", MAMBA2_TINY, "hf_audio"),
     Case("wav2vec2_base-linformer", _hf("Wav2Vec2Config", "Wav2Vec2Model", **W2V_COMMON), "linformer", dict(LINFORMER_TINY, max_len=64), "hf_audio"),
+    # GroupNorm feature encoder (the transformers default, wav2vec2-base style): the teacher is
+    # not padding-invariant, the student is (convert/padding_exact.py)
+    Case("wav2vec2_groupnorm_ctc-bimamba2", _hf("Wav2Vec2Config", "Wav2Vec2ForCTC", **dict(W2V_COMMON, feat_extract_norm="group")), "bimamba2", MAMBA2_TINY, "hf_audio"),
+    Case("wavlm_groupnorm-bimamba2", _hf("WavLMConfig", "WavLMModel", num_buckets=16, max_bucket_distance=32, **dict(W2V_COMMON, feat_extract_norm="group")), "bimamba2", MAMBA2_TINY, "hf_audio"),
     Case("hubert_ctc-bimamba2", _hf("HubertConfig", "HubertForCTC", **W2V_COMMON), "bimamba2", MAMBA2_TINY, "hf_audio"),
     Case("hubert_cls-bimamba2", _hf("HubertConfig", "HubertForSequenceClassification", num_labels=3, **W2V_COMMON), "bimamba2", MAMBA2_TINY, "hf_audio"),
     Case("wavlm_ctc-bimamba2", _hf("WavLMConfig", "WavLMForCTC", num_buckets=16, max_bucket_distance=32, **W2V_COMMON), "bimamba2", MAMBA2_TINY, "hf_audio"),
