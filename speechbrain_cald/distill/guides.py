@@ -197,8 +197,8 @@ class HybridGuide(Guide):
         The first optimizer step without distillation.
     switch_fraction : float, optional
         Or the switch as a fraction of the planned optimizer steps (CALD: 40k
-        of 90k is 0.444); needs the total known at ``on_fit_start``. Exactly
-        one of the two is given.
+        of 90k is 0.444); needs the total known at ``on_fit_start``. Used only
+        when ``switch_step`` is null.
 
     Example
     -------
@@ -213,22 +213,27 @@ class HybridGuide(Guide):
 
     def __init__(self, switch_step: Optional[int] = None, switch_fraction: Optional[float] = None):
         super().__init__()
-        if (switch_step is None) == (switch_fraction is None):
-            raise ValueError(
-                "HybridGuide: give exactly one of switch_step (an optimizer step) and "
-                f"switch_fraction (of the planned steps); found switch_step={switch_step}, "
-                f"switch_fraction={switch_fraction}"
-            )
-        if switch_fraction is not None and not 0.0 <= switch_fraction <= 1.0:
-            raise ValueError(f"HybridGuide: switch_fraction should be in [0, 1], found {switch_fraction}")
+        # Checked in on_fit_start, not here: recipes build every guide of
+        # hparams/guides/all.yaml, and an unused one must not stop the run.
         self.switch_step = switch_step
         self.switch_fraction = switch_fraction
         self.switched = False
 
     def on_fit_start(self, total_steps: Optional[int]) -> None:
-        """Resolve ``switch_fraction`` against the planned number of steps."""
+        """Check the options; resolve ``switch_fraction`` against the planned steps."""
         super().on_fit_start(total_steps)
+        if self.switch_step is None and self.switch_fraction is None:
+            raise ValueError(
+                "HybridGuide: give switch_step (an optimizer step) or switch_fraction "
+                "(of the planned steps); both are null"
+            )
+        if self.switch_step is not None:  # an explicit step wins over the fraction
+            return
         if self.switch_fraction is not None:
+            if not 0.0 <= self.switch_fraction <= 1.0:
+                raise ValueError(
+                    f"HybridGuide: switch_fraction should be in [0, 1], found {self.switch_fraction}"
+                )
             if total_steps is None:
                 raise ValueError(
                     "HybridGuide: switch_fraction needs the planned number of optimizer steps, "

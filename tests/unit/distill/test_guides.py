@@ -166,8 +166,13 @@ def test_guide_selection_and_configuration_errors(tiny, tmp_path):
     assert isinstance(select_guide(None), GUIDES["unguided"])
     with pytest.raises(TypeError, match=r"guides\[target\]"):
         select_guide("target", {"target": HybridGuide(switch_step=1)})
-    with pytest.raises(ValueError, match="exactly one"):
-        HybridGuide()
+    with pytest.raises(ValueError, match="both are null"):
+        HybridGuide().on_fit_start(10)  # built fine (all.yaml builds every guide), fails at start
+    step_wins = HybridGuide(switch_step=2, switch_fraction=0.5)
+    step_wins.on_fit_start(10)
+    assert step_wins.switch_step == 2
+    with pytest.raises(ValueError, match="planned number"):
+        HybridGuide(switch_fraction=0.5).on_fit_start(None)
     with pytest.raises(KeyError, match="needs a teacher"):
         tiny.ToyBrain(modules={"model": tiny.TinyEncoder()}, hparams={"guide": "target"})
     with pytest.raises(FileNotFoundError, match="snapshot_dir"):
