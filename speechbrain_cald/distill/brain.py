@@ -311,9 +311,10 @@ class DistillBrain(sb.Brain):
         self.student_taps: Optional[LayerTaps] = None
         self.teacher_taps: Optional[LayerTaps] = None
         if self.guide.needs_teacher:
-            self.student_taps = LayerTaps(find_layers(modules["model"], self.cfg.tap_layers))
+            student_layers = find_layers(modules["model"], self.cfg.tap_layers)
+            self.student_taps = LayerTaps(student_layers, active=False)
             teacher_path = self.cfg.teacher_tap_layers or self.cfg.tap_layers
-            self.teacher_taps = LayerTaps(find_layers(modules["teacher"], teacher_path), detach=False)
+            self.teacher_taps = LayerTaps(find_layers(modules["teacher"], teacher_path), active=False)
         self.last_terms: Dict[str, float] = {}
         self.running = _RunningTerms()
         self.stage_summaries: Dict[Stage, Dict[str, float]] = {}
@@ -353,17 +354,18 @@ class DistillBrain(sb.Brain):
     def compute_forward(self, batch, stage):
         """Run the student and, when the guide says so, the teacher on one batch."""
         batch = self.prepare_batch(batch, stage)
-        student = self.run_model(self.modules.model, batch, stage)
-        if self.student_taps is not None:
-            student.states = self.student_taps.take()
-        if stage != Stage.TRAIN or not self.guide.teacher_active(self.optimizer_step):
-            return DistillPredictions(student, batch=batch)
+        distil = stage == Stage.TRAIN and self.guide.teacher_active(self.optimizer_step)
+        if not distil:
+            return DistillPredictions(self.run_model(self.modules.model, batch, stage), batch=batch)
+        with self.student_taps.recording():
+            student = self.run_model(self.modules.model, batch, stage)
+        student.states = self.student_taps.take()
         step = self.optimizer_step
         self.guide.prepare_teacher(step)
         teacher_module = self.modules.teacher
         teacher_module.train(self.cfg.teacher_train_mode)
         learns = self.guide.teacher_learns(step)
-        with torch.set_grad_enabled(learns):
+        with torch.set_grad_enabled(learns), self.teacher_taps.recording():
             teacher = self.run_model(teacher_module, batch, stage)
         teacher.states = self.teacher_taps.take()
         return DistillPredictions(student, teacher, learns, batch)

@@ -14,7 +14,8 @@ identity; recursive students (MiniALBERT) use ``every_nth_layer_map``.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+import contextlib
+from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -169,6 +170,10 @@ class LayerTaps:
         The layers to tap.
     detach : bool
         Keep detached states (teachers) instead of graph-connected ones.
+    active : bool
+        Record from the start; with False, only inside ``with taps.recording():``
+        (how ``DistillBrain`` uses them, so that other forward passes of the
+        same model, or a second Brain over it, leave these taps alone).
 
     Example
     -------
@@ -183,16 +188,40 @@ class LayerTaps:
     True
     >>> taps.clear(); taps.states
     []
-    >>> taps.remove()
+    >>> quiet = LayerTaps(layers, active=False)
+    >>> _ = layers[0](x); quiet.states
+    []
+    >>> with quiet.recording():
+    ...     _ = layers[0](x)
+    >>> len(quiet.states), quiet.active
+    (1, False)
+    >>> taps.remove(); quiet.remove()
     """
 
-    def __init__(self, layers: Union[nn.ModuleList, Sequence[nn.Module]], detach: bool = False):
+    def __init__(
+        self,
+        layers: Union[nn.ModuleList, Sequence[nn.Module]],
+        detach: bool = False,
+        active: bool = True,
+    ):
         self.layers = list(layers)
         self.detach = detach
+        self.active = active
         self.states: List[torch.Tensor] = []
         self._handles = [layer.register_forward_hook(self._keep) for layer in self.layers]
 
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        """Record the layers' outputs inside the block only."""
+        previous, self.active = self.active, True
+        try:
+            yield
+        finally:
+            self.active = previous
+
     def _keep(self, module: nn.Module, inputs, output) -> None:
+        if not self.active:
+            return
         state = output[0] if isinstance(output, (tuple, list)) else output
         self.states.append(state.detach() if self.detach else state)
 

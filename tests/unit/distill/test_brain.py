@@ -90,3 +90,16 @@ def test_every_hook_sees_the_prepared_batch_once(tiny):
     assert calls["prepare"] == 2  # once per batch, shared by student and teacher
     assert calls["run"] == [True] * 4  # student + teacher per batch
     assert calls["loss"] == [True] * 4  # student + trajectory teacher per batch
+
+
+def test_taps_record_only_inside_the_brains_forward(tiny):
+    teacher = tiny.TinyEncoder()
+    student = tiny.make_student(teacher)
+    first = tiny.build_brain("target", teacher, student)
+    second = tiny.build_brain("target", teacher, student)
+    second.fit(range(1), tiny.loader(tiny.make_batches(2)))
+    x, lengths, _ = tiny.make_batches(1)[0]
+    student(x, lengths), teacher(x, lengths)  # plain forward passes, e.g. evaluation
+    for brain in (first, second):
+        assert brain.student_taps.states == [] and brain.teacher_taps.states == []
+    assert set(second.history[-1]["terms"]) == {"task", "layer", "logits"}
