@@ -140,6 +140,11 @@ class RNGState:
     must not shift the stream: in the uninterrupted run it came before the
     checkpoint).
 
+    Under DDP only the main process saves, so after a resume every process
+    continues from the main process's generator states (exact resume holds
+    for one process; with several, dropout masks differ from the
+    uninterrupted run's).
+
     Example
     -------
     >>> import tempfile
