@@ -171,7 +171,7 @@ class Mamba(nn.Module):
         device=None,
         dtype=None,
         chunk_size: int = 8,
-        block_size: int = 64,
+        block_size: int = 32,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:

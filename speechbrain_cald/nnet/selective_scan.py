@@ -71,18 +71,32 @@ def _block_terms(x, dt, A, B):
 
 
 def _scan_forward(x, dt, A, B, C, h, chunk_size, block):
-    """No-grad scan; also returns the state entering each block (for backward)."""
-    ys, starts = [], []
-    for xb, dtb, Bb, Cb in zip(*(t.split(block, dim=1) for t in (x, dt, B, C))):
+    """No-grad scan; also returns the state entering each block (for backward).
+
+    Two block-sized buffers are reused for every block: reallocating them costs
+    page faults that are a large share of the time on CPU (PERF.md).
+    """
+    b, T, d = x.shape
+    n = A.shape[1]
+    y = x.new_empty(b, T, d)
+    width = min(block, T + (-T) % chunk_size)
+    decay_buf, states_buf = x.new_empty(2, b, width, d, n)
+    starts = []
+    for s in range(0, T, block):
         starts.append(h)
-        Tb = xb.shape[1]
-        # dt = 0 and x = 0 leave the state untouched, so padding is harmless
-        pad = (-Tb) % chunk_size
-        xb, dtb, Bb, Cb = (_pad_time(t, pad) for t in (xb, dtb, Bb, Cb))
-        decay, states = _block_terms(xb, dtb, A, Bb)
+        Tb = min(block, T - s)
+        Tp = Tb + (-Tb) % chunk_size
+        decay, states = decay_buf[:, :Tp], states_buf[:, :Tp]
+        dtb = dt[:, s : s + Tb]
+        torch.mul(dtb.unsqueeze(-1), A, out=decay[:, :Tb])
+        decay[:, :Tb].clamp_(min=_MIN_LOG_DECAY).exp_()
+        torch.mul((dtb * x[:, s : s + Tb]).unsqueeze(-1), B[:, s : s + Tb].unsqueeze(2), out=states[:, :Tb])
+        # decay 1 and input 0 leave the state untouched, so padding is harmless
+        decay[:, Tb:].fill_(1.0)
+        states[:, Tb:].zero_()
         h = _linear_scan(decay, states, h, chunk_size)
-        ys.append(torch.einsum("btdn,btn->btd", states, Cb)[:, :Tb])
-    return torch.cat(ys, 1), h, starts
+        y[:, s : s + Tb] = torch.matmul(states[:, :Tb], C[:, s : s + Tb].unsqueeze(-1)).squeeze(-1)
+    return y, h, starts
 
 
 class _SelectiveScan(torch.autograd.Function):
@@ -144,7 +158,7 @@ def selective_scan(
     C: torch.Tensor,
     initial_state: Optional[torch.Tensor] = None,
     chunk_size: int = 8,
-    block_size: int = 64,
+    block_size: int = 32,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Run the selective-scan recurrence over time, chunked.
 
