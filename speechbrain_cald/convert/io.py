@@ -14,6 +14,9 @@ SpeechBrain ``TransformerASR`` (``"speechbrain"``)::
     model.ckpt                          torch.save(state_dict)
     cald_conversion.json                (students only)
 
+or, for a student saved without known constructor hparams, ``model.pt`` (the
+pickled module) + ``cald_conversion.json``.
+
 A SpeechBrain teacher directory is the same without ``cald_conversion.json``
 (write one with :func:`save_speechbrain_model`). Classes inside ``kwargs``
 (e.g. ``activation``) are stored as ``{"__class__": "module.Class"}``. Every file
@@ -52,6 +55,7 @@ __all__ = [
 CONVERSION_FILE = "cald_conversion.json"
 HPARAMS_FILE = "hparams.json"
 SB_WEIGHTS_FILE = "model.ckpt"
+SB_PICKLE_FILE = "model.pt"
 HF_WEIGHTS_FILE = "model.safetensors"
 
 
@@ -239,8 +243,11 @@ def save_student(
     directory : path
         Created if missing.
     hparams : dict, optional
-        SpeechBrain models only: the constructor keyword arguments, unless the
-        teacher came from :func:`load_teacher` (which records them on the model).
+        SpeechBrain models only: the constructor keyword arguments (recorded
+        automatically when the teacher came from :func:`load_teacher`). Then the
+        directory holds ``hparams.json`` + ``model.ckpt`` (a state_dict). Without
+        them the whole module is pickled to ``model.pt`` (``torch.save(model)``),
+        which reloads only where the same classes import; prefer hparams.
 
     Returns
     -------
@@ -260,13 +267,11 @@ def save_student(
         _save_hf(model, directory)
     elif family.save_format == "speechbrain":
         hparams = hparams if hparams is not None else getattr(model, "cald_hparams", None)
-        if hparams is None:
-            raise ValueError(
-                f"save_student: a SpeechBrain {type(model).__name__} needs its constructor "
-                "hparams (pass hparams={...}, or load the teacher with load_teacher, which "
-                "records them)"
-            )
-        save_speechbrain_model(model, directory, hparams)
+        if hparams is not None:
+            save_speechbrain_model(model, directory, hparams)
+        else:
+            # no constructor hparams known: keep the whole module (architecture + weights)
+            _write_atomic(directory / SB_PICKLE_FILE, lambda tmp: torch.save(model, tmp))
     else:
         raise ValueError(f"family '{family.name}': unknown save_format '{family.save_format}'")
     _write_json(directory / CONVERSION_FILE, conversion)
@@ -389,6 +394,9 @@ def load_student(directory: Union[str, os.PathLike], map_location: str = "cpu") 
         )
         state = _load_safetensors(directory, str(map_location))
         _load_tied_tolerant(model, state, directory)
+    elif not (directory / HPARAMS_FILE).is_file() and (directory / SB_PICKLE_FILE).is_file():
+        # written by save_student without hparams: our own pickle of the student
+        model = torch.load(directory / SB_PICKLE_FILE, map_location=map_location, weights_only=False)
     else:
         with open(directory / HPARAMS_FILE) as f:
             hparams = json.load(f)
