@@ -160,7 +160,14 @@ def to_linear_time(
     >>> student(input_ids=torch.tensor([[1, 2, 3]])).last_hidden_state.shape
     torch.Size([1, 3, 32])
     """
-    find_family(model, family)  # fail before copying a large model
+    fam = find_family(model, family)  # fail before copying a large model
+    if getattr(model, "cald_conversion", None) is not None or any(
+        hasattr(getattr(parent, attr), "mixer") for parent, attr in fam.attention_slots(model)
+    ):
+        raise ValueError(
+            f"{type(model).__name__} is already converted (its attention slots hold mixers): "
+            "convert the original teacher"
+        )
     student = copy.deepcopy(model)
     teacher_class = f"{type(model).__module__}.{type(model).__qualname__}"
     return convert_in_place(student, mixer, init, family, teacher_class, **mixer_options)

@@ -17,7 +17,7 @@ from torch import nn
 
 from speechbrain_cald.convert.masks import lengths_from_attention_mask
 
-__all__ = ["MixerWrapper", "HFAttentionWrapper", "WavLMAttentionWrapper"]
+__all__ = ["MixerWrapper", "HFAttentionWrapper", "WavLMAttentionWrapper", "CausalLMAttentionWrapper"]
 
 
 class MixerWrapper(nn.Module):
@@ -72,3 +72,36 @@ class WavLMAttentionWrapper(HFAttentionWrapper):
     def forward(self, hidden_states: torch.Tensor, attention_mask=None, position_bias=None, **kwargs):
         lengths = lengths_from_attention_mask(attention_mask, hidden_states.shape[1])
         return self.mix(hidden_states, lengths), None, position_bias
+
+
+class CausalLMAttentionWrapper(HFAttentionWrapper):
+    """A decoder LM's attention (GPT-NeoX): refuses continuation calls.
+
+    The mixer keeps no state between calls (no KV cache), so a call that feeds
+    only new tokens — ``position_ids`` not starting at 0, as ``generate(...,
+    use_cache=True)`` does after the first step — would silently mix them
+    without their prefix. That is an error; the converter sets
+    ``use_cache=False`` so ``generate`` recomputes the whole sequence.
+
+    Example
+    -------
+    >>> class Id(nn.Module):
+    ...     def forward(self, x, lengths=None):
+    ...         return x
+    >>> wrap = CausalLMAttentionWrapper(Id())
+    >>> _ = wrap(torch.zeros(1, 2, 4), position_ids=torch.tensor([[0, 1]]))
+    >>> wrap(torch.zeros(1, 1, 4), position_ids=torch.tensor([[2]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: position_ids start at 2, not 0: this linear-time student keeps no state between calls, so it cannot continue a sequence from a KV cache; run the whole sequence (generate(..., use_cache=False))
+    """
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, position_ids=None, **kwargs):
+        if position_ids is not None and bool((position_ids[..., 0] != 0).any()):
+            start = int(position_ids[..., 0].max())
+            raise ValueError(
+                f"position_ids start at {start}, not 0: this linear-time student keeps no state "
+                "between calls, so it cannot continue a sequence from a KV cache; run the whole "
+                "sequence (generate(..., use_cache=False))"
+            )
+        return super().forward(hidden_states, attention_mask=attention_mask, **kwargs)

@@ -23,7 +23,7 @@ from torch import nn
 
 from speechbrain_cald.convert.families.base import Family, Projection
 from speechbrain_cald.convert.families.projections import named_linears, split_head_interleaved
-from speechbrain_cald.convert.wrappers import HFAttentionWrapper
+from speechbrain_cald.convert.wrappers import CausalLMAttentionWrapper, HFAttentionWrapper
 
 __all__ = ["BERT", "ROBERTA", "GPT_NEOX"]
 
@@ -67,6 +67,9 @@ def _neox_max_positions(model: nn.Module) -> Optional[int]:
 def _no_kv_cache(student: nn.Module) -> None:
     # the mixers keep no KV cache; generation must recompute the prefix
     _config(student).use_cache = False
+    generation_config = getattr(student, "generation_config", None)
+    if generation_config is not None:
+        generation_config.use_cache = False
 
 
 def _always_causal(model: nn.Module) -> bool:
@@ -110,7 +113,7 @@ GPT_NEOX = Family(
     encoder_classes=("GPTNeoXModel",),
     layers_attr="layers",
     attention_paths=("attention",),
-    wrapper=HFAttentionWrapper,
+    wrapper=CausalLMAttentionWrapper,
     projections=_neox_projections,
     dims=_neox_dims,
     max_positions_fn=_neox_max_positions,

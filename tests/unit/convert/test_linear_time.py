@@ -304,3 +304,24 @@ def test_default_options_are_the_papers_and_are_recorded(teacher_dirs, cases):
         out = case.run(student, batch)
         single = case.run(student, alone[1])[0]
     torch.testing.assert_close(out[1, : lengths[1]], single, atol=2e-5, rtol=1e-4)
+
+
+def test_gpt_neox_student_generates_like_a_full_recompute(teacher_dirs, cases):
+    case = cases["gpt_neox_lm-mamba2"]
+    student = _convert(case, case.load(teacher_dirs(case)))
+    prompt = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        generated = student.generate(prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        x = prompt
+        for _ in range(4):
+            x = torch.cat([x, student(x).logits[:, -1].argmax(-1, keepdim=True)], 1)
+        assert torch.equal(generated, x)
+        with pytest.raises(ValueError, match="use_cache=False"):
+            student.generate(prompt, max_new_tokens=2, min_new_tokens=2, do_sample=False, use_cache=True)
+
+
+def test_converting_a_student_again_is_a_clear_error(teacher_dirs, cases):
+    case = cases["bert-bimamba2"]
+    student = _convert(case, case.load(teacher_dirs(case)))
+    with pytest.raises(ValueError, match="already converted"):
+        to_linear_time(student, "bimamba2")
