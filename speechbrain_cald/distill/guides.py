@@ -150,7 +150,7 @@ class Guide:
     @mark_as_loader
     def _load(self, path: pathlib.Path, end_of_epoch: bool) -> None:
         del end_of_epoch
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 class UnguidedGuide(Guide):
