@@ -325,3 +325,31 @@ def test_converting_a_student_again_is_a_clear_error(teacher_dirs, cases):
     student = _convert(case, case.load(teacher_dirs(case)))
     with pytest.raises(ValueError, match="already converted"):
         to_linear_time(student, "bimamba2")
+
+
+def test_whisper_only_encoder_self_attention_is_replaced(teacher_dirs, cases):
+    case = cases["whisper-bimamba2"]
+    student = _convert(case, case.load(teacher_dirs(case)))
+    model = student.model
+    assert all(type(layer.self_attn).__name__ == "HFAttentionWrapper" for layer in model.encoder.layers)
+    for layer in model.decoder.layers:
+        assert type(layer.self_attn).__name__ == "WhisperAttention"
+        assert type(layer.encoder_attn).__name__ == "WhisperAttention"
+    batch, _, _ = case.make_batch()
+    with torch.no_grad():
+        logits = case.run(student, batch)
+    assert logits.shape == (2, 3, 60) and torch.isfinite(logits).all()
+
+
+def test_student_trains_gradients_reach_mixers(teacher_dirs, cases):
+    case = cases["wav2vec2_ctc-bimamba2"]
+    student = _convert(case, case.load(teacher_dirs(case))).train()
+    batch, _, _ = case.make_batch()
+    labels = torch.randint(1, 12, (3, 5))
+    loss = student(**batch, labels=labels).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    mixer = student.wav2vec2.encoder.layers[0].attention.mixer
+    grads = [p.grad for p in mixer.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
