@@ -129,10 +129,15 @@ def dataset(n=6, seed=0):
 LOADER = {"batch_size": 2, "collate_fn": PaddedBatch}
 
 
-def run(out_dir, guide, teacher_state=None, extra=None, kill=None, snapshot_interval=0):
+def run(out_dir, guide, teacher_state=None, extra=None, kill=None, snapshot_interval=0, overrides=None):
     """Build everything from the YAML (seed 0) and fit; ``kill(brain)`` may raise."""
     torch.manual_seed(0)
-    overrides = {"output_folder": str(out_dir), "guide": guide, "snapshot_interval": snapshot_interval}
+    overrides = {
+        "output_folder": str(out_dir),
+        "guide": guide,
+        "snapshot_interval": snapshot_interval,
+        **(overrides or {}),
+    }
     hp = load_hyperpyyaml(HPARAMS, overrides)
     teacher = hp["model"]
     if teacher_state is not None:
@@ -220,24 +225,10 @@ def test_each_guide_from_its_yaml_fragment(guide, stage2, tmp_path, caplog):
         assert [s.split("step ")[1].split(",")[0] for s in switches] == ["0", "2", "4"]
 
 
-def _waypoint_run(out, stage2):
+def _waypoint_run(out, stage2, **kwargs):
     """The waypoint guide reads the snapshots of stage 2."""
-    hp_override = {"snapshot_dir": str(stage2["dir"] / "snapshots")}
-    torch.manual_seed(0)
-    hp = load_hyperpyyaml(HPARAMS, {"output_folder": str(out), "guide": "waypoint", **hp_override})
-    teacher = hp["model"]
-    teacher.load_state_dict(stage2["pretrained"])
-    student = convert(teacher)
-    hp["checkpointer"].add_recoverable("model", student)
-    brain = CTCBrain(
-        modules={"model": student, "teacher": teacher},
-        opt_class=hp["opt_class"],
-        hparams=hp,
-        run_opts={"noprogressbar": True},
-        checkpointer=hp["checkpointer"],
-    )
-    brain.fit(hp["epoch_counter"], dataset(), dataset(2, seed=1), train_loader_kwargs=dict(LOADER), valid_loader_kwargs=dict(LOADER))
-    return brain
+    overrides = {"snapshot_dir": str(stage2["dir"] / "snapshots")}
+    return run(out, "waypoint", stage2["pretrained"], overrides=overrides, **kwargs)
 
 
 @register_checkpoint_hooks
@@ -272,13 +263,16 @@ def _kill_after_batch(k):
 
 
 def _state(brain):
-    return {
+    state = {
         "student": {k: v.clone() for k, v in brain.modules.model.state_dict().items()},
         "teacher": {k: v.clone() for k, v in brain.modules.teacher.state_dict().items()},
-        "teacher_opt": brain.guide.optimizer.state_dict()["state"],
         "student_opt": brain.optimizer.state_dict()["state"],
-        "steps": (brain.optimizer_step, brain.guide.teacher_updates),
+        "steps": brain.optimizer_step,
+        "guide": {k: v for k, v in brain.guide.state_dict().items() if k not in ("teacher", "optimizer")},
     }
+    if brain.guide.name == "trajectory":
+        state["teacher_opt"] = brain.guide.optimizer.state_dict()["state"]
+    return state
 
 
 def _equal(a, b):
@@ -316,7 +310,8 @@ def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(stage2
     )
     assert steps_run == list(range(how["resume"] + 1, 7)), "did not resume from the expected checkpoint"
     a, b = _state(whole), _state(resumed)
-    assert a["steps"] == b["steps"] == (6, 6)
+    assert a["steps"] == b["steps"] == 6
+    assert a["guide"]["teacher_updates"] == 6
     for key in a:
         assert _equal(a[key], b[key]), f"{key} differs after resuming ({where})"
     # A sanity check that the comparison can fail: the run did move the weights.
@@ -328,3 +323,24 @@ def convert_state(teacher_state):
     hp = load_hyperpyyaml(HPARAMS, {"output_folder": "/tmp/unused"})
     hp["model"].load_state_dict(teacher_state)
     return convert(hp["model"]).state_dict()
+
+
+@pytest.mark.parametrize("guide", ["waypoint", "hybrid"])
+def test_resume_keeps_waypoint_and_hybrid_state(stage2, tmp_path, guide):
+    """Killed after step 4 (hybrid: past its switch at step 3; waypoint: on snapshot 6)."""
+    kwargs = {"extra": {"killer": SaveKiller()}}
+    if guide == "waypoint":
+        go = lambda out, **kw: _waypoint_run(out, stage2, **kwargs, **kw)  # noqa: E731
+    else:
+        go = lambda out, **kw: run(out, guide, stage2["finetuned"], **kwargs, **kw)  # noqa: E731
+    whole = go(tmp_path / "whole")
+    with pytest.raises(Killed):
+        go(tmp_path / "resumed", kill=_kill_after_batch(5))
+    steps_run = []
+    resumed = go(tmp_path / "resumed", kill=lambda b: steps_run.append(b.optimizer_step))
+    assert steps_run == [5, 6]
+    a, b = _state(whole), _state(resumed)
+    for key in a:
+        assert _equal(a[key], b[key]), f"{key} differs after resuming"
+    expected = {"waypoint": {"name": "waypoint", "loaded_step": 6}, "hybrid": {"name": "hybrid", "switch_step": 3, "switched": True}}
+    assert b["guide"] == expected[guide]
