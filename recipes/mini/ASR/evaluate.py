@@ -32,7 +32,7 @@ from speechbrain.utils.metric_stats import ErrorRateStats
 
 from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
 from speechbrain_cald.data.units import load_char_units
-from train import ctc_log_probs, dataio_prepare, greedy_transcripts
+from train import ctc_log_probs, dataio_prepare, transcripts
 
 SETS = {  # name -> (manifest, batch size); long-form recordings go one per pass
     "test": ("test.csv", 16),
@@ -72,7 +72,8 @@ def transcribe(model, hp, dataset, batch_size: int):
     with torch.no_grad():
         for batch in loader:
             wavs, wav_lens = batch.sig
-            hyps += greedy_transcripts(ctc_log_probs(model, hp, wavs, wav_lens), wav_lens, hp.units)
+            log_probs = ctc_log_probs(model, hp, wavs, wav_lens)
+            hyps += transcripts(log_probs, torch.round(wav_lens * log_probs.shape[1]).long(), hp.units)
             ids += batch.id
             refs += batch.wrd
     return ids, refs, hyps
@@ -89,7 +90,7 @@ def write_hyps(path: str, ids, refs, hyps) -> None:
 
 
 def speed_factory(folder: str):
-    """For bench.asr_speed: ``encode`` = the model's Transformer encoder on CNN features of N s of audio."""
+    """For bench.asr_speed: ``encode`` = the model's encoder (TransformerASR or student) on CNN outputs for N s of audio."""
     hp, model = load_model(folder)
 
     def make_input(seconds: float) -> torch.Tensor:
@@ -99,7 +100,7 @@ def speed_factory(folder: str):
             return model.CNN(hp.normalize(hp.compute_features(wav), torch.ones(1)))
 
     lens = torch.ones(1)
-    return (lambda x: model.Transformer.encode(x, lens)), make_input
+    return (lambda x: model.encoder(x, lens)), make_input
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
         hp, model = load_model(folder)
         units.expect_len(hp.output_neurons)  # the model's head and the units agree
         hp.units = units
-        params[name] = (count_params(model.Transformer), count_params(model))
+        params[name] = (count_params(model.encoder), count_params(model))
         wers[name] = {}
         for set_name in args.sets:
             manifest, bs = SETS[set_name]

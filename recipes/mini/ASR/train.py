@@ -1,88 +1,85 @@
 #!/usr/bin/env python3
 """Train a CTC ASR model on the mini corpus: the conformer teacher or a CALD student.
 
-The YAML decides which: ``hparams/mini_teacher.yaml`` trains the teacher from
-scratch (saving waypoint snapshots); ``hparams/mini_mamba.yaml`` and friends
-convert the teacher and distil into the student. This file is the data pipeline
-and the Brain hooks only.
+The YAML decides which. ``hparams/mini_teacher.yaml`` trains the transformer
+from scratch (``guide: unguided``, no teacher; snapshots kept as waypoints).
+A student YAML (``hparams/mini_mamba.yaml``, ...) builds the teacher's
+architecture, converts it (``model: !apply:speechbrain_cald.convert.to_linear_time``)
+and names a guide; the weights each side starts from are the guide's
+``teacher_init`` / ``student_init`` (see ``WEIGHTS``). This file is the data
+pipeline and the Brain hooks only; ``DistillBrain`` does the rest.
 
     python train.py hparams/mini_teacher.yaml --data_folder=data --output_folder=results/teacher
+    python train.py hparams/mini_mamba.yaml --data_folder=data --teacher_folder=results/teacher \\
+        --output_folder=results/mini_mamba_target [--guide=waypoint]
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from types import SimpleNamespace
 
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_cald.data.units import load_char_units
+from speechbrain_cald.distill import DistillBrain, ModelOutput, select_guide
+from speechbrain_cald.distill.snapshots import save_snapshot
+from speechbrain_cald.tasks import ctc_greedy_transcripts, ctc_objective
+
+# guide's teacher_init / student_init -> hparams key of the checkpoint to start from
+WEIGHTS = {"finetuned": "finetuned_ckpt", "pretrained": "pretrained_ckpt"}
 
 
-class CTCBrain(sb.Brain):
-    """CTC training of ``modules.model`` (``CNN`` -> ``Transformer.encode`` -> ``ctc_lin``)."""
+class ASRBrain(DistillBrain):
+    """CTC ASR hooks for ``DistillBrain``: features, model call, CTC loss, WER."""
 
-    def compute_forward(self, batch, stage):
+    def prepare_batch(self, batch, stage):
+        # features once per batch, shared by student and teacher
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        log_probs = ctc_log_probs(self.modules.model, self.hparams, wavs, wav_lens)
-        return log_probs, wav_lens
+        feats = self.hparams.normalize(self.hparams.compute_features(wavs), wav_lens)
+        return SimpleNamespace(feats=feats, wav_lens=wav_lens, tokens=batch.tokens, wrd=batch.wrd, id=batch.id)
 
-    def compute_objectives(self, predictions, batch, stage):
-        log_probs, wav_lens = predictions
+    def run_model(self, model, batch, stage):
+        logits = model(batch.feats, batch.wav_lens)
+        return ModelOutput(logits, torch.round(batch.wav_lens * logits.shape[1]).long())
+
+    def task_loss(self, output, batch, stage):
         tokens, tokens_lens = batch.tokens
-        loss = self.hparams.ctc_cost(log_probs, tokens, wav_lens, tokens_lens)
-        if stage != sb.Stage.TRAIN:
-            hyps = greedy_transcripts(log_probs, wav_lens, self.units)
-            refs = [w.split() for w in batch.wrd]
-            self.wer_metric.append(batch.id, [h.split() for h in hyps], refs)
-            self.cer_metric.append(batch.id, [list(h) for h in hyps], [list(w) for w in batch.wrd])
-        return loss
+        return ctc_objective(output.logits, output.lengths, tokens, torch.round(tokens_lens * tokens.shape[1]).long())
 
-    def on_fit_start(self):
-        super().on_fit_start()
-        if self.hparams.snapshot_interval and self.optimizer_step == 0:
-            save_snapshot(self.modules.model, self.hparams.snapshot_dir, 0)
-
-    def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        if should_step:
-            self.hparams.lr_annealing(self.optimizer)
-            interval = self.hparams.snapshot_interval
-            if interval and self.optimizer_step % interval == 0:
-                save_snapshot(self.modules.model, self.hparams.snapshot_dir, self.optimizer_step)
-
-    def on_stage_start(self, stage, epoch=None):
+    def reset_metrics(self, stage):
         if stage != sb.Stage.TRAIN:
             self.wer_metric = self.hparams.error_rate_computer()
             self.cer_metric = self.hparams.cer_computer()
 
-    def on_stage_end(self, stage, stage_loss, epoch=None):
-        if stage == sb.Stage.TRAIN:
-            self.train_loss = stage_loss
-            return
-        stats = {"loss": stage_loss, "WER": self.wer_metric.summarize("error_rate"), "CER": self.cer_metric.summarize("error_rate")}
-        if stage == sb.Stage.VALID:
-            self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "steps": self.optimizer_step},
-                train_stats={"loss": self.train_loss},
-                valid_stats=stats,
-            )
-            self.checkpointer.save_and_keep_only(meta={"WER": stats["WER"]}, min_keys=["WER"])
+    def update_metrics(self, output, batch, stage):
+        hyps = transcripts(output.logits, output.lengths, self.units)
+        self.wer_metric.append(batch.id, [h.split() for h in hyps], [w.split() for w in batch.wrd])
+        self.cer_metric.append(batch.id, [list(h) for h in hyps], [list(w) for w in batch.wrd])
+
+    def stage_metrics(self, stage):
+        return {"WER": self.wer_metric.summarize("error_rate"), "CER": self.cer_metric.summarize("error_rate")}
+
+    def on_fit_start(self):
+        super().on_fit_start()
+        # the step-0 snapshot is this recipe's "pretrained" model (the teacher starts from scratch)
+        if self.cfg.snapshot_interval and self.optimizer_step == 0:
+            save_snapshot(self.modules.model, self.cfg.snapshot_dir, 0)
+
+
+def transcripts(logits, lengths, units):
+    """Greedy CTC decoding to strings: characters joined, words single-spaced."""
+    return [" ".join("".join(units.decode_ndim(h)).split()) for h in ctc_greedy_transcripts(logits, lengths)]
 
 
 def ctc_log_probs(model, hparams, wavs, wav_lens):
     """Frame log-probabilities ``(B, T', C)`` of ``model`` for ``wavs (B, N)`` (hparams as a namespace)."""
     feats = hparams.normalize(hparams.compute_features(wavs), wav_lens)
-    enc = model.Transformer.encode(model.CNN(feats), wav_lens)
-    return hparams.log_softmax(model.ctc_lin(enc))
-
-
-def greedy_transcripts(log_probs, wav_lens, units):
-    """Greedy CTC decoding to strings (characters joined, words single-spaced)."""
-    hyps = sb.decoders.ctc_greedy_decode(log_probs, wav_lens, blank_id=0)
-    return [" ".join("".join(units.decode_ndim(h)).split()) for h in hyps]
+    return torch.log_softmax(model(feats, wav_lens), dim=-1)
 
 
 def dataio_prepare(hparams, units, csv_files):
@@ -109,11 +106,40 @@ def dataio_prepare(hparams, units, csv_files):
     return datasets
 
 
-def save_snapshot(model, snapshot_dir, step):
-    """Waypoint snapshot of ``model`` after ``step`` optimizer steps."""
-    from speechbrain_cald.distill.snapshots import save_snapshot as _save
+def load_weights(module, path, what, strict=True):
+    """Load a state_dict file into ``module``; non-strict keeps every key the two share.
 
-    _save(model, snapshot_dir, step)
+    A converted student shares every key with its teacher but the replaced
+    attention's, so a non-strict load copies all kept weights; it fails when
+    the two have nothing in common (wrong architecture).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what}: checkpoint '{path}' does not exist (run the teacher stage first)")
+    state = torch.load(path, map_location="cpu")
+    if strict:
+        module.load_state_dict(state)
+        return
+    own = module.state_dict()
+    shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not shared:
+        raise ValueError(f"{what}: no weight of '{path}' fits the model (architecture mismatch?)")
+    module.load_state_dict(shared, strict=False)
+    print(f"{what}: {len(shared)} of {len(own)} tensors from {path}; new: {len(own) - len(shared)}")
+
+
+def build_modules(hparams):
+    """``modules`` for DistillBrain, with starting weights set by the guide."""
+    modules = {"model": hparams["model"]}
+    if "teacher" not in hparams:  # training the teacher itself
+        return modules
+    guide = select_guide(hparams["guide"], hparams.get("guides"))
+    if guide.student_init:
+        load_weights(modules["model"], hparams[WEIGHTS[guide.student_init]], f"student ({guide.student_init})", strict=False)
+    if guide.needs_teacher:
+        modules["teacher"] = hparams["teacher"]
+        init = guide.teacher_init or "finetuned"  # waypoint: replaced by the snapshots, must just load
+        load_weights(modules["teacher"], hparams[WEIGHTS[init]], f"teacher ({init})")
+    return modules
 
 
 def main(argv):
@@ -127,7 +153,13 @@ def main(argv):
     data = dataio_prepare(hparams, units, {"train": hparams["train_csv"], "valid": hparams["valid_csv"]})
     train_sampler = hparams["train_sampler"](data["train"], length_func=lambda x: float(x["duration"]))
 
-    brain = CTCBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
+    brain = ASRBrain(
+        modules=build_modules(hparams),
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
     brain.units = units
     brain.fit(
         hparams["epoch_counter"],
@@ -136,7 +168,7 @@ def main(argv):
         train_loader_kwargs=dict(batch_sampler=train_sampler, **hparams["train_dataloader_opts"]),
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
-    # the best-valid model, exported for the students and the evaluation
+    # the best model by valid WER, exported for the next stages and the evaluation
     brain.checkpointer.recover_if_possible(min_key="WER")
     export = os.path.join(hparams["output_folder"], "model.ckpt")
     torch.save(brain.modules.model.state_dict(), export + ".tmp")
