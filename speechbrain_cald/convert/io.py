@@ -378,6 +378,11 @@ def load_student(directory: Union[str, os.PathLike], map_location: str = "cpu") 
         )
     with open(path) as f:
         conversion = json.load(f)
+    if conversion.get("family") not in FAMILIES:
+        raise KeyError(
+            f"{path}: family '{conversion.get('family')}' is not registered in this process "
+            f"(known: {sorted(FAMILIES)}); import the module that calls register_family first"
+        )
     family = FAMILIES[conversion["family"]]
     if family.save_format == "hf":
         import transformers

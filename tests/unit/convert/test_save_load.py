@@ -145,3 +145,9 @@ def test_cli_rejects_a_hub_id(tmp_path):
     result = subprocess.run([sys.executable, "-m", "speechbrain_cald.convert", "facebook/wav2vec2-base",
                              str(tmp_path / "s")], capture_output=True, text=True, env=_env(), timeout=300)
     assert result.returncode != 0 and "model-hub id" in result.stderr
+
+
+def test_load_student_of_an_unregistered_family_says_so(tmp_path):
+    (tmp_path / "cald_conversion.json").write_text(json.dumps({"family": "toy_family", "mixer": "bimamba2"}))
+    with pytest.raises(KeyError, match="register_family"):
+        load_student(tmp_path)
