@@ -411,3 +411,34 @@ student: !apply:speechbrain_cald.convert.share.shared_student
     assert frozen.cald_sharing["adapters_only"] is True
     full = load_hyperpyyaml(yaml, {"adapters_only": False})["student"]
     assert all(p.requires_grad for p in full.parameters())
+
+
+# ------------------------------------------------------------------ distillation hooks
+def test_engine_taps_and_layer_map_work_on_recursive_students(teachers):
+    from speechbrain_cald.distill.losses import layer_distill_loss
+    from speechbrain_cald.distill.sharing_losses import hidden_cosine_loss
+    from speechbrain_cald.distill.taps import LayerTaps, find_layers
+
+    build, call = teachers["sb_conformer"]
+    teacher = build()
+    mask = torch.tensor([[True] * 7, [True] * 5 + [False] * 2])
+    t_taps = LayerTaps(find_layers(teacher), detach=True)
+    with torch.no_grad():
+        call(teacher)
+    same = to_shared(teacher, "recursive", num_unique=4, adapter="none").eval()
+    s_taps = LayerTaps(find_layers(same))
+    call(same)
+    assert len(s_taps.states) == 4
+    m = same.cald_sharing["layer_map"]
+    assert float(layer_distill_loss(s_taps.states, t_taps.states, mask, m)) < 1e-10
+    assert float(hidden_cosine_loss(s_taps.states, t_taps.states, mask, m)) < 1e-6
+    small = to_shared(teacher, "recursive", num_unique=1, num_steps=2, adapter="bottleneck", adapter_dim=4)
+    taps = LayerTaps(find_layers(small))
+    call(small)
+    assert len(taps.states) == 2 and small.cald_sharing["layer_map"] == [1, 3]
+    loss = layer_distill_loss(taps.states, t_taps.states, mask, small.cald_sharing["layer_map"])
+    loss = loss + hidden_cosine_loss(taps.states, t_taps.states, mask, small.cald_sharing["layer_map"])
+    loss.backward()
+    shared_layer = small.encoder.layers[0].layer
+    assert all(p.grad is not None for p in shared_layer.parameters() if p.requires_grad and p.dim() > 1)
+    assert small.encoder.layers[1].adapters[0].up.weight.grad.abs().sum() > 0
