@@ -13,7 +13,7 @@ import copy
 import warnings
 from typing import Any, Dict, List, Optional, Union
 
-import torch
+import torch  # noqa: F401  (used by the doctest)
 from torch import nn
 
 from speechbrain_cald.convert.attention_init import initialize_from_attention
