@@ -50,6 +50,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -615,6 +616,7 @@ def shared_student(
     scheme: str = "recursive",
     adapters_only: bool = False,
     keep: Sequence[str] = (),
+    init_from: Optional[os.PathLike] = None,
     **options,
 ) -> nn.Module:
     """:func:`to_shared` plus the adapter-tuning switch, for ``!apply:`` in a YAML.
@@ -631,6 +633,14 @@ def shared_student(
     keep : sequence of str
         Regular expressions of parameter names that stay trainable with
         ``adapters_only`` (task heads, e.g. ``"^ctc_lin\\."``).
+    init_from : path-like, optional
+        A ``state_dict`` file (``torch.save``) of ``teacher``'s architecture to
+        build the student from (shared-layer averages and SVDs need the
+        teacher's trained weights, so a recipe that builds the architecture in
+        YAML and loads weights later must name them here). ``teacher`` itself is
+        not modified. If the file does not exist yet, a warning is given and the
+        student is built from ``teacher``'s current weights (a YAML dry run; a
+        recipe's own weight loading fails on the missing file right after).
     **options
         Passed to :func:`to_shared`.
 
@@ -650,6 +660,23 @@ def shared_student(
             adapters_only: True
             keep: ['^ctc_lin\\.']
     """
+    if init_from is not None:
+        if Path(init_from).is_file():
+            source = copy.deepcopy(teacher)
+            state = torch.load(init_from, map_location="cpu", weights_only=True)
+            try:
+                source.load_state_dict(state)
+            except RuntimeError as err:
+                raise RuntimeError(
+                    f"shared_student: init_from '{init_from}' does not fit the teacher architecture "
+                    f"{type(teacher).__name__}: {err}"
+                ) from None
+            teacher = source
+        else:
+            warnings.warn(
+                f"shared_student: init_from '{init_from}' does not exist; the student is built from "
+                "the teacher's current weights (train the teacher first for a real run)"
+            )
     student = to_shared(teacher, scheme, **options)
     if adapters_only:
         trainable = _adapters_only(student, keep)

@@ -442,3 +442,23 @@ def test_engine_taps_and_layer_map_work_on_recursive_students(teachers):
     shared_layer = small.encoder.layers[0].layer
     assert all(p.grad is not None for p in shared_layer.parameters() if p.requires_grad and p.dim() > 1)
     assert small.encoder.layers[1].adapters[0].up.weight.grad.abs().sum() > 0
+
+
+def test_shared_student_init_from_a_checkpoint(tmp_path, teachers):
+    from speechbrain_cald.convert.share import shared_student
+
+    build, call = teachers["sb_conformer"]
+    trained, blank = build(), build()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    torch.save(trained.state_dict(), tmp_path / "teacher.ckpt")
+    student = shared_student(blank, "residual", group_size=2, rank=10_000, init_from=tmp_path / "teacher.ckpt").eval()
+    with torch.no_grad():
+        assert torch.allclose(call(student), call(trained.eval()), atol=1e-4)
+        assert not torch.allclose(call(blank), call(trained), atol=1e-3)  # blank left as it was
+    with pytest.warns(UserWarning, match="does not exist"):
+        shared_student(blank, "residual", init_from=tmp_path / "missing.ckpt")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "wrong.ckpt")
+    with pytest.raises(RuntimeError, match="wrong.ckpt' does not fit"):
+        shared_student(blank, "residual", init_from=tmp_path / "wrong.ckpt")
