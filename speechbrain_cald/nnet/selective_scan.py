@@ -25,30 +25,51 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-# exp() of very negative inputs produces denormals, which are 10-150x slower on
-# this CPU (see PERF.md); exp(-80) ~ 1.8e-35 is already 0 for every purpose here.
-_MIN_LOG_DECAY = -80.0
+# Decays below exp(-60) ~ 1e-26 are 0 for every purpose here, but letting them
+# (or products with them) reach the denormal range makes exp() and mul 3-150x
+# slower on this CPU (PERF.md): decays and cumulative decays are clamped to it.
+_MIN_LOG_DECAY = -60.0
+
+
+def _exp_decay(dt: torch.Tensor, A: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``exp(dt A)``, clamped: ``dt (B, T, D)``, ``A (D, N)`` -> ``(B, T, D, N)``."""
+    out = torch.mul(dt.unsqueeze(-1), A, out=out)
+    return out.clamp_(min=_MIN_LOG_DECAY).exp_()
+
+
+def _chunk_cumsum(dt: torch.Tensor, chunk_size: int, reverse: bool = False) -> torch.Tensor:
+    """Cumulative sum of ``dt (B, T, D)`` inside each chunk (from its end if ``reverse``)."""
+    b, T, d = dt.shape
+    per_chunk = dt.view(b, T // chunk_size, chunk_size, d)
+    if reverse:
+        return per_chunk.flip(2).cumsum(2).flip(2).reshape(b, T, d)
+    return per_chunk.cumsum(2).reshape(b, T, d)
 
 
 def _linear_scan(
-    decay: torch.Tensor, states: torch.Tensor, h: torch.Tensor, chunk_size: int, reverse: bool = False
+    decay: torch.Tensor,
+    cum: torch.Tensor,
+    states: torch.Tensor,
+    h: torch.Tensor,
+    chunk_size: int,
+    reverse: bool = False,
 ) -> torch.Tensor:
     """In place: ``states[t] <- decay[t] * states[t -/+ 1] + states[t]``, chunked.
 
-    ``decay`` and ``states`` are ``(B, T, D, N)`` with T a multiple of
-    ``chunk_size``; ``h`` enters before the first frame (after the last one if
-    ``reverse``). Both tensors are overwritten (``decay`` with cumulative decays);
-    returns the state at the far end.
+    All tensors are ``(B, T, D, N)`` with T a multiple of ``chunk_size``;
+    ``cum`` holds the decays accumulated from the start of each chunk (from
+    its end if ``reverse``). ``h`` enters before the first frame (after the last
+    one if ``reverse``). Returns the state at the far end.
     """
     b, T, d, n = states.shape
     nc = T // chunk_size
-    cum = decay.view(b, nc, chunk_size, d, n)
+    decay = decay.view(b, nc, chunk_size, d, n)
+    cum = cum.view(b, nc, chunk_size, d, n)
     local = states.view(b, nc, chunk_size, d, n)
     # 1) every chunk from a zero state, all chunks at once
     offset = 1 if reverse else -1
     for j in range(chunk_size - 2, -1, -1) if reverse else range(1, chunk_size):
-        local[:, :, j].addcmul_(cum[:, :, j], local[:, :, j + offset])
-        cum[:, :, j].mul_(cum[:, :, j + offset])
+        local[:, :, j].addcmul_(decay[:, :, j], local[:, :, j + offset])
     # 2) the state entering each chunk, sequentially over chunks
     edge = 0 if reverse else chunk_size - 1
     incoming = states.new_empty(b, nc, d, n)
@@ -61,40 +82,32 @@ def _linear_scan(
 
 
 def _pad_time(t: torch.Tensor, pad: int) -> torch.Tensor:
+    # dt = 0 and x = 0 leave the state untouched, so padding is harmless
     return F.pad(t, (0, 0, 0, pad)) if pad else t
-
-
-def _block_terms(x, dt, A, B):
-    """Per-frame decays ``exp(dt A)`` and inputs ``dt x B``, ``(B, T, D, N)``."""
-    decay = torch.exp((dt.unsqueeze(-1) * A).clamp_(min=_MIN_LOG_DECAY))
-    return decay, (dt * x).unsqueeze(-1) * B.unsqueeze(2)
 
 
 def _scan_forward(x, dt, A, B, C, h, chunk_size, block):
     """No-grad scan; also returns the state entering each block (for backward).
 
-    Two block-sized buffers are reused for every block: reallocating them costs
+    Block-sized buffers are reused for every block: reallocating them costs
     page faults that are a large share of the time on CPU (PERF.md).
     """
     b, T, d = x.shape
     n = A.shape[1]
     y = x.new_empty(b, T, d)
     width = min(block, T + (-T) % chunk_size)
-    decay_buf, states_buf = x.new_empty(2, b, width, d, n)
+    buffers = x.new_empty(3, b, width, d, n)
     starts = []
     for s in range(0, T, block):
         starts.append(h)
         Tb = min(block, T - s)
-        Tp = Tb + (-Tb) % chunk_size
-        decay, states = decay_buf[:, :Tp], states_buf[:, :Tp]
-        dtb = dt[:, s : s + Tb]
-        torch.mul(dtb.unsqueeze(-1), A, out=decay[:, :Tb])
-        decay[:, :Tb].clamp_(min=_MIN_LOG_DECAY).exp_()
-        torch.mul((dtb * x[:, s : s + Tb]).unsqueeze(-1), B[:, s : s + Tb].unsqueeze(2), out=states[:, :Tb])
-        # decay 1 and input 0 leave the state untouched, so padding is harmless
-        decay[:, Tb:].fill_(1.0)
-        states[:, Tb:].zero_()
-        h = _linear_scan(decay, states, h, chunk_size)
+        pad = (-Tb) % chunk_size
+        dtb, xb, Bb = (_pad_time(t[:, s : s + Tb], pad) for t in (dt, x, B))
+        decay, cum, states = buffers[:, :, : Tb + pad].unbind(0)
+        _exp_decay(dtb, A, out=decay)
+        _exp_decay(_chunk_cumsum(dtb, chunk_size), A, out=cum)
+        torch.mul((dtb * xb).unsqueeze(-1), Bb.unsqueeze(2), out=states)
+        h = _linear_scan(decay, cum, states, h, chunk_size)
         y[:, s : s + Tb] = torch.matmul(states[:, :Tb], C[:, s : s + Tb].unsqueeze(-1)).squeeze(-1)
     return y, h, starts
 
@@ -128,15 +141,22 @@ class _SelectiveScan(torch.autograd.Function):
             Tb = xb.shape[1]
             pad = (-Tb) % chunk_size
             xb, dtb, Bb, Cb, gyb = (_pad_time(t, pad) for t in (xb, dtb, Bb, Cb, gyb))
-            decay, states = _block_terms(xb, dtb, A, Bb)
-            # states h[t], and h[t-1] beside them
-            _linear_scan(decay.clone(), states, h_start, chunk_size)
+            # recompute the states h[t] of this block, and h[t-1] beside them
+            decay = _exp_decay(dtb, A)
+            states = (dtb * xb).unsqueeze(-1) * Bb.unsqueeze(2)
+            _linear_scan(decay, _exp_decay(_chunk_cumsum(dtb, chunk_size), A), states, h_start, chunk_size)
             before = torch.cat([h_start.unsqueeze(1), states[:, :-1]], 1)
-            # adjoint lam[t] = dL/dh[t] = C[t] gy[t] + decay[t+1] lam[t+1]
+            # adjoint lam[t] = dL/dh[t] = C[t] gy[t] + decay[t+1] lam[t+1], a reverse scan
             lam = gyb.unsqueeze(-1) * Cb.unsqueeze(2)
-            shifted = torch.ones_like(decay)
-            shifted[:, :-1] = decay[:, 1:]
-            _linear_scan(shifted, lam, carry, chunk_size, reverse=True)
+            dt_next = F.pad(dtb[:, 1:], (0, 0, 0, 1))  # the carry enters undecayed
+            _linear_scan(
+                _exp_decay(dt_next, A),
+                _exp_decay(_chunk_cumsum(dt_next, chunk_size, reverse=True), A),
+                lam,
+                carry,
+                chunk_size,
+                reverse=True,
+            )
             carry = decay[:, 0] * lam[:, 0]  # dL/d(state entering this block)
             grads["C"].append(torch.einsum("btdn,btd->btn", states, gyb)[:, :Tb])
             g_log_decay = before.mul_(lam).mul_(decay)  # dL/d(dt A)
