@@ -1,0 +1,89 @@
+"""recipes/lib/stages.sh: option parsing, stage guards, idempotence, timings."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+LIB = Path(__file__).resolve().parents[2] / "recipes" / "lib" / "stages.sh"
+
+SCRIPT = r"""
+source "{lib}"
+out="{tmp}/out"; options_help[out]="output folder"
+stage_times="{tmp}/times.tsv"; stage_commands="{tmp}/commands.sh"
+parse_options "$@"
+if stage 0 "make a" "$out/a.txt"; then
+    mkdir -p "$out"; run touch "$out/a.txt"; echo ran0 >> "{tmp}/log"
+    stage_done
+fi
+if stage 1 "make b" "$out/b.txt"; then
+    mkdir -p "$out"; run touch "$out/b.txt"; echo ran1 >> "{tmp}/log"
+    stage_done
+fi
+"""
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    script = tmp_path / "run.sh"
+    script.write_text(SCRIPT.format(lib=LIB, tmp=tmp_path))
+
+    def run(*args):
+        return subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
+
+    return run
+
+
+def test_runs_then_skips_then_forces(recipe, tmp_path):
+    first = recipe()
+    assert first.returncode == 0, first.stderr
+    assert "stage 0: make a: running" in first.stdout and "stage 1: make b: done in" in first.stdout
+    second = recipe()
+    assert "stage 0: make a: skipped, outputs exist" in second.stdout
+    assert (tmp_path / "log").read_text().split() == ["ran0", "ran1"]
+    recipe("--force", "true", "--stage", "1")
+    assert (tmp_path / "log").read_text().split() == ["ran0", "ran1", "ran1"]
+    times = [line.split("\t") for line in (tmp_path / "times.tsv").read_text().splitlines()]
+    assert [t[:2] for t in times] == [["0", "make a"], ["1", "make b"], ["1", "make b"]]
+    assert all(float(t[2]) >= 0 for t in times)
+    assert "touch" in (tmp_path / "commands.sh").read_text()
+
+
+def test_stage_window(recipe, tmp_path):
+    out = recipe("--stage=1", "--stop_stage", "1")
+    assert "stage 0: make a: skipped (outside --stage 1 --stop_stage 1)" in out.stdout
+    assert (tmp_path / "log").read_text().split() == ["ran1"]
+
+
+def test_declared_option_is_set(recipe, tmp_path):
+    other = tmp_path / "elsewhere"
+    assert recipe("--out", str(other)).returncode == 0
+    assert (other / "a.txt").exists() and (other / "b.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bogus", "1"], "unknown option --bogus"),
+        (["--stage"], "needs a value"),
+        (["stray"], "unexpected argument"),
+        (["--stage", "x"], "integers"),
+        (["--force", "yes"], "true or false"),
+    ],
+)
+def test_bad_options_print_usage_and_exit_2(recipe, args, message):
+    out = recipe(*args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Usage:" in out.stderr and "--out" in out.stderr
+
+
+def test_help_lists_options(recipe):
+    out = recipe("--help")
+    assert out.returncode == 0 and "--stop_stage" in out.stdout and "output folder" in out.stdout
+
+
+def test_failing_command_stops_the_recipe(tmp_path):
+    script = tmp_path / "fail.sh"
+    script.write_text(f'source "{LIB}"\nparse_options "$@"\nif stage 0 "fails"; then\n  run false\n  stage_done\nfi\necho after\n')
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert out.returncode != 0 and "after" not in out.stdout and "done in" not in out.stdout
