@@ -66,7 +66,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     teacher = load_teacher(args.teacher_dir, model_class=args.model_class)
     student = to_linear_time(
-        teacher, args.mixer, init=args.init, family=args.family, **parse_options(args.mixer_option)
+        teacher, args.mixer, init=args.init, family=args.family, mixer_options=parse_options(args.mixer_option)
     )
     print(conversion_summary(teacher, student))
     directory = save_student(student, args.student_dir)

@@ -395,7 +395,7 @@ def load_student(directory: Union[str, os.PathLike], map_location: str = "cpu") 
             "default",  # weights are loaded next; skip attention init
             conversion["family"],
             conversion["teacher_class"],
-            **conversion["mixer_options"],
+            conversion["mixer_options"],
         )
         state = _load_safetensors(directory, str(map_location))
         _load_tied_tolerant(model, state, directory)
@@ -412,7 +412,7 @@ def load_student(directory: Union[str, os.PathLike], map_location: str = "cpu") 
             "default",
             conversion["family"],
             conversion["teacher_class"],
-            **conversion["mixer_options"],
+            conversion["mixer_options"],
         )
         state = torch.load(directory / SB_WEIGHTS_FILE, map_location=map_location, weights_only=True)
         model.load_state_dict(state, strict=True)

@@ -47,12 +47,13 @@ def convert_in_place(
     init: str = "default",
     family: Optional[str] = None,
     teacher_class: Optional[str] = None,
-    **mixer_options: Any,
+    mixer_options: Optional[Dict[str, Any]] = None,
 ) -> nn.Module:
     """Like :func:`to_linear_time` but modifies ``model`` itself (no copy).
 
     Used by ``load_student`` on a freshly built skeleton; prefer ``to_linear_time``.
     """
+    mixer_options = dict(mixer_options or {})
     if init not in INITS:
         raise ValueError(f"init: expected one of {INITS}, found '{init}'")
     fam: Family = find_family(model, family)
@@ -74,7 +75,7 @@ def convert_in_place(
         attention = getattr(parent, attr)
         d_model, num_heads = fam.attention_dims(attention)
         ctx = BuildContext(d_model, num_heads, fam.max_positions(model), fam.name, shared)
-        options = spec.options(ctx, mixer_options)
+        options = spec.options(mixer_cls, ctx, mixer_options)
         recorded = options if recorded is None else recorded
         new_mixer = spec.build(mixer_cls, ctx, options)
         ref = next(attention.parameters(), None)
@@ -110,7 +111,8 @@ def to_linear_time(
     mixer: Union[str, type] = "bimamba2",
     init: str = "default",
     family: Optional[str] = None,
-    **mixer_options: Any,
+    mixer_options: Optional[Dict[str, Any]] = None,
+    **more_mixer_options: Any,
 ) -> nn.Module:
     """Turn a pretrained transformer into a linear-time student.
 
@@ -138,9 +140,12 @@ def to_linear_time(
         out_proj; see ``convert/attention_init.py``).
     family : str, optional
         Force a family entry instead of detecting it.
-    **mixer_options
-        Passed to the mixer's constructor (e.g. ``d_state=128, expand=1,
-        headdim=64`` or, for Linformer, ``k=256, share="kv", max_len=...``).
+    mixer_options : dict, optional
+        Constructor options as a dict (needed for an option named like an
+        argument here, e.g. BiMamba2's inner ``{"mixer": "mamba"}``).
+    **more_mixer_options
+        More constructor options (e.g. ``d_state=128, expand=1, headdim=64`` or,
+        for Linformer, ``k=256, share="kv", max_len=...``).
 
     Returns
     -------
@@ -170,4 +175,5 @@ def to_linear_time(
         )
     student = copy.deepcopy(model)
     teacher_class = f"{type(model).__module__}.{type(model).__qualname__}"
-    return convert_in_place(student, mixer, init, family, teacher_class, **mixer_options)
+    options = {**(mixer_options or {}), **more_mixer_options}
+    return convert_in_place(student, mixer, init, family, teacher_class, options)

@@ -11,11 +11,15 @@ than 256 on CPU); ``mamba2`` / ``mamba`` / ``linformer`` their class defaults
 (Linformer ``k=256``, ``max_len`` = the teacher's maximum positions). For Mamba2
 mixers, a ``headdim`` that does not divide ``expand * d_model`` (tiny models)
 falls back to their greatest common divisor unless ``headdim`` was given
-explicitly. The resolved options are what a student records and reloads with.
+explicitly. The resolved options, completed with every JSON-able default of the
+mixer's constructor (and, for BiMamba2, of its directional mixer), are what a
+student records and reloads with, so a later change of a default cannot change
+a saved student silently.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple, Union
@@ -94,6 +98,50 @@ def build_linformer(cls: type, ctx: BuildContext, options: Dict[str, Any]) -> nn
     return cls(ctx.d_model, num_heads, int(max_len), **options)
 
 
+# constructor arguments the converter supplies or that are not configuration
+_SUPPLIED = {"self", "d_model", "num_heads", "max_len", "device", "dtype", "shared_proj", "layer_idx"}
+
+
+def _json_default(value: Any):
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, list) and all(isinstance(v, (int, float, str, bool)) for v in value):
+        if all(math.isfinite(v) for v in value if isinstance(v, float)):
+            return value
+    if value is None or isinstance(value, (int, str, bool)) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    raise TypeError  # not strict JSON: leave it to the constructor
+
+
+def constructor_defaults(cls: type, options: Dict[str, Any]) -> Dict[str, Any]:
+    """JSON-able keyword defaults of ``cls.__init__``; a ``mixer=<name>`` argument with
+    ``**kwargs`` (BiMamba2) adds the defaults of the named inner mixer class.
+
+    Example
+    -------
+    >>> from speechbrain_cald.nnet import get_mixer
+    >>> d = constructor_defaults(get_mixer("bimamba2"), {})
+    >>> d["mixer"], d["residual_inside"], d["d_conv"]
+    ('mamba2', False, 4)
+    """
+    out: Dict[str, Any] = {}
+    params = inspect.signature(cls.__init__).parameters
+    for name, p in params.items():
+        if name in _SUPPLIED or p.default is inspect.Parameter.empty:
+            continue
+        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        try:
+            out[name] = _json_default(p.default)
+        except TypeError:
+            continue
+    has_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    inner = options.get("mixer", out.get("mixer"))
+    if has_kwargs and isinstance(inner, str) and inner in MIXER_SPECS and get_mixer(inner) is not cls:
+        out = {**constructor_defaults(get_mixer(inner), {}), **out}
+    return out
+
+
 def _no_resolve(ctx: BuildContext, options: Dict[str, Any]) -> Dict[str, Any]:
     return dict(options)
 
@@ -112,9 +160,11 @@ class MixerSpec:
     resolve: Callable[[BuildContext, Dict[str, Any]], Dict[str, Any]] = _no_resolve
     build: Callable[[type, BuildContext, Dict[str, Any]], nn.Module] = build_plain
 
-    def options(self, ctx: BuildContext, given: Dict[str, Any]) -> Dict[str, Any]:
-        """The full constructor options for ``ctx``: defaults, then ``given``, then resolved."""
-        return self.resolve(ctx, {**self.defaults, **given})
+    def options(self, cls: type, ctx: BuildContext, given: Dict[str, Any]) -> Dict[str, Any]:
+        """The full constructor options for ``ctx``: the converter's defaults, then
+        ``given``, resolved, then completed with the constructor's own defaults."""
+        options = self.resolve(ctx, {**self.defaults, **given})
+        return {**constructor_defaults(cls, options), **options}
 
 
 MIXER_SPECS: Dict[str, MixerSpec] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import List, Sequence
 
 from torch import nn
@@ -67,8 +68,10 @@ def conversion_summary(teacher: nn.Module, student: nn.Module) -> str:
         ],
     )
     modules = format_table(["replaced module", "attention", "mixer", "params before", "params after", "init"], rows)
+    options = ", ".join(f"{k}={v}" for k, v in sorted(record["mixer_options"].items()))
     head = (
         f"family {record['family']}, teacher {record['teacher_class'].rsplit('.', 1)[-1]}, "
-        f"mixer {record['mixer']} {record['mixer_options']}, init {record['init']}"
+        f"mixer {record['mixer']}, init {record['init']}\n"
+        + textwrap.fill(f"mixer options: {options}", width=100, subsequent_indent="  ")
     )
     return f"{head}\n\n{totals}\n\n{modules}"

@@ -138,7 +138,9 @@ def test_cli_converts_prints_tables_and_saves(teacher_dirs, cases, tmp_path):
         assert f"wav2vec2.encoder.layers.{i}.attention" in text
     assert "Wav2Vec2Attention" in text and "BiMamba2" in text
     assert student.cald_conversion["init"] == "attention"
-    assert student.cald_conversion["mixer_options"] == case.options
+    recorded = student.cald_conversion["mixer_options"]
+    assert {k: recorded[k] for k in case.options} == case.options
+    assert recorded["d_conv"] == 4 and recorded["rmsnorm"] is True  # constructor defaults recorded too
 
 
 def test_cli_rejects_a_hub_id(tmp_path):
@@ -151,3 +153,18 @@ def test_load_student_of_an_unregistered_family_says_so(tmp_path):
     (tmp_path / "cald_conversion.json").write_text(json.dumps({"family": "toy_family", "mixer": "bimamba2"}))
     with pytest.raises(KeyError, match="register_family"):
         load_student(tmp_path)
+
+
+def test_bimamba_with_mamba_v1_inner_mixer_round_trips(teacher_dirs, cases, tmp_path):
+    """BiMamba2's own `mixer` option goes through mixer_options={...} and is recorded."""
+    case = cases["bert-bimamba2"]
+    teacher = case.load(teacher_dirs(case))
+    student = to_linear_time(teacher, "bimamba2", mixer_options={"mixer": "mamba", "d_state": 4, "expand": 1}).eval()
+    mixer = student.encoder.layer[0].attention.self.mixer
+    assert type(mixer.forward_mixer).__name__ == "Mamba"
+    assert student.cald_conversion["mixer_options"]["mixer"] == "mamba"
+    save_student(student, tmp_path / "s")
+    reloaded = load_student(tmp_path / "s")
+    ids = torch.randint(3, 60, (2, 6))
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=ids).last_hidden_state, student(input_ids=ids).last_hidden_state)
