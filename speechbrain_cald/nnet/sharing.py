@@ -28,6 +28,7 @@ once and ``torch.save`` stores once.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -122,7 +123,7 @@ def low_rank_factors(matrix: torch.Tensor, rank: int) -> Tuple[torch.Tensor, tor
     dead = s[:r] <= max(scale, 1.0) * 1e-7
     if dead.any():
         A[:, dead] = 0.0
-        B[dead] = torch.randn(int(dead.sum()), in_f, dtype=B.dtype) / math.sqrt(in_f)
+        B[dead] = torch.randn(int(dead.sum()), in_f, dtype=B.dtype, device=B.device) / math.sqrt(in_f)
     return A.to(matrix.dtype), B.to(matrix.dtype)
 
 
@@ -158,10 +159,16 @@ def residual_weight(
     if A.shape[1] > 0:
         W = W + A @ B
     if d.numel() > 0:
-        rows, cols = wrapped_diagonal_index(*shared.shape)
-        D = torch.zeros_like(shared).index_put((rows.to(d.device), cols.to(d.device)), d)
-        W = W + D
+        rows, cols = _diagonal_index_on(*shared.shape, d.device)
+        W = W.index_put((rows, cols), d, accumulate=True)  # out of place: S is never written
     return W
+
+
+@functools.lru_cache(maxsize=256)
+def _diagonal_index_on(out_features: int, in_features: int, device: torch.device):
+    # cached: the weight is recomputed at every access during training
+    rows, cols = wrapped_diagonal_index(out_features, in_features)
+    return rows.to(device), cols.to(device)
 
 
 def _residual_terms(

@@ -126,3 +126,13 @@ def test_lora_linear_equals_dense_weight_plus_delta():
 def test_low_rank_delta_from_matrix_full_rank_exact():
     m = torch.randn(5, 3)
     assert torch.allclose(LowRankDelta.from_matrix(m, 3, scale=2.0)(), m, atol=1e-5)
+
+
+def test_residual_weight_never_writes_the_shared_matrix_and_gradients_reach_all_terms():
+    S = torch.randn(4, 3, requires_grad=True)
+    d = torch.randn(4, requires_grad=True)
+    before = S.detach().clone()
+    W = residual_weight(S, torch.zeros(4, 0), torch.zeros(0, 3), d)
+    assert torch.equal(S.detach(), before)
+    W.sum().backward()
+    assert torch.equal(S.grad, torch.ones(4, 3)) and torch.equal(d.grad, torch.ones(4))
