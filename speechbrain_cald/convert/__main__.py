@@ -8,6 +8,7 @@ Usage::
 
 Prints parameter counts before / after and the table of replaced modules, then
 writes the student with ``save_student`` (reload with ``load_student``).
+``--list-families`` prints the supported families.
 Option values are JSON when they parse (``256``, ``true``, ``[0, 1]``), else strings.
 """
 
@@ -21,7 +22,8 @@ from typing import Any, Dict, List, Optional
 from speechbrain_cald.convert.io import load_teacher, save_student
 from speechbrain_cald.convert.linear_time import INITS, to_linear_time
 from speechbrain_cald.convert.mixers import MIXER_SPECS
-from speechbrain_cald.convert.summary import conversion_summary
+from speechbrain_cald.convert.families import FAMILIES
+from speechbrain_cald.convert.summary import conversion_summary, format_table
 
 
 def parse_options(items: List[str]) -> Dict[str, Any]:
@@ -50,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replace every self-attention of a local pretrained teacher by a "
         "linear-time mixer and save the student.",
     )
-    parser.add_argument("teacher_dir", help="local teacher directory (save_pretrained, or SpeechBrain hparams.json + model.ckpt)")
-    parser.add_argument("student_dir", help="where to write the student")
+    parser.add_argument("teacher_dir", nargs="?", help="local teacher directory (save_pretrained, or SpeechBrain hparams.json + model.ckpt)")
+    parser.add_argument("student_dir", nargs="?", help="where to write the student")
+    parser.add_argument("--list-families", action="store_true", help="print the supported model families and exit")
     parser.add_argument("--mixer", default="bimamba2", help=f"one of {sorted(MIXER_SPECS)} or module:Class (default bimamba2)")
     parser.add_argument("--mixer-option", action="append", default=[], metavar="KEY=VALUE",
                         help="mixer constructor option, repeatable (e.g. d_state=128, k=256, share=kv)")
@@ -63,7 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_families:
+        print(format_table(["family", "what / where attention lives / mask"],
+                           [[f.name, f.description] for f in FAMILIES.values()]))
+        return 0
+    if args.teacher_dir is None or args.student_dir is None:
+        parser.error("TEACHER_DIR and STUDENT_DIR are required (or --list-families)")
     teacher = load_teacher(args.teacher_dir, model_class=args.model_class)
     student = to_linear_time(
         teacher, args.mixer, init=args.init, family=args.family, mixer_options=parse_options(args.mixer_option)

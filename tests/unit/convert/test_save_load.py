@@ -168,3 +168,17 @@ def test_bimamba_with_mamba_v1_inner_mixer_round_trips(teacher_dirs, cases, tmp_
     ids = torch.randint(3, 60, (2, 6))
     with torch.no_grad():
         assert torch.equal(reloaded(input_ids=ids).last_hidden_state, student(input_ids=ids).last_hidden_state)
+
+
+def test_cli_lists_families():
+    from speechbrain_cald.convert import FAMILIES
+    from speechbrain_cald.convert.__main__ import main
+
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--list-families"]) == 0
+    for name in FAMILIES:
+        assert name in out.getvalue()
