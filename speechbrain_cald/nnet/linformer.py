@@ -225,7 +225,8 @@ class LinformerAttention(nn.Module):
         if (share == "layer") != (shared_proj is not None):
             raise ValueError(
                 "LinformerAttention: shared_proj=LinformerProjection(...) is required with "
-                f"share='layer' and only then; found share='{share}', shared_proj={type(shared_proj).__name__}"
+                f"share='layer' and only then; found share='{share}', "
+                f"shared_proj={type(shared_proj).__name__}"
             )
         if shared_proj is not None and (shared_proj.k, shared_proj.max_len) != (k, max_len):
             raise ValueError(

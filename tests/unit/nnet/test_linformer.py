@@ -115,13 +115,13 @@ def test_share_modes_own_the_right_parameters():
     assert _count(layers) == 3 * linears + k * max_len
     assert all(layer.E.weight is shared.weight for layer in layers)
     # state_dict round trip keeps the sharing
+    other = LinformerProjection(max_len, k)
     clone = torch.nn.ModuleList(
-        LinformerAttention(D_MODEL, HEADS, max_len, k=k, share="layer", shared_proj=LinformerProjection(max_len, k))
+        LinformerAttention(D_MODEL, HEADS, max_len, k=k, share="layer", shared_proj=other)
         for _ in range(3)
     )
-    clone[0].E = clone[1].E = clone[2].E
     clone.load_state_dict(layers.state_dict(), strict=True)
-    assert torch.equal(clone[2].E.weight, shared.weight)
+    assert torch.equal(clone[2].E.weight, shared.weight) and clone[2].E is clone[0].E
 
 
 def test_projection_init_is_standard_normal():

@@ -139,7 +139,8 @@ def test_init_follows_mamba_ssm():
     assert mixer.in_proj.bias is None and mixer.conv1d.bias is not None
     assert mixer.A_log.dtype == torch.float32
     constant = Mamba(32, dt_init="constant", dt_scale=2.0)
-    assert torch.allclose(constant.dt_proj.weight, torch.full_like(constant.dt_proj.weight, 2.0 / math.sqrt(2)))
+    expected = torch.full_like(constant.dt_proj.weight, 2.0 / math.sqrt(2))  # dt_rank 2
+    assert torch.allclose(constant.dt_proj.weight, expected)
 
 
 @pytest.mark.parametrize("splits", [[2, 9], [1, 2, 2, 3, 8], [16]])
