@@ -290,6 +290,11 @@ class LinformerAttention(nn.Module):
         full = lengths is None
         if full:
             lengths = torch.full((b,), T, device=x.device, dtype=torch.long)
+        elif lengths.is_floating_point():
+            raise ValueError(
+                f"LinformerAttention: lengths must be absolute frame counts (an integer tensor), "
+                f"found {lengths.dtype}; convert relative lengths with torch.round(rel * T).long()"
+            )
         elif lengths.shape != (b,) or bool((lengths < 0).any()) or bool((lengths > T).any()):
             raise ValueError(
                 f"LinformerAttention: lengths must be ({b},) with values in [0, {T}], "

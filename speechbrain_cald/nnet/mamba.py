@@ -252,6 +252,11 @@ class Mamba(nn.Module):
             )
         b, T = x.shape[:2]
         if lengths is not None:
+            if lengths.is_floating_point():
+                raise ValueError(
+                    f"Mamba: lengths must be absolute frame counts (an integer tensor), found "
+                    f"{lengths.dtype}; convert relative lengths with torch.round(rel * T).long()"
+                )
             if lengths.shape != (b,):
                 raise ValueError(
                     f"Mamba: lengths must be ({b},) for x {tuple(x.shape)}, "

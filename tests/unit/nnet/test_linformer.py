@@ -184,6 +184,7 @@ def test_bad_options_raise_clear_errors(kwargs, message):
         (torch.randn(5, D_MODEL), None, r"x must be \(B, T, 16\)"),
         (torch.randn(2, 5, D_MODEL), torch.tensor([5]), r"lengths must be \(2,\)"),
         (torch.randn(2, 5, D_MODEL), torch.tensor([5, 9]), r"values in \[0, 5\]"),
+        (torch.randn(2, 5, D_MODEL), torch.tensor([1.0, 0.6]), "absolute frame counts"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(x, lengths, message):

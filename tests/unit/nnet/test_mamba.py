@@ -238,6 +238,7 @@ def test_no_mamba_ssm_import_on_cpu():
         (lambda m: m(torch.randn(5, D_MODEL)), "x must be"),
         (lambda m: m(torch.randn(2, 5, D_MODEL), lengths=torch.tensor([5])), "lengths must be"),
         (lambda m: m(torch.randn(2, 5, D_MODEL), lengths=torch.tensor([5, 6])), r"\[0, 5\]"),
+        (lambda m: m(torch.randn(2, 5, D_MODEL), lengths=torch.tensor([1.0, 0.5])), "absolute frame counts"),
         (
             lambda m: m(
                 torch.randn(2, 5, D_MODEL),
