@@ -294,6 +294,10 @@ class RecursiveStep(nn.Module):
         Dotted names of the layer weights that get this step's low-rank delta.
     lora : nn.ModuleList, optional
         This step's :class:`LowRankDelta` modules, in the order of ``lora_keys``.
+    index : int, optional
+        The step's position; while the step runs, every ``layer_idx`` attribute
+        inside the shared layer (transformers' key-value cache slot) is set to it,
+        so a causal LM's cache keeps one slot per step, not per shared layer.
 
     The call signature is the shared layer's; its output is returned as is.
     """
@@ -305,9 +309,11 @@ class RecursiveStep(nn.Module):
         adapters: Optional[nn.ModuleList] = None,
         lora_keys: Sequence[str] = (),
         lora: Optional[nn.ModuleList] = None,
+        index: Optional[int] = None,
     ):
         super().__init__()
         self.layer = layer
+        self.index = index
         self.adapter_paths = list(adapter_paths)
         self.adapters = adapters if adapters is not None else nn.ModuleList()
         self.lora_keys = list(lora_keys)
@@ -321,6 +327,12 @@ class RecursiveStep(nn.Module):
             _get_path(self.layer, path).register_forward_pre_hook(_adapt_first_input(ad), with_kwargs=True)
             for path, ad in zip(self.adapter_paths, self.adapters)
         ]
+        slots = []
+        if self.index is not None:
+            slots = [m for m in self.layer.modules() if isinstance(getattr(m, "layer_idx", None), int)]
+        saved = [m.layer_idx for m in slots]
+        for m in slots:
+            m.layer_idx = self.index
         try:
             if not self.lora_keys:
                 return self.layer(*args, **kwargs)
@@ -329,6 +341,25 @@ class RecursiveStep(nn.Module):
         finally:
             for handle in handles:
                 handle.remove()
+            for m, idx in zip(slots, saved):
+                m.layer_idx = idx
+
+
+def _check_same_structure(layers: Sequence[nn.Module]) -> None:
+    """Recursive sharing needs layers with one structure (names and shapes)."""
+    first = {k: tuple(v.shape) for k, v in layers[0].state_dict().items()}
+    for i, layer in enumerate(layers[1:], start=1):
+        other = {k: tuple(v.shape) for k, v in layer.state_dict().items()}
+        if other != first:
+            only0 = sorted(set(first) - set(other))[:3]
+            only_i = sorted(set(other) - set(first))[:3]
+            shapes = [k for k in set(first) & set(other) if first[k] != other[k]][:3]
+            raise ValueError(
+                f"to_shared(recursive): encoder layers 0 and {i} differ in structure (only in 0: "
+                f"{only0}, only in {i}: {only_i}, different shapes: {shapes}); one layer cannot "
+                "stand for both (e.g. WavLM keeps its relative position bias in layer 0). "
+                "Use scheme='residual' for this model"
+            )
 
 
 def _average_layer(layers: Sequence[nn.Module]) -> Dict[str, torch.Tensor]:
@@ -379,6 +410,7 @@ def _to_recursive(
         raise ValueError(f"adapter must be one of {_ADAPTERS}, found '{adapter}'")
     unique_of = _unique_of_step(n, num_unique, tying)
     teacher = list(layers)
+    _check_same_structure(teacher)
 
     uniques = []
     for j in range(num_unique):
@@ -415,7 +447,7 @@ def _to_recursive(
                     target = _param(teacher[m[i]], key).detach() - w_shared.detach()
                     deltas.append(LowRankDelta.from_matrix(target, lora_rank, lora_scale))
             lora = nn.ModuleList(deltas)
-        steps.append(RecursiveStep(shared, paths, adapters, keys, lora))
+        steps.append(RecursiveStep(shared, paths, adapters, keys, lora, index=i))
     _replace_module(student, layers, nn.ModuleList(steps))
     return {"layer_map": m, "unique_of_step": unique_of, "teacher_layers": L}
 
