@@ -4,7 +4,8 @@ Compares, side by side in one run at the paper's speech size (d_model 768,
 expand 1, d_state 128, headdim 64, batch 1, fp32):
 
 - SDPA self-attention with its Q/K/V/out projections (12 heads);
-- our ``BiMamba2`` (plain-PyTorch chunked SSD);
+- our ``BiMamba2`` (plain-PyTorch chunked SSD), also with ``checkpoint_blocks``
+  (same forward; blocks recomputed in the backward pass to save memory);
 - transformers' ``Mamba2Mixer`` run forward and on the time-reversed input
   (its PyTorch fallback: what one gets without the CUDA kernels);
 - ``LinformerAttention`` with k = 256 (skipped with a note if not importable).
@@ -113,12 +114,13 @@ class _LengthsFree(torch.nn.Module):
         return self.mixer(x)
 
 
-def _bimamba2(s: Sizes, max_len: int) -> torch.nn.Module:
+def _bimamba2(s: Sizes, max_len: int, checkpoint_blocks: bool = False) -> torch.nn.Module:
     from speechbrain_cald.nnet.bimamba import BiMamba2
 
     return _LengthsFree(BiMamba2(
         s.d_model, expand=s.expand, d_state=s.d_state, headdim=s.headdim,
         d_conv=s.d_conv, chunk_size=s.chunk_size, backend="torch",
+        checkpoint_blocks=checkpoint_blocks,
     ))
 
 
@@ -160,6 +162,11 @@ MODELS: Dict[str, Model] = {
     ),
     "BiMamba2 (ours)": Model(
         _bimamba2, lambda s, T: 2 * _flops_mamba2_direction(s, T, s.chunk_size)
+    ),
+    "BiMamba2 (ours, checkpointed)": Model(
+        lambda s, n: _bimamba2(s, n, checkpoint_blocks=True),
+        lambda s, T: 2 * _flops_mamba2_direction(s, T, s.chunk_size),
+        "blocks recomputed in backward: same forward, less training memory",
     ),
     "HF Mamba2Mixer fwd+rev": Model(
         lambda s, n: HFMamba2Pair(s), lambda s, T: 2 * _flops_mamba2_direction(s, T, s.hf_chunk_size)

@@ -18,6 +18,7 @@ from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from speechbrain_cald.nnet.rmsnorm import RMSNormGated
 from speechbrain_cald.nnet.ssd import ssd_chunked
@@ -83,6 +84,10 @@ class Mamba2(torch.nn.Module):
         The plain path runs the whole layer over blocks of this many frames,
         carrying the state, which bounds memory and keeps buffers reusable;
         rounded to a multiple of ``chunk_size``.
+    checkpoint_blocks : bool
+        Under autograd, keep only each block's inputs and recompute the block
+        in the backward pass (``torch.utils.checkpoint``): training memory of
+        one block instead of the whole sequence, for about one extra forward.
     backend : str
         ``"auto"`` (mamba_ssm kernels for CUDA inputs when they import, else
         plain PyTorch), ``"torch"`` or ``"mamba_ssm"``.
@@ -126,6 +131,7 @@ class Mamba2(torch.nn.Module):
         conv_bias: bool = True,
         chunk_size: int = 64,
         block_size: int = 2048,
+        checkpoint_blocks: bool = False,
         backend: str = "auto",
         use_mem_eff_path: bool = True,
         layer_idx: Optional[int] = None,
@@ -160,6 +166,7 @@ class Mamba2(torch.nn.Module):
         self.dt_limit = tuple(dt_limit)
         self.chunk_size = chunk_size
         self.block_size = max(chunk_size, (block_size // chunk_size) * chunk_size)
+        self.checkpoint_blocks = checkpoint_blocks
         if backend not in _BACKENDS and backend != "auto":
             raise ValueError(
                 f"Mamba2: unknown backend '{backend}': expected 'auto' or one of {sorted(_BACKENDS)}"
@@ -333,10 +340,19 @@ def _forward_torch(
         # padded inputs may hold anything; never let them reach a product
         x = x * mask[..., None].to(x.dtype)
     outputs = []
+    recompute = mixer.checkpoint_blocks and torch.is_grad_enabled() and (
+        x.requires_grad or any(p.requires_grad for p in mixer.parameters())
+    )
     for start in range(0, T, mixer.block_size):
         stop = min(T, start + mixer.block_size)
         block_mask = None if mask is None else mask[:, start:stop]
-        y, conv_ctx, ssm = _block_torch(mixer, x[:, start:stop], block_mask, conv_ctx, ssm)
+        if recompute:
+            y, conv_ctx, ssm = checkpoint(
+                _block_torch, mixer, x[:, start:stop], block_mask, conv_ctx, ssm,
+                use_reentrant=False,
+            )
+        else:
+            y, conv_ctx, ssm = _block_torch(mixer, x[:, start:stop], block_mask, conv_ctx, ssm)
         outputs.append(y)
     if not outputs:  # T == 0
         outputs.append(x.new_zeros(batch, 0, mixer.d_model))

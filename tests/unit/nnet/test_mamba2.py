@@ -271,3 +271,18 @@ def test_ssd_gradients_match_finite_differences():
         return y, s
 
     assert torch.autograd.gradcheck(fn, (*args, D, s0), eps=1e-6, atol=1e-6)
+
+
+def test_checkpointed_blocks_give_the_same_gradients():
+    m = perturb_(small_mixer(chunk_size=4, block_size=8)).double()
+    x = torch.randn(2, 21, 16, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([21, 13])
+    grads = []
+    for flag in (False, True):
+        m.checkpoint_blocks = flag
+        m.zero_grad()
+        x.grad = None
+        m(x, lengths).square().sum().backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in m.parameters()])
+    for g0, g1 in zip(*grads):
+        assert (g0 - g1).abs().max() < 1e-10
