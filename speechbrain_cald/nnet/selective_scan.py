@@ -131,43 +131,51 @@ class _SelectiveScan(torch.autograd.Function):
     def backward(ctx, gy, gh):
         x, dt, A, B, C, *starts = ctx.saved_tensors
         chunk_size, block = ctx.chunk_size, ctx.block
+        b, T, d = x.shape
+        n = A.shape[1]
         carry = torch.zeros_like(starts[0]) if gh is None else gh.clone()
         if gy is None:
             gy = torch.zeros_like(x)
-        grads = {"x": [], "dt": [], "B": [], "C": []}
+        gx, gdt = torch.empty_like(x), torch.empty_like(dt)
+        gB, gC = torch.empty_like(B), torch.empty_like(C)
         gA = torch.zeros_like(A)
-        pieces = list(zip(*(t.split(block, dim=1) for t in (x, dt, B, C, gy))))
-        for (xb, dtb, Bb, Cb, gyb), h_start in zip(reversed(pieces), reversed(starts)):
-            Tb = xb.shape[1]
+        # block-sized buffers, reused (see _scan_forward)
+        width = min(block, T + (-T) % chunk_size)
+        buffers = x.new_empty(5, b, width, d, n)
+        for index in range(len(starts) - 1, -1, -1):
+            s = index * block
+            Tb = min(block, T - s)
             pad = (-Tb) % chunk_size
-            xb, dtb, Bb, Cb, gyb = (_pad_time(t, pad) for t in (xb, dtb, Bb, Cb, gyb))
+            xb, dtb, Bb, Cb, gyb = (_pad_time(t[:, s : s + Tb], pad) for t in (x, dt, B, C, gy))
+            decay, cum, states, before, lam = buffers[:, :, : Tb + pad].unbind(0)
             # recompute the states h[t] of this block, and h[t-1] beside them
-            decay = _exp_decay(dtb, A)
-            states = (dtb * xb).unsqueeze(-1) * Bb.unsqueeze(2)
-            _linear_scan(decay, _exp_decay(_chunk_cumsum(dtb, chunk_size), A), states, h_start, chunk_size)
-            before = torch.cat([h_start.unsqueeze(1), states[:, :-1]], 1)
+            h_start = starts[index]
+            _exp_decay(dtb, A, out=decay)
+            _exp_decay(_chunk_cumsum(dtb, chunk_size), A, out=cum)
+            dtx = dtb * xb
+            torch.mul(dtx.unsqueeze(-1), Bb.unsqueeze(2), out=states)
+            _linear_scan(decay, cum, states, h_start, chunk_size)
+            before[:, 0] = h_start
+            before[:, 1:] = states[:, :-1]
+            before.mul_(decay)  # d h[t] / d(dt A)[t] = decay[t] h[t-1]
+            first_decay = decay[:, 0].clone()
             # adjoint lam[t] = dL/dh[t] = C[t] gy[t] + decay[t+1] lam[t+1], a reverse scan
-            lam = gyb.unsqueeze(-1) * Cb.unsqueeze(2)
+            torch.mul(gyb.unsqueeze(-1), Cb.unsqueeze(2), out=lam)
             dt_next = F.pad(dtb[:, 1:], (0, 0, 0, 1))  # the carry enters undecayed
-            _linear_scan(
-                _exp_decay(dt_next, A),
-                _exp_decay(_chunk_cumsum(dt_next, chunk_size, reverse=True), A),
-                lam,
-                carry,
-                chunk_size,
-                reverse=True,
-            )
-            carry = decay[:, 0] * lam[:, 0]  # dL/d(state entering this block)
-            grads["C"].append(torch.einsum("btdn,btd->btn", states, gyb)[:, :Tb])
-            g_log_decay = before.mul_(lam).mul_(decay)  # dL/d(dt A)
-            gA += torch.einsum("btdn,btd->dn", g_log_decay, dtb)
-            g_dt = torch.einsum("btdn,dn->btd", g_log_decay, A)
-            g_dtx = torch.einsum("btdn,btn->btd", lam, Bb)
-            grads["B"].append(torch.einsum("btdn,btd->btn", lam, dtb * xb)[:, :Tb])
-            grads["x"].append((g_dtx * dtb)[:, :Tb])
-            grads["dt"].append((g_dt + g_dtx * xb)[:, :Tb])
-        g = {name: torch.cat(parts[::-1], 1) for name, parts in grads.items()}
-        return g["x"], g["dt"], gA, g["B"], g["C"], carry, None, None
+            _exp_decay(dt_next, A, out=decay)
+            _exp_decay(_chunk_cumsum(dt_next, chunk_size, reverse=True), A, out=cum)
+            _linear_scan(decay, cum, lam, carry, chunk_size, reverse=True)
+            carry = first_decay * lam[:, 0]  # dL/d(state entering this block)
+            # y = C . h  and  h = decay h[t-1] + dt x B
+            gC[:, s : s + Tb] = torch.matmul(gyb.unsqueeze(-2), states).squeeze(-2)[:, :Tb]
+            g_dtx = torch.matmul(lam, Bb.unsqueeze(-1)).squeeze(-1)
+            gB[:, s : s + Tb] = torch.matmul(dtx.unsqueeze(-2), lam).squeeze(-2)[:, :Tb]
+            g_log_decay = before.mul_(lam)  # dL/d(dt A)
+            gA += torch.mul(g_log_decay, dtb.unsqueeze(-1), out=decay).sum((0, 1))
+            g_dt = torch.mul(g_log_decay, A, out=cum).sum(-1)
+            gx[:, s : s + Tb] = (g_dtx * dtb)[:, :Tb]
+            gdt[:, s : s + Tb] = (g_dt + g_dtx * xb)[:, :Tb]
+        return gx, gdt, gA, gB, gC, carry, None, None
 
 
 def selective_scan(
