@@ -73,7 +73,7 @@ def _scan_mamba_ssm(mixer: "Mamba", x, dt, A, B, C, h0):
     return y.transpose(1, 2), last
 
 
-_KERNELS: Dict[str, Callable] = {}
+_KERNELS: Dict[str, object] = {}
 
 
 def _load_kernels() -> Tuple[Callable, Optional[Callable]]:
@@ -91,11 +91,14 @@ def _load_kernels() -> Tuple[Callable, Optional[Callable]]:
 
 
 def _kernels_available() -> bool:
-    try:
-        _load_kernels()
-    except ImportError:
-        return False
-    return True
+    # failed imports are not cached by Python; remember the answer ourselves
+    if "available" not in _KERNELS:
+        try:
+            _load_kernels()
+            _KERNELS["available"] = True
+        except ImportError:
+            _KERNELS["available"] = False
+    return _KERNELS["available"]
 
 
 # backend name -> scan implementation; "auto" is resolved per call
