@@ -225,6 +225,58 @@ def test_half_precision_parameters_run():
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
 
 
+def _fake_selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                            delta_softplus=False, return_last_state=False):
+    """mamba_ssm's selective_scan_fn contract, on CPU: u, delta (B, D, L); B, C (B, N, L)."""
+    batch, dim, length = u.shape
+    assert delta.shape == u.shape and A.shape[0] == dim and A.dtype == torch.float32
+    assert B.shape == C.shape == (batch, A.shape[1], length)
+    assert delta.dtype == B.dtype == C.dtype == u.dtype and u.is_contiguous()
+    delta = delta.float() + (0 if delta_bias is None else delta_bias[:, None])
+    delta = F.softplus(delta) if delta_softplus else delta
+    state = u.new_zeros(batch, dim, A.shape[1], dtype=torch.float32)
+    ys = []
+    for i in range(length):
+        state = torch.exp(delta[:, :, i, None] * A) * state + (delta[:, :, i] * u[:, :, i])[..., None] * B[:, None, :, i]
+        ys.append((state * C[:, None, :, i]).sum(-1))
+    out = torch.stack(ys, -1) + (0 if D is None else u * D[:, None])
+    out = out if z is None else out * F.silu(z)
+    return (out.to(u.dtype), state) if return_last_state else out.to(u.dtype)
+
+
+def _fake_causal_conv1d_fn(x, weight, bias=None, activation=None):
+    """causal_conv1d's contract: x (B, D, L), weight (D, W)."""
+    assert x.dim() == 3 and weight.shape == (x.shape[1], weight.shape[1])
+    out = F.conv1d(F.pad(x, (weight.shape[1] - 1, 0)), weight[:, None], bias, groups=x.shape[1])
+    return F.silu(out) if activation == "silu" else out
+
+
+def test_mamba_ssm_backend_glue_matches_torch_backend(monkeypatch):
+    """The CUDA path's argument layout, checked on CPU against fakes with the kernels' contracts."""
+    from speechbrain_cald.nnet import mamba as mamba_module
+
+    monkeypatch.setattr(
+        mamba_module,
+        "_KERNELS",
+        {"scan": _fake_selective_scan_fn, "conv": _fake_causal_conv1d_fn, "available": True},
+    )
+    mixer = make_mamba(chunk_size=4, block_size=8)
+    x = torch.randn(3, 14, D_MODEL)
+    lengths = torch.tensor([14, 5, 9])
+    with torch.no_grad():
+        y_torch, state_torch = mixer(x, lengths=lengths, return_state=True)
+        monkeypatch.setattr(Mamba, "_resolve_backend", lambda self, x: "mamba_ssm")
+        y_kernel, state_kernel = mixer(x, lengths=lengths, return_state=True)
+        # with a carried state the kernel (zero initial state only) hands over to torch
+        y_next = mixer(x, lengths=lengths, state=state_kernel)
+    assert torch.allclose(y_kernel, y_torch, atol=1e-5)
+    assert torch.allclose(state_kernel.ssm, state_torch.ssm, atol=1e-5)
+    assert torch.equal(state_kernel.conv, state_torch.conv)
+    monkeypatch.setattr(Mamba, "_resolve_backend", lambda self, x: "torch")
+    with torch.no_grad():
+        assert torch.allclose(y_next, mixer(x, lengths=lengths, state=state_torch), atol=1e-5)
+
+
 def test_no_mamba_ssm_import_on_cpu():
     mixer = Mamba(D_MODEL, d_state=D_STATE, backend="auto")
     mixer(torch.randn(1, 5, D_MODEL))
