@@ -40,6 +40,12 @@ class MambaState(NamedTuple):
         convolution (the layout of ``mamba_ssm``'s inference cache).
     ssm : torch.Tensor
         ``(B, d_inner, d_state)``: the SSM state after the last valid frame.
+
+    Example
+    -------
+    >>> _, state = Mamba(d_model=8, d_state=4)(torch.randn(2, 5, 8), return_state=True)
+    >>> state.conv.shape, state.ssm.shape
+    (torch.Size([2, 16, 4]), torch.Size([2, 16, 4]))
     """
 
     conv: torch.Tensor

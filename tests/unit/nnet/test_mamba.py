@@ -237,7 +237,8 @@ def _fake_selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     state = u.new_zeros(batch, dim, A.shape[1], dtype=torch.float32)
     ys = []
     for i in range(length):
-        state = torch.exp(delta[:, :, i, None] * A) * state + (delta[:, :, i] * u[:, :, i])[..., None] * B[:, None, :, i]
+        inputs = (delta[:, :, i] * u[:, :, i])[..., None] * B[:, None, :, i]
+        state = torch.exp(delta[:, :, i, None] * A) * state + inputs
         ys.append((state * C[:, None, :, i]).sum(-1))
     out = torch.stack(ys, -1) + (0 if D is None else u * D[:, None])
     out = out if z is None else out * F.silu(z)
