@@ -216,8 +216,11 @@ def _write_longform(data_folder: str, test_rows: List[dict], config: MiniCorpusC
                 pieces += [audio, _to_int16(pause * 10 ** (config.noise_db / 20))]
                 words.append(row["wrd"])
                 total += (len(audio) + len(pieces[-1])) / sr
-            if not words:
-                raise ValueError(f"not enough test utterances ({len(test_rows)}) for long-form recordings of {config.longform_seconds} s")
+            if total < target:
+                raise ValueError(
+                    f"not enough test utterances ({len(test_rows)}) for {config.longform_per_duration} long-form "
+                    f"recording(s) of each of {config.longform_seconds} s: raise n_test or lower longform_seconds"
+                )
             uid = f"long_{int(target):03d}s_{k}"
             audio = np.concatenate(pieces)
             sf.write(os.path.join(folder, uid + ".wav"), audio, sr, subtype="PCM_16")

@@ -17,8 +17,14 @@ from .manifest import read_manifest
 __all__ = ["build_char_units", "load_char_units"]
 
 
-def build_char_units(manifests: Iterable[str], path: str, field: str = "wrd") -> CTCTextEncoder:
+LETTERS = " abcdefghijklmnopqrstuvwxyz"
+
+
+def build_char_units(manifests: Iterable[str], path: str, field: str = "wrd", alphabet: str = LETTERS) -> CTCTextEncoder:
     """Build the character inventory of ``field`` over ``manifests`` and save it to ``path``.
+
+    The inventory always holds ``alphabet``, so that a small training set
+    (a smoke test) gives the same units as the full one.
 
     Arguments
     ---------
@@ -28,6 +34,8 @@ def build_char_units(manifests: Iterable[str], path: str, field: str = "wrd") ->
         Output file (SpeechBrain's label-encoder text format).
     field : str
         The transcript column.
+    alphabet : str
+        Characters included even when the transcripts lack them.
 
     Returns
     -------
@@ -40,11 +48,13 @@ def build_char_units(manifests: Iterable[str], path: str, field: str = "wrd") ->
     >>> from speechbrain_cald.data.manifest import write_manifest
     >>> d = tempfile.mkdtemp()
     >>> _ = write_manifest(os.path.join(d, "t.csv"), [dict(ID="a", duration=1, wav="x", spk_id="s", wrd="ba ab")])
-    >>> enc = build_char_units([os.path.join(d, "t.csv")], os.path.join(d, "units.txt"))
+    >>> enc = build_char_units([os.path.join(d, "t.csv")], os.path.join(d, "units.txt"), alphabet="")
     >>> len(enc), enc.encode_sequence(list("ab"))
     (4, [2, 3])
+    >>> len(build_char_units([os.path.join(d, "t.csv")], os.path.join(d, "units.txt")))
+    28
     """
-    chars = set()
+    chars = set(alphabet)
     for manifest in manifests:
         rows = read_manifest(manifest)
         if rows and field not in rows[0]:

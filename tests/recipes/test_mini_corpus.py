@@ -135,12 +135,14 @@ def test_char_units_blank_first_and_deterministic(tmp_path):
 
     csv = tmp_path / "t.csv"
     write_manifest(str(csv), [dict(ID=str(i), duration=1, wav="x", spk_id="s", wrd=w) for i, w in enumerate(["the cat", "a dog"])])
-    enc = build_char_units([str(csv)], str(tmp_path / "u1.txt"))
-    build_char_units([str(csv)], str(tmp_path / "u2.txt"))
+    enc = build_char_units([str(csv)], str(tmp_path / "u1.txt"), alphabet="")
+    build_char_units([str(csv)], str(tmp_path / "u2.txt"), alphabet="")
     assert (tmp_path / "u1.txt").read_bytes() == (tmp_path / "u2.txt").read_bytes()
     assert enc.ind2lab[0] == "<blank>" and enc.ind2lab[1] == " "
     assert [enc.ind2lab[i] for i in range(2, len(enc))] == sorted(set("thecatadog") - {" "})
     again = load_char_units(str(tmp_path / "u1.txt"))
     assert "".join(again.decode_ndim(again.encode_sequence(list("a cat")))) == "a cat"
+    full = build_char_units([str(csv)], str(tmp_path / "u3.txt"))  # letters missing from the data are kept
+    assert len(full) == 1 + 27 and "z" in full.lab2ind
     with pytest.raises(FileNotFoundError, match="stage 1"):
         load_char_units(str(tmp_path / "missing.txt"))

@@ -30,7 +30,8 @@ from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.tasks import ctc_greedy_transcripts, ctc_objective
 
 # guide's teacher_init / student_init -> hparams key of the checkpoint to start from
-WEIGHTS = {"finetuned": "finetuned_ckpt", "pretrained": "pretrained_ckpt"}
+# ("snapshots": the waypoint guide loads the teacher's weights itself)
+WEIGHTS = {"finetuned": "finetuned_ckpt", "pretrained": "pretrained_ckpt", "snapshots": None}
 
 
 class ASRBrain(DistillBrain):
@@ -137,8 +138,8 @@ def build_modules(hparams):
         load_weights(modules["model"], hparams[WEIGHTS[guide.student_init]], f"student ({guide.student_init})", strict=False)
     if guide.needs_teacher:
         modules["teacher"] = hparams["teacher"]
-        init = guide.teacher_init or "finetuned"  # waypoint: replaced by the snapshots, must just load
-        load_weights(modules["teacher"], hparams[WEIGHTS[init]], f"teacher ({init})")
+        if WEIGHTS[guide.teacher_init]:
+            load_weights(modules["teacher"], hparams[WEIGHTS[guide.teacher_init]], f"teacher ({guide.teacher_init})")
     return modules
 
 
