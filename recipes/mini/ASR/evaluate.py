@@ -142,6 +142,8 @@ def main(argv=None) -> int:
     p.add_argument("--results_md", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
     p.add_argument("--stage_times", default="")
     p.add_argument("--command", default="bash recipes/mini/ASR/run.sh", help="the command line to show in RESULTS.md")
+    p.add_argument("--notes", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results_notes.md"),
+                   help="hand-written analysis included in RESULTS.md when the file exists")
     args = p.parse_args(argv)
     t_start = time.time()
     models = dict(m.split("=", 1) for m in args.models)
@@ -223,6 +225,10 @@ def render_results(args, models, wers, params, speed, eval_seconds):
     check_lines = [f"- {'met' if ok else '**MISSED**'}: {what} ({val})" for what, ok, val in checks]
 
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    notes = ""
+    if args.notes and os.path.exists(args.notes):
+        with open(args.notes) as f:
+            notes = f"## Notes (from {os.path.basename(args.notes)})\n\n{f.read().strip()}\n\n"
     md = f"""# Mini ASR recipe: results
 
 Measured {date} on {machine()}.
@@ -249,7 +255,7 @@ computed beforehand); each model measured in its own process.
 
 {chr(10).join(check_lines)}
 
-## Stage timings
+{notes}## Stage timings
 
 {chr(10).join(time_lines)}
 
