@@ -154,12 +154,11 @@ def _scan_equal_chunks(
     x_scaled = x_scaled.view(batch * nc, L, G, hg * P).permute(0, 2, 3, 1)
     chunk_states = torch.matmul(x_scaled, Bc).view(batch, nc, H, P, N)
 
-    # 3. carry the state across chunks: a short loop of T / L steps
-    chunk_decay = torch.exp(a_last.clamp(min=_EXP_FLOOR))[..., None]  # (b, c, H, 1, 1)
-    start_states, state = _CarryStates.apply(chunk_states, chunk_decay, state)
+    # 3. carry the state across the chunks of this call in one product
+    start_states, state = _carry_states(chunk_states, a_last[..., 0], state)
 
     # 4. read the carried state out: C_l · s_start, decayed to frame l
-    s_groups = start_states.view(batch * nc, G, hg * P, N)
+    s_groups = start_states.reshape(batch * nc, G, hg * P, N)
     y = torch.matmul(Cc, s_groups.transpose(-1, -2))  # (b·c, G, L, hg·P)
     y = y.transpose(1, 2).reshape(batch, nc, L, H, P)  # a view when G == 1
     decay_in = torch.exp(a_cum.clamp(min=_EXP_FLOOR)).transpose(2, 3)[..., None]  # (b, c, L, H, 1)
@@ -174,35 +173,44 @@ def _scan_equal_chunks(
     return y.reshape(batch, T, H, P), state
 
 
-class _CarryStates(torch.autograd.Function):
-    """``h_{c+1} = decay_c * h_c + s_c`` over chunks, with a hand-written backward.
 
-    Autograd through a Python loop that indexes ``s[:, c]`` would build, per
-    chunk, a zero tensor the size of all of ``s`` (quadratic in the number of
-    chunks); the backward here is the same recurrence run in reverse, in place.
+def _carry_states(
+    chunk_states: torch.Tensor, chunk_log_decay: torch.Tensor, state: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """States entering each chunk, and after the last: ``h_{c+1} = e^{a_c} h_c + s_c``.
+
+    Evaluated as one ``(nc + 1) × (nc + 1)`` lower-triangular decay matrix per
+    head times the stacked ``[h_0, s_0, ..., s_{nc-1}]``, not as a Python loop:
+    on this shared 2-core machine every small op is an OpenMP barrier, and under
+    load a loop of ``2·nc`` tiny ops cost several times more than the product.
+    The decay exponents are segment sums taken directly (not differences of a
+    long cumulative sum), so they stay accurate in fp32.
+
+    Arguments
+    ---------
+    chunk_states : torch.Tensor
+        ``s (b, nc, H, P, N)``.
+    chunk_log_decay : torch.Tensor
+        ``a (b, nc, H)``, each chunk's total log-decay (<= 0).
+    state : torch.Tensor
+        ``h_0 (b, H, P, N)``.
+
+    Returns
+    -------
+    starts : torch.Tensor
+        ``(b, nc, H, P, N)``, the state entering each chunk.
+    final : torch.Tensor
+        ``(b, H, P, N)``.
     """
-
-    @staticmethod
-    def forward(ctx, chunk_states, chunk_decay, state):
-        # chunk_states (b, c, H, P, N); chunk_decay (b, c, H, 1, 1); state (b, H, P, N)
-        starts = torch.empty_like(chunk_states)
-        for c in range(chunk_states.shape[1]):
-            starts[:, c] = state
-            state = torch.addcmul(chunk_states[:, c], chunk_decay[:, c], state)
-        ctx.save_for_backward(chunk_decay, starts)
-        return starts, state
-
-    @staticmethod
-    def backward(ctx, grad_starts, grad_final):
-        chunk_decay, starts = ctx.saved_tensors
-        nc = starts.shape[1]
-        # grad_after[:, c] = dLoss/dh_{c+1}, the state after chunk c
-        grad_after = torch.empty_like(starts)
-        g = torch.zeros_like(starts[:, 0]) if grad_final is None else grad_final.clone()
-        for c in range(nc - 1, -1, -1):
-            grad_after[:, c] = g
-            g = g * chunk_decay[:, c]
-            if grad_starts is not None:
-                g = g + grad_starts[:, c]
-        grad_decay = (grad_after * starts).sum(dim=(-1, -2), keepdim=True)
-        return grad_after, grad_decay, g
+    batch, nc, H, P, N = chunk_states.shape
+    # v[k] = a[k-1], v[0] = 0; seg[z, j] = sum_{j < k <= z} v[k] for j <= z
+    v = torch.nn.functional.pad(chunk_log_decay.permute(0, 2, 1), (1, 0))  # (b, H, nc+1)
+    lower = torch.ones(nc + 1, nc + 1, dtype=torch.bool, device=v.device)
+    seg = v[..., :, None].expand(-1, -1, -1, nc + 1).masked_fill(~lower.tril(-1), 0.0)
+    seg = torch.cumsum(seg, dim=-2)
+    weights = torch.exp(seg.clamp(min=_EXP_FLOOR)) * lower.tril()  # (b, H, z, j)
+    stacked = torch.cat([state[:, None], chunk_states], dim=1)  # (b, nc+1, H, P, N)
+    stacked = stacked.view(batch, nc + 1, H, P * N).transpose(1, 2)  # (b, H, nc+1, P·N)
+    out = torch.matmul(weights, stacked)  # (b, H, nc+1, P·N)
+    out = out.view(batch, H, nc + 1, P, N).transpose(1, 2)  # (b, nc+1, H, P, N)
+    return out[:, :nc], out[:, nc].contiguous()
