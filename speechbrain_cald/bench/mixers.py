@@ -199,7 +199,7 @@ def _median_ms(fn: Callable[[], None], repeats: int, budget_s: float) -> float:
     return statistics.median(times)
 
 
-def measure(name: str, T: int, sizes: Sizes, repeats: int, max_len: int, budget_s: float = 60.0) -> dict:
+def measure(name: str, T: int, sizes: Sizes, repeats: int, max_len: int, budget_s: float = 30.0) -> dict:
     """Forward and forward+backward medians (ms) and peak-RSS increases (MB) of one row.
 
     Arguments
@@ -253,13 +253,18 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / (ms * 1e-3) / 1e9
 
 
-def _run_isolated(name: str, T: int, sizes: Sizes, repeats: int, max_len: int) -> dict:
+def _run_isolated(
+    name: str, T: int, sizes: Sizes, repeats: int, max_len: int, wait_policy: str = ""
+) -> dict:
     """``measure`` in a fresh interpreter, so ``ru_maxrss`` belongs to this row alone."""
     cmd = [
         sys.executable, "-m", "speechbrain_cald.bench.mixers", "--worker", name, str(T),
         "--repeats", str(repeats), "--max-len", str(max_len), "--sizes", json.dumps(asdict(sizes)),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if wait_policy:
+        env["OMP_WAIT_POLICY"] = wait_policy
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker for '{name}' at T={T} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -278,6 +283,7 @@ class Report:
     skipped: Dict[str, str] = field(default_factory=dict)
     matmul_gflops: List[float] = field(default_factory=list)
     isolated: bool = True
+    wait_policy: str = ""
 
     def ceiling(self) -> float:
         return statistics.median(self.matmul_gflops)
@@ -341,7 +347,8 @@ def write_outputs(report: Report, out_dir: str, command: str, table: str) -> Non
         f"Sizes: {asdict(report.sizes)}  ",
         f"fp32 matmul throughput (2048³, measured at start and end of this run): "
         f"{', '.join(f'{g:.0f}' for g in report.matmul_gflops)} GFLOP/s  ",
-        f"Load average at the end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
+        f"Load average at the end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}  ",
+        f"OMP_WAIT_POLICY of the measured processes: {report.wait_policy or 'inherited (unset)'}",
         "",
         "The machine is shared with other engineers' jobs; timings are medians but stay noisy "
         "(compare rows of the same run, not runs). Peak MB = rise of the process's peak "
@@ -401,7 +408,8 @@ def run(args: argparse.Namespace) -> Report:
     sizes = QUICK_SIZES if args.quick else Sizes()
     lengths = args.lengths or ([32, 96] if args.quick else [500, 1500, 3000, 6000, 12000])
     isolated = not (args.quick or args.no_isolate)
-    report = Report(lengths=lengths, sizes=sizes, isolated=isolated)
+    report = Report(lengths=lengths, sizes=sizes, isolated=isolated,
+                    wait_policy=args.omp_wait_policy if isolated else os.environ.get("OMP_WAIT_POLICY", ""))
     report.matmul_gflops.append(matmul_gflops(256 if args.quick else 2048))
     for name in MODELS:
         why = _importable(name, sizes)
@@ -412,7 +420,7 @@ def run(args: argparse.Namespace) -> Report:
         report.rows[name] = {}
         for T in lengths:
             if isolated:
-                r = _run_isolated(name, T, sizes, args.repeats, max(lengths))
+                r = _run_isolated(name, T, sizes, args.repeats, max(lengths), args.omp_wait_policy)
             else:
                 r = measure(name, T, sizes, args.repeats, max(lengths))
                 r["fwd_peak_mb"] = r["train_peak_mb"] = None
@@ -429,6 +437,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", default="docs/bench", help="folder for mixers.md and mixers.png ('' = print only)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, in-process: a smoke test")
     parser.add_argument("--no-isolate", action="store_true", help="measure in this process (no memory column)")
+    parser.add_argument(
+        "--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", ""],
+        help="OMP_WAIT_POLICY of the isolated rows ('' = inherit). PASSIVE: on a loaded "
+        "machine spinning OpenMP threads slow every model, most those with many small ops",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "T"), help=argparse.SUPPRESS)
     parser.add_argument("--max-len", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--sizes", default=None, help=argparse.SUPPRESS)
