@@ -36,8 +36,17 @@ __all__ = ["MiniCorpusConfig", "espeak_variants", "utterance_specs", "prepare_mi
 ACCENTS: Tuple[str, ...] = (
     "en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
 )
+# Many training voices: with 12 the teacher fitted the training voices (train CTC
+# loss 0.05 vs 0.38 on unseen ones, valid WER 36%). Robotic, whispered and Klatt
+# variants are left out.
 VARIANTS: Dict[str, Tuple[str, ...]] = {
-    "train": ("m1", "m2", "m3", "m4", "m5", "f1", "f2", "f3", "adam", "linda", "Alex", "steph"),
+    "train": (
+        "m1", "m2", "m3", "m4", "m5", "m8", "f1", "f2", "f3", "adam", "linda", "Alex", "steph", "steph2",
+        "Alicia", "Andrea", "Andy", "Denis", "Diogo", "Gene", "Henrique", "Hugo", "Jacky", "Lee", "Marco",
+        "Mario", "Michael", "Mike", "Nguyen", "antonio", "aunty", "belinda", "benjamin", "boris", "caleb",
+        "david", "ed", "iven", "john", "paul", "pedro", "quincy", "rob", "robert", "sandro", "shelby",
+        "travis", "victor", "grandpa", "norbert", "miguel",
+    ),
     "valid": ("m6", "f4", "max"),
     "test": ("m7", "f5", "edward", "Annie"),
 }
