@@ -89,7 +89,8 @@ def hidden_cosine_loss(
         s, t = student_states[i].float(), teacher_states[t_index].detach().float()
         if s.shape != t.shape:
             raise ValueError(
-                f"student state {i} {tuple(s.shape)} and teacher state {t_index} {tuple(t.shape)} differ in shape"
+                f"student state {i} {tuple(s.shape)} and teacher state {t_index} "
+                f"{tuple(t.shape)} differ in shape"
             )
         per_frame = 1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-8)  # (B, T)
         total = total + per_frame.masked_fill(~valid, 0.0).sum() / valid.sum().clamp_min(1)

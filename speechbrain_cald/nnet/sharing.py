@@ -174,7 +174,7 @@ def _diagonal_index_on(out_features: int, in_features: int, device: torch.device
 def _residual_terms(
     W: torch.Tensor, S: torch.Tensor, rank: int, diagonal: bool
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(A, B, d)`` from a weight: ``A B`` = rank-r SVD of ``W - S``, ``d`` = what remains on the diagonal."""
+    """``(A, B, d)`` of a weight: ``A B`` = rank-r SVD of ``W - S``, ``d`` = the diagonal of the rest."""
     residual = (W.detach().double() - S.detach().double())
     A, B = low_rank_factors(residual, rank)
     rows, cols = wrapped_diagonal_index(*W.shape)
@@ -243,7 +243,11 @@ class ResidualWeight(nn.Module):
     """
 
     def __init__(
-        self, shared: SharedWeight, rank: int, diagonal: bool = True, weight_shape: Optional[Tuple[int, ...]] = None
+        self,
+        shared: SharedWeight,
+        rank: int,
+        diagonal: bool = True,
+        weight_shape: Optional[Tuple[int, ...]] = None,
     ):
         super().__init__()
         self.shared = shared

@@ -23,7 +23,8 @@ def _wav_call(model):
 def _text_call(model):
     ids = torch.tensor([[1, 5, 7, 9, 3, 2], [4, 8, 2, 6, 0, 0]])
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
-    return model(input_ids=ids, attention_mask=mask, **({"use_cache": False} if "GPTNeoX" in type(model).__name__ else {})).last_hidden_state
+    no_cache = {"use_cache": False} if "GPTNeoX" in type(model).__name__ else {}  # a decoder: no cache needed
+    return model(input_ids=ids, attention_mask=mask, **no_cache).last_hidden_state
 
 
 def _whisper_call(model):
@@ -31,21 +32,35 @@ def _whisper_call(model):
     return model.encoder(feats).last_hidden_state
 
 
+def _roberta():
+    return T.RobertaModel(T.RobertaConfig(hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                                          intermediate_size=32, vocab_size=30, max_position_embeddings=40))
+
+
+def _wav2vec2_conformer():
+    return T.Wav2Vec2ConformerModel(T.Wav2Vec2ConformerConfig(**SPEECH, conv_depthwise_kernel_size=3))
+
+
+def _whisper():
+    return T.WhisperModel(T.WhisperConfig(
+        d_model=16, encoder_layers=3, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, vocab_size=60, num_mel_bins=8, max_source_positions=20,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1))
+
+
+def _gpt_neox():
+    return T.GPTNeoXModel(T.GPTNeoXConfig(hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                                          intermediate_size=32, vocab_size=30))
+
+
 BUILDERS = {
-    "roberta": (lambda: T.RobertaModel(T.RobertaConfig(hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
-                                                       intermediate_size=32, vocab_size=30,
-                                                       max_position_embeddings=40)), _text_call),
+    "roberta": (_roberta, _text_call),
     "hubert": (lambda: T.HubertModel(T.HubertConfig(**SPEECH)), _wav_call),
-    "wavlm": (lambda: T.WavLMModel(T.WavLMConfig(**SPEECH, num_buckets=8, max_bucket_distance=20)), _wav_call),
-    "wav2vec2_conformer": (lambda: T.Wav2Vec2ConformerModel(T.Wav2Vec2ConformerConfig(**SPEECH, conv_depthwise_kernel_size=3)), _wav_call),
-    "whisper": (lambda: T.WhisperModel(T.WhisperConfig(d_model=16, encoder_layers=3, decoder_layers=1,
-                                                       encoder_attention_heads=2, decoder_attention_heads=2,
-                                                       encoder_ffn_dim=32, decoder_ffn_dim=32, vocab_size=60,
-                                                       num_mel_bins=8, max_source_positions=20, pad_token_id=0,
-                                                       bos_token_id=1, eos_token_id=2,
-                                                       decoder_start_token_id=1)), _whisper_call),
-    "gpt_neox": (lambda: T.GPTNeoXModel(T.GPTNeoXConfig(hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
-                                                        intermediate_size=32, vocab_size=30)), _text_call),
+    "wavlm": (lambda: T.WavLMModel(T.WavLMConfig(**SPEECH, num_buckets=8, max_bucket_distance=20)),
+              _wav_call),
+    "wav2vec2_conformer": (_wav2vec2_conformer, _wav_call),
+    "whisper": (_whisper, _whisper_call),
+    "gpt_neox": (_gpt_neox, _text_call),
 }
 
 

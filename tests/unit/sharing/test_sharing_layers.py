@@ -99,7 +99,8 @@ def test_residual_shared_linear_from_linear_full_rank_equals_linear():
 def test_residual_weight_rejects_shape_mismatch():
     lin = nn.Linear(4, 6)
     with pytest.raises(ValueError, match=r"\(6, 4\).*\(4, 4\)"):
-        parametrize.register_parametrization(lin, "weight", ResidualWeight(SharedWeight(torch.zeros(4, 4)), 2))
+        square = ResidualWeight(SharedWeight(torch.zeros(4, 4)), 2)
+        parametrize.register_parametrization(lin, "weight", square)
 
 
 def test_bottleneck_adapter_formula():

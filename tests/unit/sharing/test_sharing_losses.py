@@ -55,7 +55,8 @@ def test_attention_kl_matches_reference_on_valid_rows():
     for bi in range(2):
         for q in range(4):
             if mask[bi, q]:
-                kl = (b[bi, :, q] * (b[bi, :, q].clamp_min(1e-12).log() - a[bi, :, q].clamp_min(1e-12).log())).sum(-1)
+                t, s = b[bi, :, q], a[bi, :, q]
+                kl = (t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).sum(-1)
                 rows.append(kl.mean())
     assert torch.allclose(attention_kl_loss([a], [b], mask), torch.stack(rows).mean(), atol=1e-6)
 
