@@ -92,12 +92,17 @@ class AtomicCheckpointer(Checkpointer):
                 )
             default_hook(obj, savepath)
 
-        ddp_barrier()  # savers on other processes (once per node) must be done
+        ddp_barrier()  # savers on other processes (per rank, once per node) must be done
+        if if_main_process():
+            if final_dir.exists():  # a custom name saved again: replace it
+                shutil.rmtree(final_dir)
+            os.replace(tmp_dir, final_dir)
+        # Every process must see the renamed checkpoint before it returns:
+        # delete_checkpoints lists the folder on each process and broadcasts
+        # once per deletion, so differing lists would deadlock.
+        ddp_barrier()
         if not if_main_process():
             return None
-        if final_dir.exists():  # a custom name saved again: replace it
-            shutil.rmtree(final_dir)
-        os.replace(tmp_dir, final_dir)
         paramfiles = {p.stem: p for p in final_dir.iterdir() if p.suffix == PARAMFILE_EXT}
         ckpt_type = "end-of-epoch" if end_of_epoch else "intra-epoch"
         logger.log(verbosity, f"Saved an {ckpt_type} checkpoint in {final_dir}")
@@ -128,7 +133,6 @@ def make_atomic(checkpointer: Checkpointer) -> Checkpointer:
     return checkpointer
 
 
-@register_checkpoint_hooks
 class RNGState:
     """Python / NumPy / torch generator states as a checkpoint recoverable.
 
@@ -140,10 +144,9 @@ class RNGState:
     must not shift the stream: in the uninterrupted run it came before the
     checkpoint).
 
-    Under DDP only the main process saves, so after a resume every process
-    continues from the main process's generator states (exact resume holds
-    for one process; with several, dropout masks differ from the
-    uninterrupted run's).
+    Under DDP every process saves its own states (``rng.ckpt`` for rank 0,
+    ``rng.rank<r>`` beside it for the others) and loads its own, falling back
+    to rank 0's when the number of processes changed.
 
     Example
     -------
@@ -161,6 +164,11 @@ class RNGState:
     def __init__(self):
         self.pending = None
 
+    @staticmethod
+    def _own_path(path: pathlib.Path) -> pathlib.Path:
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        return path if rank == 0 else path.with_name(f"{path.stem}.rank{rank}")
+
     @mark_as_saver
     def _save(self, path: pathlib.Path) -> None:
         state = {
@@ -169,11 +177,12 @@ class RNGState:
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
-        torch.save(state, path)
+        torch.save(state, self._own_path(pathlib.Path(path)))
 
     @mark_as_loader
     def _load(self, path: pathlib.Path, end_of_epoch: bool) -> None:
-        self.pending = torch.load(path, weights_only=False)
+        own = self._own_path(pathlib.Path(path))
+        self.pending = torch.load(own if own.exists() else path, weights_only=False)
         if end_of_epoch:
             self.apply_pending()
 
@@ -187,3 +196,7 @@ class RNGState:
         torch.set_rng_state(state["torch"])
         if state["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# Every process saves its own generator states (the default saves on rank 0 only).
+register_checkpoint_hooks(RNGState, save_on_main_only=False)
