@@ -1,0 +1,89 @@
+"""DistillBrain under torchrun: 2 CPU processes (gloo), checkpoints, kill and resume.
+
+Regression test for a deadlock (ranks listing checkpoints before the atomic
+rename) and for per-rank RNG states: a run killed mid-training and resumed
+must end with the weights of an uninterrupted one, dropout included.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import functools, sys, torch
+    from torch import nn
+    from speechbrain.utils.checkpoints import Checkpointer
+    from speechbrain.utils.distributed import ddp_init_group
+    from speechbrain.utils.epoch_loop import EpochCounter
+    from speechbrain_cald.distill import DistillBrain, ModelOutput, TrajectoryGuide
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.2)) for _ in range(2)])
+            self.head = nn.Linear(4, 3)
+        def forward(self, x):
+            for layer in self.layers:
+                x = torch.tanh(layer(x))
+            return self.head(x)
+
+    class Brain(DistillBrain):
+        def run_model(self, model, batch, stage):
+            return ModelOutput(model(batch[0]))
+        def task_loss(self, output, batch, stage):
+            return nn.functional.cross_entropy(output.logits.transpose(1, 2), batch[1])
+        def on_fit_batch_end(self, batch, outputs, loss, should_step):
+            if self.optimizer_step == KILL:
+                raise RuntimeError("killed")
+
+    KILL, SAVE = int(sys.argv[1]), sys.argv[2]
+    ddp_init_group({"distributed_backend": "gloo"})
+    torch.manual_seed(0)
+    teacher, student, counter = Net(), Net(), EpochCounter(2)
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(2, 5, 4, generator=g), torch.randint(0, 3, (2, 5), generator=g)) for _ in range(8)]
+    brain = Brain(
+        modules={"model": student, "teacher": teacher},
+        opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
+        hparams={"guide": "trajectory", "tap_layers": "layers",
+                 "guides": {"trajectory": TrajectoryGuide(functools.partial(torch.optim.SGD, lr=0.1), 2)}},
+        run_opts={"noprogressbar": True, "distributed_backend": "gloo", "ckpt_interval_steps": 1},
+        checkpointer=Checkpointer(SAVE, {"model": student, "counter": counter}),
+    )
+    # Each process draws its own dropout masks: resuming must give each its own generator back.
+    torch.manual_seed(100 + torch.distributed.get_rank())
+    brain.fit(counter, data, train_loader_kwargs={"batch_size": None})
+    if torch.distributed.get_rank() == 0:
+        print("FINAL", repr([float(p.sum()) for p in list(student.parameters()) + list(teacher.parameters())]))
+    """
+)
+
+
+def _torchrun(script, kill, save):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), str(kill), str(save)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+
+
+def _final(proc):
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("FINAL")]
+    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_ddp_run_killed_and_resumed_matches_uninterrupted(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    whole = _final(_torchrun(script, 99, tmp_path / "whole"))
+    killed = _torchrun(script, 5, tmp_path / "resumed")  # 4 batches per rank per epoch: step 5 is mid epoch 2
+    assert killed.returncode != 0 and "killed" in killed.stderr
+    resumed = _final(_torchrun(script, 99, tmp_path / "resumed"))
+    assert resumed == whole
+    shutil.rmtree(tmp_path / "whole")
