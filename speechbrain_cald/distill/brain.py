@@ -354,7 +354,12 @@ class DistillBrain(sb.Brain):
     def compute_forward(self, batch, stage):
         """Run the student and, when the guide says so, the teacher on one batch."""
         batch = self.prepare_batch(batch, stage)
-        distil = stage == Stage.TRAIN and self.guide.teacher_active(self.optimizer_step)
+        weighted = self.cfg.alpha_layer > 0 or self.cfg.alpha_logits > 0
+        distil = (
+            stage == Stage.TRAIN
+            and self.guide.teacher_active(self.optimizer_step)
+            and (weighted or self.guide.trains_teacher)  # a teacher nobody reads need not run
+        )
         if not distil:
             return DistillPredictions(self.run_model(self.modules.model, batch, stage), batch=batch)
         with self.student_taps.recording():

@@ -179,3 +179,16 @@ def test_guide_selection_and_configuration_errors(tiny, tmp_path):
         WaypointGuide(tmp_path / "missing").waypoint_for(0)
     with pytest.raises(ValueError, match="snapshot_dir"):
         tiny.build_brain("unguided", hparams={"snapshot_interval": 2})
+
+
+def test_zero_alphas_skip_a_frozen_teacher_but_not_a_learning_one(tiny):
+    zero = {"alpha_layer": 0.0, "alpha_logits": 0.0}
+    teacher = tiny.TinyEncoder()
+    brain = tiny.build_brain("target", teacher, hparams=zero)
+    calls = []
+    teacher.register_forward_hook(lambda *a: calls.append(1))
+    brain.fit(range(1), tiny.loader(tiny.make_batches(2)))
+    assert calls == [] and set(brain.history[0]["terms"]) == {"task"}
+    brain = tiny.build_brain("trajectory", hparams={**zero, "guides": {"trajectory": trajectory()}})
+    brain.fit(range(1), tiny.loader(tiny.make_batches(2)))
+    assert set(brain.history[0]["terms"]) == {"task", "teacher_task"}
