@@ -411,14 +411,19 @@ def run(args: argparse.Namespace) -> Report:
     report = Report(lengths=lengths, sizes=sizes, isolated=isolated,
                     wait_policy=args.omp_wait_policy if isolated else os.environ.get("OMP_WAIT_POLICY", ""))
     report.matmul_gflops.append(matmul_gflops(256 if args.quick else 2048))
+    names = []
     for name in MODELS:
         why = _importable(name, sizes)
         if why is not None:
             print(f"note: skipping '{name}': {why}", file=sys.stderr)
             report.skipped[name] = why
             continue
+        names.append(name)
         report.rows[name] = {}
-        for T in lengths:
+    # lengths outermost: the rows compared at one T are measured minutes, not
+    # a quarter of an hour, apart, so a change in the machine's load hits them alike
+    for T in lengths:
+        for name in names:
             if isolated:
                 r = _run_isolated(name, T, sizes, args.repeats, max(lengths), args.omp_wait_policy)
             else:
