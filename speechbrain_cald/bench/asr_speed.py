@@ -3,11 +3,15 @@
 For each model, a *factory* builds two things in the measuring process:
 ``encode(x)``, the timed call (no grad), and ``make_input(seconds)``, which
 prepares its input for that much audio (e.g. features through the CNN
-front-end, outside the timing). Lengths are measured in ascending order, each
-model in its own fresh interpreter, so that the rise of the process's peak
-resident set (``ru_maxrss``) above its level before the first call is the peak
-memory of the longest call so far: the peak of the length being measured,
-allocator slack included, weights excluded.
+front-end, outside the timing). Each model runs in its own fresh interpreter.
+
+Peak memory of a call is the rise of the process's resident-set high-water mark
+(``VmHWM``, reset through ``/proc/self/clear_refs``) above its resident set just
+before the call, after freed heap memory was handed back to the OS
+(``malloc_trim``), so that memory freed while building the model is not reused
+unseen: activations and workspace of that call, weights excluded. Without
+``/proc`` (not Linux) the column falls back to the rise of ``ru_maxrss`` over
+the whole run, measured in ascending length order.
 
 A factory is named ``"path/to/file.py:function"`` or ``"package.module:function"``
 and called with one string argument (e.g. a model folder).
@@ -22,6 +26,8 @@ Example
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import importlib
 import importlib.util
 import json
@@ -42,6 +48,30 @@ Factory = Callable[[str], Tuple[Callable[[torch.Tensor], object], Callable[[floa
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _proc_status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0  # kB
+    raise KeyError(key)
+
+
+def _call_peak_mb(call: Callable[[], object]) -> float:
+    """Resident memory a call adds at its peak (Linux); NaN-free fallback elsewhere."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap pages back to the OS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current resident set
+        base = _proc_status_mb("VmRSS")
+    except (OSError, KeyError):
+        base = _peak_rss_mb()
+        call()
+        return max(0.0, _peak_rss_mb() - base)
+    call()
+    return max(0.0, _proc_status_mb("VmHWM") - base)
 
 
 def measure_speed(
@@ -71,11 +101,11 @@ def measure_speed(
     """
     encode, make_input = built
     rows = []
-    base = _peak_rss_mb()
     for sec in sorted(float(s) for s in seconds):
         x = make_input(sec)
         with torch.no_grad():
-            encode(x)  # warm-up: lazy initialisation, first-touch allocations
+            encode(x)  # warm-up: lazy initialisation
+            peak = _call_peak_mb(lambda: encode(x))
             times: List[float] = []
             start = time.perf_counter()
             while len(times) < repeats:
@@ -84,8 +114,7 @@ def measure_speed(
                 times.append((time.perf_counter() - t0) * 1e3)
                 if len(times) >= 2 and time.perf_counter() - start > budget_s:
                     break
-        rows.append(dict(seconds=sec, frames=int(x.shape[1]), ms=statistics.median(times),
-                         peak_mb=max(0.0, _peak_rss_mb() - base), repeats=len(times)))
+        rows.append(dict(seconds=sec, frames=int(x.shape[1]), ms=statistics.median(times), peak_mb=peak, repeats=len(times)))
     return rows
 
 
