@@ -188,6 +188,21 @@ def main(argv=None) -> int:
     return 0
 
 
+def stage_commands(exp_folder: str) -> str:
+    """The distinct commands run.sh logged, with paths relative to the repository root."""
+    path = os.path.join(exp_folder, "commands.sh")
+    if not os.path.exists(path):
+        return "(no results/commands.sh: stages were run by hand)"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))) + os.sep
+    lines = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip().replace(root, "")
+            if line and line not in lines:
+                lines.append(line)
+    return "\n".join(lines)
+
+
 def render_results(args, models, wers, params, speed, eval_seconds):
     """RESULTS.md text and the one-screen summary."""
     names = list(models)
@@ -264,9 +279,9 @@ computed beforehand); each model measured in its own process.
 ```
 {args.command}
 ```
-Per stage (what run.sh ran): see `{os.path.join(args.exp_folder, 'commands.sh')}`; stage 4 alone:
+What run.sh ran, in order, from `recipes/mini/ASR` (its `results/commands.sh`; data and result paths shown relative to the repository root):
 ```
-python evaluate.py --data_folder {args.data_folder} --exp_folder {args.exp_folder} --models {' '.join(f'{k}={v}' for k, v in models.items())}
+{stage_commands(args.exp_folder)}
 ```
 """
     width = max(len(n) for n in names)
