@@ -3,7 +3,8 @@
 ``to_linear_time(model, mixer="bimamba2", init="default", **mixer_options)``
 replaces each self-attention found by the model's ``Family`` entry
 (``FAMILIES``) with a mixer from ``speechbrain_cald.nnet``; ``save_student`` /
-``load_student`` write and rebuild students; ``load_teacher`` loads a teacher
+``load_student`` write and rebuild students; ``to_shared(model, scheme=
+"recursive" | "residual")`` builds parameter-sharing students; ``load_teacher`` loads a teacher
 from a local directory. ``python -m speechbrain_cald.convert TEACHER STUDENT``
 does it from the shell.
 """
@@ -18,6 +19,7 @@ from speechbrain_cald.convert.families import (
 )
 from speechbrain_cald.convert.io import load_student, load_teacher, save_speechbrain_model, save_student
 from speechbrain_cald.convert.linear_time import count_parameters, to_linear_time
+from speechbrain_cald.convert.share import shared_student, to_shared
 
 __all__ = [
     "FAMILIES",
@@ -31,5 +33,7 @@ __all__ = [
     "register_family",
     "save_speechbrain_model",
     "save_student",
+    "shared_student",
     "to_linear_time",
+    "to_shared",
 ]
