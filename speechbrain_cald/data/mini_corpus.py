@@ -81,7 +81,7 @@ class MiniCorpusConfig:
         Output sampling rate.
     """
 
-    n_train: int = 2000
+    n_train: int = 4000
     n_valid: int = 150
     n_test: int = 300
     seed: int = 1234

@@ -5,7 +5,7 @@ Writes ``train/valid/test/longform.csv`` (+ ``librivox.csv`` where Debian's
 pocketsphinx-testdata is installed) and 16 kHz wavs under ``--data_folder``.
 The same options always give the same bytes.
 
-    python prepare.py --data_folder data --n_train 2000 --longform 30 60 120
+    python prepare.py --data_folder data --n_train 4000 --longform 30 60 120
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ STUDENTS="mini_mamba mini_mamba:unguided mini_linformer"
 stage=0; stop_stage=4
 data="$recipe_dir/data";          options_help[data]="corpus folder (stage 0 writes, later stages read)"
 exp="$recipe_dir/results";        options_help[exp]="experiment folder (models, logs, RESULTS inputs)"
-n_train=2000;                     options_help[n_train]="training utterances"
+n_train=4000;                     options_help[n_train]="training utterances"
 n_valid=150;                      options_help[n_valid]="validation utterances (unseen voices)"
 n_test=300;                       options_help[n_test]="test utterances (unseen voices)"
 longform="30 60 120";             options_help[longform]="long-form recording lengths in seconds"
