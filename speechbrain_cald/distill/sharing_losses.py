@@ -22,15 +22,9 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from speechbrain_cald.distill.losses import _masked_mean, _valid
+
 __all__ = ["hidden_cosine_loss", "attention_kl_loss"]
-
-
-def _valid(mask: Optional[torch.Tensor], B: int, T: int, device) -> torch.Tensor:
-    if mask is None:
-        return torch.ones(B, T, dtype=torch.bool, device=device)
-    if tuple(mask.shape) != (B, T):
-        raise ValueError(f"mask should be (B, T) = {(B, T)}, found {tuple(mask.shape)}")
-    return mask.to(device=device, dtype=torch.bool)
 
 
 def _check_map(layer_map: Optional[Sequence[int]], n_student: int, n_teacher: int, what: str):
@@ -83,7 +77,7 @@ def hidden_cosine_loss(
     """
     layer_map = _check_map(layer_map, len(student_states), len(teacher_states), "hidden_cosine_loss")
     B, T = student_states[0].shape[:2]
-    valid = _valid(mask, B, T, student_states[0].device)
+    valid = _valid(mask, (B, T), student_states[0].device)
     total = student_states[0].new_zeros((), dtype=torch.float32)
     for i, t_index in enumerate(layer_map):
         s, t = student_states[i].float(), teacher_states[t_index].detach().float()
@@ -93,7 +87,7 @@ def hidden_cosine_loss(
                 f"{tuple(t.shape)} differ in shape"
             )
         per_frame = 1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-8)  # (B, T)
-        total = total + per_frame.masked_fill(~valid, 0.0).sum() / valid.sum().clamp_min(1)
+        total = total + _masked_mean(per_frame, valid)
     return total / len(layer_map)
 
 
@@ -142,7 +136,7 @@ def attention_kl_loss(
     if first.dim() != 4 or first.shape[-1] != first.shape[-2]:
         raise ValueError(f"attention maps should be (B, H, T, T), found {tuple(first.shape)}")
     B, _, T, _ = first.shape
-    valid = _valid(mask, B, T, first.device)
+    valid = _valid(mask, (B, T), first.device)
     keys = valid[:, None, None, :].float()  # (B, 1, 1, T)
     total = first.new_zeros((), dtype=torch.float32)
     for i, t_index in enumerate(layer_map):
@@ -158,5 +152,5 @@ def attention_kl_loss(
         t = t / t.sum(-1, keepdim=True).clamp_min(eps)
         kl = (t * (t.clamp_min(eps).log() - s.clamp_min(eps).log())).sum(-1)  # (B, H, T)
         per_row = kl.mean(1)  # (B, T)
-        total = total + per_row.masked_fill(~valid, 0.0).sum() / valid.sum().clamp_min(1)
+        total = total + _masked_mean(per_row, valid)
     return total / len(layer_map)
