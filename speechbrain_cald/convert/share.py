@@ -986,7 +986,7 @@ def save_shared_student(
         "teacher_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "conversion": getattr(model, "cald_conversion", None),
     }
-    (directory / SHARING_FILE).write_text(json.dumps(meta, indent=2))
+    convert_io._write_json(directory / SHARING_FILE, meta)  # atomic, like the other student files
     save_shared_weights(model, directory / SHARED_WEIGHTS_FILE)
     return directory
 
