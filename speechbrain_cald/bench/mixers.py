@@ -4,8 +4,10 @@ Compares, side by side in one run at the paper's speech size (d_model 768,
 expand 1, d_state 128, headdim 64, batch 1, fp32):
 
 - SDPA self-attention with its Q/K/V/out projections (12 heads);
-- our ``BiMamba2`` (plain-PyTorch chunked SSD), also with ``checkpoint_blocks``
-  (same forward; blocks recomputed in the backward pass to save memory);
+- our ``BiMamba2`` (plain-PyTorch chunked SSD; by default the conv, scan and
+  gated norm are recomputed in the backward pass, the projections stored),
+  also with ``checkpoint_scan=False`` (everything stored) and with
+  ``checkpoint_blocks`` (whole blocks recomputed: least training memory);
 - transformers' ``Mamba2Mixer`` run forward and on the time-reversed input
   (its PyTorch fallback: what one gets without the CUDA kernels);
 - ``LinformerAttention`` with k = 256 (skipped with a note if not importable).
@@ -114,13 +116,12 @@ class _LengthsFree(torch.nn.Module):
         return self.mixer(x)
 
 
-def _bimamba2(s: Sizes, max_len: int, checkpoint_blocks: bool = False) -> torch.nn.Module:
+def _bimamba2(s: Sizes, max_len: int, **options) -> torch.nn.Module:
     from speechbrain_cald.nnet.bimamba import BiMamba2
 
     return _LengthsFree(BiMamba2(
         s.d_model, expand=s.expand, d_state=s.d_state, headdim=s.headdim,
-        d_conv=s.d_conv, chunk_size=s.chunk_size, backend="torch",
-        checkpoint_blocks=checkpoint_blocks,
+        d_conv=s.d_conv, chunk_size=s.chunk_size, backend="torch", **options,
     ))
 
 
@@ -162,6 +163,11 @@ MODELS: Dict[str, Model] = {
     ),
     "BiMamba2 (ours)": Model(
         _bimamba2, lambda s, T: 2 * _flops_mamba2_direction(s, T, s.chunk_size)
+    ),
+    "BiMamba2 (ours, scan stored)": Model(
+        lambda s, n: _bimamba2(s, n, checkpoint_scan=False),
+        lambda s, T: 2 * _flops_mamba2_direction(s, T, s.chunk_size),
+        "conv/scan/norm intermediates stored for backward, not recomputed: more training memory",
     ),
     "BiMamba2 (ours, checkpointed)": Model(
         lambda s, n: _bimamba2(s, n, checkpoint_blocks=True),

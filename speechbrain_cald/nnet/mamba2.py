@@ -14,6 +14,7 @@ piece gives the output of one pass.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -88,6 +89,15 @@ class Mamba2(torch.nn.Module):
         Under autograd, keep only each block's inputs and recompute the block
         in the backward pass (``torch.utils.checkpoint``): training memory of
         one block instead of the whole sequence, for about one extra forward.
+    checkpoint_scan : bool
+        Under autograd, store only what enters the work between the two
+        projections (the ``in_proj`` output and the states) and run the causal
+        conv, SSD scan and gated norm again in the backward pass; the
+        projections are stored as usual. Their intermediates (the scan's
+        per-chunk weights, states and read-outs above all) were ~80% of the
+        stored tensors, and recomputing them is a small part of a training step,
+        whose time the projections dominate. The forward then takes the fast
+        in-place path, as without autograd. ``False`` stores everything.
     backend : str
         ``"auto"`` (mamba_ssm kernels for CUDA inputs when they import, else
         plain PyTorch), ``"torch"`` or ``"mamba_ssm"``.
@@ -132,6 +142,7 @@ class Mamba2(torch.nn.Module):
         chunk_size: int = 64,
         block_size: int = 2048,
         checkpoint_blocks: bool = False,
+        checkpoint_scan: bool = True,
         backend: str = "auto",
         use_mem_eff_path: bool = True,
         layer_idx: Optional[int] = None,
@@ -167,6 +178,7 @@ class Mamba2(torch.nn.Module):
         self.chunk_size = chunk_size
         self.block_size = max(chunk_size, (block_size // chunk_size) * chunk_size)
         self.checkpoint_blocks = checkpoint_blocks
+        self.checkpoint_scan = checkpoint_scan
         if backend not in _BACKENDS and backend != "auto":
             raise ValueError(
                 f"Mamba2: unknown backend '{backend}': expected 'auto' or one of {sorted(_BACKENDS)}"
@@ -321,6 +333,95 @@ class Mamba2(torch.nn.Module):
 
 
 # ---------------------------------------------------------------- plain path
+class _StackedParams(NamedTuple):
+    """The parameters of ``S`` Mamba2 layers of equal sizes, stacked on a leading dim."""
+
+    w_in: torch.Tensor  # (S, d_in_proj, D)
+    b_in: Optional[torch.Tensor]  # (S, d_in_proj)
+    conv_w: torch.Tensor  # (S, conv_dim, d_conv)
+    conv_b: Optional[torch.Tensor]  # (S, conv_dim)
+    dt_bias: torch.Tensor  # (S, H)
+    A: torch.Tensor  # (S, H), negative
+    D: torch.Tensor  # (S, H) or (S, H, P)
+    norm_w: Optional[torch.Tensor]  # (S, d_inner)
+    w_out: torch.Tensor  # (S, D, d_inner)
+    b_out: Optional[torch.Tensor]  # (S, D)
+
+
+def _stack_params(mixers: Sequence[Mamba2], dtype: torch.dtype) -> _StackedParams:
+    """Views (one layer) or stacked copies (several) of the layers' parameters."""
+
+    def stack(get):
+        tensors = [get(m) for m in mixers]
+        if tensors[0] is None:
+            return None
+        return tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
+
+    first = mixers[0]
+    return _StackedParams(
+        w_in=stack(lambda m: m.in_proj.weight),
+        b_in=stack(lambda m: m.in_proj.bias),
+        conv_w=stack(lambda m: m.conv1d.weight[:, 0, :]),
+        conv_b=stack(lambda m: m.conv1d.bias),
+        dt_bias=stack(lambda m: m.dt_bias),
+        A=stack(lambda m: -torch.exp(m.A_log.float()).to(dtype)),
+        D=stack(lambda m: (m.D.view(m.nheads, m.headdim) if m.D_has_hdim else m.D).to(dtype)),
+        norm_w=stack(lambda m: m.norm.weight) if first.rmsnorm else None,
+        w_out=stack(lambda m: m.out_proj.weight),
+        b_out=stack(lambda m: m.out_proj.bias),
+    )
+
+
+def mamba2_stacked_forward(
+    mixers: Sequence[Mamba2], xs: torch.Tensor, lengths: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Run ``S`` Mamba2 layers of equal sizes, each on its own input, as one batch.
+
+    Every step (projections as batched products, conv, one SSD scan over
+    ``S·B`` sequences, gated norm) is issued once for all layers: BiMamba2 runs
+    its forward and backward directions this way, with half the operator calls
+    of two separate passes. Plain-PyTorch path only; no state in or out.
+
+    Arguments
+    ---------
+    mixers : sequence of Mamba2
+        ``S`` layers built with the same hyper-parameters.
+    xs : torch.Tensor
+        ``(S, B, T, D)``; ``xs[i]`` is the input of ``mixers[i]``.
+    lengths : torch.Tensor, optional
+        Absolute valid lengths ``(B,)``, shared by all ``S`` inputs.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(S, B, T, D)``, ``ys[i] = mixers[i](xs[i], lengths)``.
+
+    Example
+    -------
+    >>> a, b = Mamba2(16, d_state=8, headdim=8), Mamba2(16, d_state=8, headdim=8)
+    >>> xs = torch.randn(2, 3, 10, 16)
+    >>> ys = mamba2_stacked_forward([a, b], xs)
+    >>> torch.allclose(ys[1], b(xs[1]), atol=1e-5)
+    True
+    """
+    first = mixers[0]
+    if xs.dim() != 4 or xs.shape[0] != len(mixers):
+        raise ValueError(
+            f"mamba2_stacked_forward: xs must be ({len(mixers)}, B, T, D), got {tuple(xs.shape)}"
+        )
+    for m in mixers[1:]:
+        if m.extra_repr() != first.extra_repr() or (m.rmsnorm, m.D_has_hdim, m.dt_limit) != (
+            first.rmsnorm, first.D_has_hdim, first.dt_limit
+        ):
+            raise ValueError(
+                f"mamba2_stacked_forward: layers differ in hyper-parameters: ({first.extra_repr()}) "
+                f"vs ({m.extra_repr()})"
+            )
+    first._check_input(xs[0], lengths, None)
+    y, _ = _forward_stacked(first, _stack_params(mixers, xs.dtype), xs, lengths, None)
+    return y
+
+
 def _forward_torch(
     mixer: Mamba2,
     x: torch.Tensor,
@@ -328,95 +429,222 @@ def _forward_torch(
     state: Optional[Mamba2State],
     return_state: bool,
 ) -> Tuple[torch.Tensor, Optional[Mamba2State]]:
-    """The whole layer, block by block of frames, carrying conv and SSM states."""
-    batch, T, _ = x.shape
+    """One layer: the stacked path with ``S = 1`` (parameters as views, no copies)."""
+    y, new_state = _forward_stacked(
+        mixer, _stack_params([mixer], x.dtype), x[None], lengths,
+        None if state is None else Mamba2State(state.conv[None], state.ssm[None]),
+    )
+    if not return_state:
+        return y[0], None
+    return y[0], Mamba2State(new_state.conv[0], new_state.ssm[0])
+
+
+def _forward_stacked(
+    mixer: Mamba2,
+    params: _StackedParams,
+    xs: torch.Tensor,
+    lengths: Optional[torch.Tensor],
+    state: Optional[Mamba2State],
+) -> Tuple[torch.Tensor, Mamba2State]:
+    """``S`` layers over ``xs (S, B, T, D)``, block by block of frames, carrying conv and SSM states.
+
+    ``mixer`` supplies the hyper-parameters; ``state`` holds ``(S, B, ...)`` tensors.
+    """
+    S, batch, T, _ = xs.shape
     if state is None:
-        state = mixer.allocate_state(batch, device=x.device, dtype=x.dtype)
-    conv_ctx = state.conv.transpose(1, 2)  # (B, d_conv, conv_dim)
+        zeros = mixer.allocate_state(S * batch, device=xs.device, dtype=xs.dtype)
+        state = Mamba2State(zeros.conv.view(S, batch, *zeros.conv.shape[1:]),
+                            zeros.ssm.view(S, batch, *zeros.ssm.shape[1:]))
+    conv_ctx = state.conv.transpose(-1, -2)  # (S, B, d_conv, conv_dim)
     ssm = state.ssm
     mask = None
     if lengths is not None:
-        mask = torch.arange(T, device=x.device) < lengths.to(x.device)[:, None]
+        mask = torch.arange(T, device=xs.device) < lengths.to(xs.device)[:, None]
         # padded inputs may hold anything; never let them reach a product
-        x = x * mask[..., None].to(x.dtype)
+        xs = xs * mask[..., None].to(xs.dtype)
     outputs = []
     recompute = mixer.checkpoint_blocks and torch.is_grad_enabled() and (
-        x.requires_grad or any(p.requires_grad for p in mixer.parameters())
+        xs.requires_grad or any(t is not None and t.requires_grad for t in params)
     )
     for start in range(0, T, mixer.block_size):
         stop = min(T, start + mixer.block_size)
         block_mask = None if mask is None else mask[:, start:stop]
         if recompute:
             y, conv_ctx, ssm = checkpoint(
-                _block_torch, mixer, x[:, start:stop], block_mask, conv_ctx, ssm,
+                _block_torch, mixer, params, xs[:, :, start:stop], block_mask, conv_ctx, ssm,
                 use_reentrant=False,
             )
         else:
-            y, conv_ctx, ssm = _block_torch(mixer, x[:, start:stop], block_mask, conv_ctx, ssm)
+            y, conv_ctx, ssm = _block_torch(mixer, params, xs[:, :, start:stop], block_mask, conv_ctx, ssm)
         outputs.append(y)
     if not outputs:  # T == 0
-        outputs.append(x.new_zeros(batch, 0, mixer.d_model))
-    y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+        outputs.append(xs.new_zeros(S, batch, 0, mixer.d_model))
+    y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
     if mask is not None:
         y = y * mask[..., None].to(y.dtype)
-    new_state = Mamba2State(conv_ctx.transpose(1, 2), ssm) if return_state else None
-    return y, new_state
+    return y, Mamba2State(conv_ctx.transpose(-1, -2), ssm)
 
 
-def _block_torch(mixer, x, mask, conv_ctx, ssm):
-    """One block: in_proj, causal conv, SSD scan, gated norm, out_proj."""
-    zxbcdt = mixer.in_proj(x)
+def _block_torch(mixer, p: _StackedParams, x, mask, conv_ctx, ssm):
+    """One block of ``S`` layers: in_proj, causal conv, SSD scan, gated norm, out_proj.
+
+    ``x (S, B, T, D)``, ``mask (B, T)``, ``conv_ctx (S, B, d_conv, conv_dim)``,
+    ``ssm (S, B, H, P, N)``.
+    """
+    S, batch, T, d_model = x.shape
+    zxbcdt = _batched_linear(x.reshape(S, batch * T, d_model), p.w_in, p.b_in).view(S, batch, T, -1)
+    xBC = zxbcdt[..., mixer.d_inner : mixer.d_inner + mixer.conv_dim]
+    flat_mask = None if mask is None else mask.repeat(S, 1)  # (S·B, T)
+    new_ctx = _last_valid(conv_ctx.flatten(0, 1), xBC.flatten(0, 1), flat_mask)
+    mix = partial(_mix_torch, mixer, mask)
+    inputs = (zxbcdt, conv_ctx, ssm, p.conv_w, p.conv_b, p.dt_bias, p.A, p.D)
+    if mixer.checkpoint_scan and torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in inputs
+    ):
+        y, ssm = _RecomputedInBackward.apply(mix, *inputs)
+    else:
+        y, ssm = mix(*inputs)
+    # the gated norm's weight scales out_proj's input features: fold it into the columns
+    w_out = p.w_out if p.norm_w is None else p.w_out * p.norm_w[:, None, :].to(p.w_out.dtype)
+    y = _batched_linear(y.view(S, batch * T, mixer.d_inner), w_out, p.b_out).view(S, batch, T, d_model)
+    return y, new_ctx.view(S, batch, *new_ctx.shape[1:]), ssm
+
+
+def _mix_torch(mixer, mask, zxbcdt, conv_ctx, ssm, conv_w, conv_b, dt_bias, A, D):
+    """Between the projections: conv, SSD scan, gated norm (less its weight) -> ``(S, B, T, d_inner)``, state."""
+    S, batch, T, _ = zxbcdt.shape
+    H, P, N, G = mixer.nheads, mixer.headdim, mixer.d_state, mixer.ngroups
     z, xBC, dt_raw = zxbcdt.split([mixer.d_inner, mixer.conv_dim, mixer.nheads], dim=-1)
     inplace = not (torch.is_grad_enabled() and zxbcdt.requires_grad)
-    new_ctx = _last_valid(conv_ctx, xBC, mask)
-    xBC = _causal_depthwise_conv(conv_ctx, xBC, mixer.conv1d.weight, mixer.conv1d.bias)
-    xBC = F.silu(xBC, inplace=inplace)
-    xs, B, C = xBC.split(
-        [mixer.d_inner, mixer.ngroups * mixer.d_state, mixer.ngroups * mixer.d_state], dim=-1
-    )
-    dt = mixer._split_dt(dt_raw, mask)
-    A = -torch.exp(mixer.A_log.float()).to(x.dtype)
-    D = mixer.D.view(mixer.nheads, mixer.headdim) if mixer.D_has_hdim else mixer.D
+    xBC = _causal_depthwise_conv(conv_ctx, xBC, conv_w, conv_b)
+    xBC = F.silu(xBC, inplace=inplace).flatten(0, 1)  # (S·B, T, conv_dim)
+    xs, B, C = xBC.split([mixer.d_inner, G * N, G * N], dim=-1)
+    dt = F.softplus(dt_raw + dt_bias[:, None, None, :])
+    if mixer.dt_limit != (0.0, float("inf")):
+        dt = dt.clamp(*mixer.dt_limit)
+    if mask is not None:
+        dt = dt * mask[..., None]
+    if S == 1:  # shared per-head parameters
+        A, D = A[0], D[0]
+    else:  # one set per sequence of the S·B batch
+        A = A[:, None].expand(S, batch, H).flatten(0, 1)
+        D = D[:, None].expand(S, batch, *D.shape[1:]).flatten(0, 1)
     y, ssm = ssd_chunked(
-        xs.unflatten(-1, (mixer.nheads, mixer.headdim)),
-        dt,
+        xs.unflatten(-1, (H, P)),
+        dt.flatten(0, 1),
         A,
-        B.unflatten(-1, (mixer.ngroups, mixer.d_state)),
-        C.unflatten(-1, (mixer.ngroups, mixer.d_state)),
+        B.unflatten(-1, (G, N)),
+        C.unflatten(-1, (G, N)),
         mixer.chunk_size,
-        D=D.to(x.dtype),
-        initial_state=ssm,
+        D=D,
+        initial_state=ssm.flatten(0, 1),
     )
-    return mixer._gate_and_project(y.flatten(-2), z), new_ctx, ssm
+    y = _gate(mixer, y.view(S, batch, T, mixer.d_inner), z, inplace)
+    return y, ssm.view(S, batch, H, P, N)
+
+
+class _RecomputedInBackward(torch.autograd.Function):
+    """``fn(*inputs)`` run without autograd (its fast in-place path), stored as
+    its inputs only, and run again with autograd in the backward pass.
+
+    Unlike ``torch.utils.checkpoint`` (non-reentrant), the forward does not
+    record a graph at all; every tensor ``fn`` differentiates through must be
+    among ``inputs`` (parameters included), as the recomputation sees only those.
+    """
+
+    @staticmethod
+    def forward(ctx, fn, *inputs):  # noqa: D102
+        ctx.fn = fn
+        ctx.save_for_backward(*inputs)
+        return fn(*inputs)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):  # noqa: D102
+        needs = ctx.needs_input_grad[1:]
+        with torch.enable_grad():
+            inputs = [
+                None if t is None else t.detach().requires_grad_(need)
+                for t, need in zip(ctx.saved_tensors, needs)
+            ]
+            outputs = ctx.fn(*inputs)
+            pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o.requires_grad]
+            wanted = [i for i, t in enumerate(inputs) if t is not None and needs[i]]
+            grads = torch.autograd.grad(
+                [o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
+                allow_unused=True,
+            )
+        out = [None] * len(inputs)
+        for i, g in zip(wanted, grads):
+            out[i] = g
+        return (None, *out)
+
+
+def _batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x (S, M, K) @ weight (S, O, K)ᵀ + bias (S, O)``: one product for all ``S`` layers."""
+    if bias is None:
+        return torch.bmm(x, weight.transpose(1, 2))
+    return torch.baddbmm(bias[:, None], x, weight.transpose(1, 2))
+
+
+def _gate(mixer: Mamba2, y: torch.Tensor, z: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """Gated RMS norm of ``y (..., d_inner)`` by ``z``, without the norm's weight.
+
+    The arithmetic of ``RMSNormGated`` (statistics in at least fp32) less the
+    final product by ``norm.weight``, which the caller folds into ``out_proj``'s
+    columns (a ``d_model × d_inner`` product instead of a pass over the
+    sequence). The root mean square is one ``vector_norm`` reduction, where
+    ``F.rms_norm`` on CPU runs as several passes.
+    """
+    dtype = y.dtype
+    work = torch.promote_types(dtype, torch.float32)
+    y, z = y.to(work), z.to(work)
+    if not mixer.rmsnorm:
+        return (y.mul_(F.silu(z)) if inplace else y * F.silu(z)).to(dtype)
+    gate = F.silu(z)
+    norm = mixer.norm
+    if not norm.norm_before_gate:
+        y = y.mul_(gate) if inplace else y * gate
+    groups = y.unflatten(-1, (y.shape[-1] // norm.group_size, norm.group_size))
+    scale = torch.linalg.vector_norm(groups, dim=-1, keepdim=True)  # (..., groups, 1)
+    scale = (scale.square() / norm.group_size + norm.eps).rsqrt()
+    out = (groups.mul_(scale) if inplace else groups * scale).flatten(-2)
+    if norm.norm_before_gate:
+        out = out.mul_(gate) if inplace else out * gate
+    return out.to(dtype)
 
 
 def _causal_depthwise_conv(
     ctx: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
 ) -> torch.Tensor:
-    """Depthwise causal conv of ``x (B, T, C)`` preceded by ``ctx (B, K, C)`` -> ``(B, T, C)``.
+    """Depthwise causal conv of ``x (..., T, C)`` preceded by ``ctx (..., K, C)`` -> ``(..., T, C)``.
 
-    ``ctx`` holds the ``K = d_conv`` previous inputs (the oldest is only kept for
-    the state: the conv reaches back ``K - 1`` frames). Shifted multiply-adds in
-    the (B, T, C) layout, without concatenating ``ctx`` and ``x``, run ~5x
-    faster here than ``F.conv1d`` with its transposes.
+    ``weight (..., C, K)`` and ``bias (..., C)`` may carry leading layer dims
+    (``(S, C, K)`` for ``x (S, B, T, C)``). ``ctx`` holds the ``K = d_conv``
+    previous inputs (the oldest is only kept for the state: the conv reaches
+    back ``K - 1`` frames). Shifted multiply-adds in the (..., T, C) layout,
+    without concatenating ``ctx`` and ``x``, run ~5x faster here than
+    ``F.conv1d`` with its transposes.
     """
-    K, T = weight.shape[-1], x.shape[1]
-    w = weight[:, 0, :].to(x.dtype)  # (C, K); w[:, K-1] multiplies the current frame
+    K, T = weight.shape[-1], x.shape[-2]
+    lead = weight.shape[:-2]
+    shape = (*lead, *([1] * (x.dim() - 1 - len(lead))), weight.shape[-2])
+    w = [weight[..., k].to(x.dtype).reshape(shape) for k in range(K)]  # w[K-1]: current frame
+    bias = None if bias is None else bias.to(x.dtype).reshape(shape)
     ctx = ctx.to(x.dtype)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or ctx.requires_grad):
         # autograd: one concatenation, then out-of-place shifted products
-        padded = torch.cat([ctx[:, 1:], x], dim=1)  # (B, K - 1 + T, C)
-        y = padded[:, :T] * w[:, 0] if bias is None else torch.addcmul(bias.to(x.dtype), padded[:, :T], w[:, 0])
+        padded = torch.cat([ctx[..., 1:, :], x], dim=-2)  # (..., K - 1 + T, C)
+        y = padded[..., :T, :] * w[0] if bias is None else torch.addcmul(bias, padded[..., :T, :], w[0])
         for k in range(1, K):
-            y = torch.addcmul(y, padded[:, k : k + T], w[:, k])
+            y = torch.addcmul(y, padded[..., k : k + T, :], w[k])
         return y
-    y = x * w[:, K - 1] if bias is None else torch.addcmul(bias.to(x.dtype), x, w[:, K - 1])
+    y = x * w[K - 1] if bias is None else torch.addcmul(bias, x, w[K - 1])
     for lag in range(1, K):
-        w_lag = w[:, K - 1 - lag]
+        w_lag = w[K - 1 - lag]
         head = min(lag, T)  # the first frames reach back into the context
-        y[:, :head].addcmul_(ctx[:, K - lag : K - lag + head], w_lag)
+        y[..., :head, :].addcmul_(ctx[..., K - lag : K - lag + head, :], w_lag)
         if T > lag:
-            y[:, lag:].addcmul_(x[:, : T - lag], w_lag)
+            y[..., lag:, :].addcmul_(x[..., : T - lag, :], w_lag)
     return y
 
 
@@ -506,7 +734,7 @@ def _forward_mamba_ssm(
     z, xBC, dt_raw = mixer.in_proj(x).split([mixer.d_inner, mixer.conv_dim, mixer.nheads], dim=-1)
     ctx = state.conv.transpose(1, 2)
     conv_ctx = _last_valid(ctx, xBC, mask)
-    xBC = F.silu(_causal_depthwise_conv(ctx, xBC, mixer.conv1d.weight, mixer.conv1d.bias))
+    xBC = F.silu(_causal_depthwise_conv(ctx, xBC, mixer.conv1d.weight[:, 0, :], mixer.conv1d.bias))
     xs, B, C = xBC.split(
         [mixer.d_inner, mixer.ngroups * mixer.d_state, mixer.ngroups * mixer.d_state], dim=-1
     )

@@ -18,9 +18,11 @@ Choices made for speed on CPU (see ``/work/shared/PERF.md``):
   results make ``torch.exp`` 10-150x slower here, and ``exp(-60)`` is already
   below any fp32 output's resolution (the state carried across chunks drops
   such terms to exact zeros, as denormal products slow the matmul too);
-- the state between chunks is carried by a short loop (``T / L`` steps on
-  ``(B, H, P, N)`` tensors), not by an ``nc × nc`` decay matrix whose cost would
-  grow quadratically with ``T``.
+- without autograd, ``dt`` is folded into ``x`` once and the state between
+  chunks is carried by one in-place ``addcmul_`` per chunk in a single buffer
+  (``_carry_states_inplace``); under autograd, whose backward of such a loop
+  costs several ops per chunk, by one decay-matrix product per block
+  (``_carry_states``), quadratic only in the chunks of one call.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def ssd_chunked(
         Discretisation steps ``(B, T, H)``, already ``softplus``-ed and
         clamped; 0 leaves the state untouched (padding).
     A : torch.Tensor
-        Continuous decay rates ``(H,)``, negative.
+        Continuous decay rates ``(H,)``, negative; or ``(B, H)``, one set per
+        sequence (BiMamba2 runs its two directions as one batch of ``2B``).
     B : torch.Tensor
         Input matrices ``(B, T, G, N)``; ``H`` must be a multiple of ``G``.
     C : torch.Tensor
@@ -63,7 +66,8 @@ def ssd_chunked(
     chunk_size : int
         Frames per chunk ``L``; ``T`` need not be a multiple of it.
     D : torch.Tensor, optional
-        Skip weights ``(H,)`` or ``(H, P)``.
+        Skip weights ``(H,)`` or ``(H, P)``; with a leading batch dimension
+        (``(B, H)`` or ``(B, H, P)``) when ``A`` has one.
     initial_state : torch.Tensor, optional
         State ``(B, H, P, N)`` before the first frame; zeros if ``None``.
 
@@ -88,6 +92,8 @@ def ssd_chunked(
     G, N = B.shape[-2:]
     if H % G != 0:
         raise ValueError(f"ssd_chunked: heads {H} not a multiple of groups {G} (B {tuple(B.shape)})")
+    if A.dim() not in (1, 2) or A.shape[-1] != H or (A.dim() == 2 and A.shape[0] != batch):
+        raise ValueError(f"ssd_chunked: A must be ({H},) or ({batch}, {H}), got {tuple(A.shape)}")
     if chunk_size < 1:
         raise ValueError(f"ssd_chunked: chunk_size must be >= 1, got {chunk_size}")
     state = initial_state
@@ -131,34 +137,50 @@ def _scan_equal_chunks(
     dtc = dt.reshape(batch, nc, L, H)
     Bc = B.reshape(batch * nc, L, G, N).transpose(1, 2)  # (b·c, G, L, N)
     Cc = C.reshape(batch * nc, L, G, N).transpose(1, 2)
+    per_sequence = A.dim() == 2
+    A = A[:, None, None, :] if per_sequence else A  # per sequence: over (c, L)
 
     # cumulative log-decay inside each chunk, heads first: (b, c, H, L)
     a_cum = torch.cumsum((dtc * A).transpose(2, 3), dim=-1)
+    # dt folded into x, heads first and contiguous (what the batched product
+    # below needs; matmul would copy the permuted view anyway)
+    x_heads = xc.permute(0, 1, 3, 2, 4)  # (b, c, H, L, P) view
+    dt_heads = dtc.transpose(2, 3)[..., None]  # (b, c, H, L, 1)
+    if inplace:
+        xdt = torch.mul(x_heads, dt_heads, out=x.new_empty(batch, nc, H, L, P))
+    else:
+        xdt = (x_heads * dt_heads).contiguous()
 
     # 1. inside chunks: y_diag[l] = sum_{s<=l} (C_l·B_s) exp(a_l - a_s) dt_s x_s
     scores = torch.matmul(Cc, Bc.transpose(-1, -2))  # (b·c, G, L, L), once per group
     causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
     scores = scores.masked_fill_(~causal, 0.0).view(batch, nc, G, 1, L, L)
-    dt_cols = dtc.transpose(2, 3).reshape(batch, nc, G, hg, 1, L)
     # above the diagonal a_l - a_s >= 0: clamped to 0 there, zeroed by `scores`
     weights = a_cum[..., :, None] - a_cum[..., None, :]  # (b, c, H, L, L)
     weights = weights.view(batch, nc, G, hg, L, L)
     if inplace:
-        weights = weights.clamp_(_EXP_FLOOR, 0.0).exp_().mul_(scores).mul_(dt_cols)
+        weights = weights.clamp_(_EXP_FLOOR, 0.0).exp_().mul_(scores)
     else:
-        weights = torch.exp(weights.clamp(_EXP_FLOOR, 0.0)) * scores * dt_cols
-    x_heads = xc.permute(0, 1, 3, 2, 4)  # (b, c, H, L, P)
-    y_diag = torch.matmul(weights.view(batch, nc, H, L, L), x_heads)
+        weights = torch.exp(weights.clamp(_EXP_FLOOR, 0.0)) * scores
+    y_diag = torch.matmul(weights.view(batch, nc, H, L, L), xdt)  # (b, c, H, L, P)
 
     # 2. each chunk's own contribution to the state at its end: (b, c, H, P, N)
-    a_last = a_cum[..., -1:]
-    to_end = torch.exp((a_last - a_cum).clamp(_EXP_FLOOR, 0.0)) * dtc.transpose(2, 3)
+    a_last = a_cum[..., -1]  # (b, c, H), each chunk's total log-decay
+    to_end = torch.exp((a_last[..., None] - a_cum).clamp(_EXP_FLOOR, 0.0)) * dtc.transpose(2, 3)
     x_scaled = xc * to_end.transpose(2, 3)[..., None]  # (b, c, L, H, P)
     x_scaled = x_scaled.view(batch * nc, L, G, hg * P).permute(0, 2, 3, 1)
-    chunk_states = torch.matmul(x_scaled, Bc).view(batch, nc, H, P, N)
 
-    # 3. carry the state across the chunks of this call in one product
-    start_states, state = _carry_states(chunk_states, a_last[..., 0], state)
+    # 3. carry the state across chunks: h_{c+1} = e^{a_c} h_c + s_c. Decays
+    # below exp(-60) become exact zeros: tiny weights times states give
+    # denormal products, which slow every later op on them
+    chunk_decay = torch.exp(a_last.clamp(min=_EXP_FLOOR)).masked_fill(a_last <= _EXP_FLOOR, 0.0)
+    chunk_decay = chunk_decay[..., None, None]  # (b, c, H, 1, 1)
+    if inplace:
+        start_states, state = _carry_states_inplace(x_scaled, Bc, chunk_decay, state)
+    else:
+        # under autograd one decay-matrix product: a loop's backward is ~4 ops per chunk
+        chunk_states = torch.matmul(x_scaled, Bc).view(batch, nc, H, P, N)
+        start_states, state = _carry_states(chunk_states, a_last, state)
 
     # 4. read the carried state out: C_l · s_start, decayed to frame l
     s_groups = start_states.reshape(batch * nc, G, hg * P, N)
@@ -166,15 +188,62 @@ def _scan_equal_chunks(
     y = y.transpose(1, 2).reshape(batch, nc, L, H, P)  # a view when G == 1
     decay_in = torch.exp(a_cum.clamp(min=_EXP_FLOOR)).transpose(2, 3)[..., None]  # (b, c, L, H, 1)
     y_diag = y_diag.transpose(2, 3)  # (b, c, L, H, P) view
-    if inplace:
-        y = y.mul_(decay_in).add_(y_diag)
+    if inplace:  # one pass: y <- y_diag + y * decay_in
+        y = torch.addcmul(y_diag, y, decay_in, out=y)
     else:
         y = y * decay_in + y_diag
     if D is not None:
-        D = D if D.dim() == 2 else D[:, None]
+        if per_sequence:  # (b, H[, P]) -> (b, 1, 1, H, P or 1)
+            D = (D if D.dim() == 3 else D[..., None])[:, None, None]
+        else:
+            D = D if D.dim() == 2 else D[:, None]
         y = y.addcmul_(xc, D) if inplace else torch.addcmul(y, xc, D)
     return y.reshape(batch, T, H, P), state
 
+
+
+def _carry_states_inplace(
+    x_scaled: torch.Tensor, Bc: torch.Tensor, chunk_decay: torch.Tensor, state: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Chunk states and the states entering each chunk, in one buffer, without autograd.
+
+    A loop of one in-place ``addcmul_`` per chunk over a buffer laid out as
+    ``[_, e(0,0), ..., e(0,nc-1), e(1,0), ...]`` (``e`` = state at a chunk's
+    end): once the loop is done, slot ``b·nc + c`` holds the state entering
+    chunk ``c`` of sequence ``b`` after the first slot of each sequence is
+    overwritten by its initial state, so the read-out takes the buffer as a
+    plain ``(b·nc, ...)`` view, with no shifted copy. (An ``(nc+1)²`` decay
+    matrix product instead cost ~3x the whole loop here, mostly in copies.)
+
+    Arguments
+    ---------
+    x_scaled : torch.Tensor
+        ``(b·nc, G, hg·P, L)``: inputs weighted by ``dt`` and their decay to the chunk's end.
+    Bc : torch.Tensor
+        ``(b·nc, G, L, N)``.
+    chunk_decay : torch.Tensor
+        ``e^{a} (b, nc, H, 1, 1)``, each chunk's total decay.
+    state : torch.Tensor
+        ``h_0 (b, H, P, N)``.
+
+    Returns
+    -------
+    starts, final : torch.Tensor
+        As ``_carry_states``.
+    """
+    batch, nc, H = chunk_decay.shape[:3]
+    P, N = state.shape[-2:]
+    buf = state.new_empty(batch * nc + 1, H, P, N)
+    ends = buf[1:].view(batch, nc, H, P, N)
+    G = Bc.shape[1]
+    torch.matmul(x_scaled, Bc, out=ends.view(batch * nc, G, -1, N))  # chunk contributions
+    ends[:, 0].addcmul_(state, chunk_decay[:, 0])
+    for c in range(1, nc):
+        ends[:, c].addcmul_(ends[:, c - 1], chunk_decay[:, c])
+    final = ends[:, -1].clone()
+    starts = buf[:-1].view(batch, nc, H, P, N)
+    starts[:, 0] = state
+    return starts, final
 
 
 def _carry_states(

@@ -101,3 +101,23 @@ def test_mamba_v1_directions():
     y = bi(x, lengths)
     y_ref = per_sample_reference(bi, x, lengths)
     assert (y - y_ref).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("residual_inside", [False, True])
+def test_fused_directions_equal_separate_directions(dtype, tol, residual_inside):
+    bi = tiny(residual_inside=residual_inside).to(dtype)
+    lengths = torch.tensor([13, 8, 1, 0])
+    x = torch.randn(4, 13, 16, dtype=dtype)
+    outs = {}
+    assert not bi.fuse_directions  # the default: two passes
+    for fused in (True, False):
+        bi.fuse_directions = fused
+        assert bi._fused(x) is fused
+        bi.zero_grad()
+        xg = x.clone().requires_grad_(True)
+        y = bi(xg, lengths)
+        (y * torch.linspace(-1, 1, 16, dtype=dtype)).sum().backward()
+        outs[fused] = [y.detach(), xg.grad] + [p.grad.clone() for p in bi.parameters()]
+    for a, b in zip(outs[True], outs[False]):
+        assert (a - b).abs().max() <= tol * max(1.0, b.abs().max().item())

@@ -286,3 +286,113 @@ def test_checkpointed_blocks_give_the_same_gradients():
         grads.append([x.grad.clone()] + [p.grad.clone() for p in m.parameters()])
     for g0, g1 in zip(*grads):
         assert (g0 - g1).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("chunk_size", [3, 8])
+def test_ssd_autograd_path_equals_in_place_path(chunk_size):
+    # without autograd the scan carries states in place in one shared buffer
+    # (b > 1, several chunks, an initial state); with autograd by a decay matrix
+    dd = dict(dtype=torch.float64)
+    b, T, H, P, N = 3, 26, 4, 3, 5
+    args = (
+        torch.randn(b, T, H, P, **dd), torch.rand(b, T, H, **dd), -torch.rand(H, **dd) * 3,
+        torch.randn(b, T, 2, N, **dd), torch.randn(b, T, 2, N, **dd),
+    )
+    D, s0 = torch.randn(H, **dd), torch.randn(b, H, P, N, **dd)
+    with torch.no_grad():
+        y0, s_0 = ssd_chunked(*args, chunk_size, D=D, initial_state=s0)
+    x = args[0].clone().requires_grad_(True)
+    y1, s_1 = ssd_chunked(x, *args[1:], chunk_size, D=D, initial_state=s0)
+    assert (y0 - y1).abs().max() < 1e-12 and (s_0 - s_1).abs().max() < 1e-12
+    y_ref, s_ref = naive_ssd(*args, D, s0)
+    assert (y0 - y_ref).abs().max() < 1e-8 and (s_0 - s_ref).abs().max() < 1e-8
+
+
+@pytest.mark.parametrize("d_per_channel", [False, True])
+def test_ssd_per_sequence_parameters_equal_separate_calls(d_per_channel):
+    # A and D with a leading batch dim: what BiMamba2's fused directions use
+    dd = dict(dtype=torch.float64)
+    b, T, H, P, N = 4, 19, 2, 3, 5
+    x, dt = torch.randn(b, T, H, P, **dd), torch.rand(b, T, H, **dd)
+    B, C = torch.randn(b, T, 1, N, **dd), torch.randn(b, T, 1, N, **dd)
+    A = -torch.rand(b, H, **dd) * 3
+    D = torch.randn(b, H, P, **dd) if d_per_channel else torch.randn(b, H, **dd)
+    s0 = torch.randn(b, H, P, N, **dd)
+    y, s = ssd_chunked(x, dt, A, B, C, 4, D=D, initial_state=s0)
+    for i in range(b):
+        one = (x[i : i + 1], dt[i : i + 1], A[i], B[i : i + 1], C[i : i + 1])
+        y_i, s_i = ssd_chunked(*one, 4, D=D[i], initial_state=s0[i : i + 1])
+        assert (y[i] - y_i[0]).abs().max() < 1e-12 and (s[i] - s_i[0]).abs().max() < 1e-12
+    with pytest.raises(ValueError, match=r"A must be \(2,\) or \(4, 2\)"):
+        ssd_chunked(x, dt, A[:3], B, C, 4)
+
+
+def _grads(module, x, lengths):
+    module.zero_grad()
+    x = x.detach().clone().requires_grad_(True)
+    y = module(x, lengths)
+    y.square().sum().backward()
+    return y.detach(), [x.grad] + [p.grad.clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_checkpoint_scan_gives_the_same_outputs_and_gradients(dtype, tol):
+    m = perturb_(small_mixer(chunk_size=4, block_size=8)).to(dtype)
+    x = torch.randn(2, 21, 16, dtype=dtype)
+    lengths = torch.tensor([21, 13])
+    m.checkpoint_scan = False
+    y0, g0 = _grads(m, x, lengths)
+    m.checkpoint_scan = True
+    y1, g1 = _grads(m, x, lengths)
+    assert (y0 - y1).abs().max() < tol
+    for a, b in zip(g0, g1):
+        assert (a - b).abs().max() <= tol * max(1.0, a.abs().max().item())
+
+
+def test_checkpoint_scan_stores_far_less():
+    m = small_mixer(d_state=16, chunk_size=8)
+    x = torch.randn(1, 256, 16, requires_grad=True)
+    stored = {}
+    for flag in (False, True):
+        m.checkpoint_scan = flag
+        sizes = {}
+
+        def pack(t, sizes=sizes):
+            sizes[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            m(x)
+        stored[flag] = sum(sizes.values())
+    assert stored[True] < 0.5 * stored[False]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("block_size", [4, 2048])
+def test_stacked_forward_equals_separate_layers(dtype, tol, block_size):
+    from speechbrain_cald.nnet.mamba2 import mamba2_stacked_forward
+
+    layers = [perturb_(small_mixer(block_size=block_size, D_has_hdim=True)).to(dtype) for _ in range(2)]
+    xs = torch.randn(2, 3, 11, 16, dtype=dtype, requires_grad=True)
+    lengths = torch.tensor([11, 6, 0])
+    ys = mamba2_stacked_forward(layers, xs, lengths)
+    (ys * torch.linspace(-1, 1, 16, dtype=dtype)).sum().backward()
+    stacked_grads = [xs.grad.clone()] + [p.grad.clone() for m in layers for p in m.parameters()]
+    for m in layers:
+        m.zero_grad()
+    xs.grad = None
+    ref = torch.stack([m(xs[i], lengths) for i, m in enumerate(layers)])
+    (ref * torch.linspace(-1, 1, 16, dtype=dtype)).sum().backward()
+    ref_grads = [xs.grad] + [p.grad for m in layers for p in m.parameters()]
+    assert (ys - ref).abs().max() < tol
+    for a, b in zip(stacked_grads, ref_grads):
+        assert (a - b).abs().max() <= tol * max(1.0, b.abs().max().item())
+
+
+def test_stacked_forward_rejects_different_layers():
+    from speechbrain_cald.nnet.mamba2 import mamba2_stacked_forward
+
+    with pytest.raises(ValueError, match="layers differ in hyper-parameters"):
+        mamba2_stacked_forward([small_mixer(), small_mixer(chunk_size=8)], torch.randn(2, 1, 5, 16))
+    with pytest.raises(ValueError, match=r"xs must be \(2, B, T, D\)"):
+        mamba2_stacked_forward([small_mixer(), small_mixer()], torch.randn(1, 5, 16))
