@@ -343,8 +343,7 @@ class _StackedParams(NamedTuple):
     dt_bias: torch.Tensor  # (S, H)
     A: torch.Tensor  # (S, H), negative
     D: torch.Tensor  # (S, H) or (S, H, P)
-    norm_w: Optional[torch.Tensor]  # (S, d_inner)
-    w_out: torch.Tensor  # (S, D, d_inner)
+    w_out: torch.Tensor  # (S, D, d_inner), times the gated norm's weight
     b_out: Optional[torch.Tensor]  # (S, D)
 
 
@@ -366,8 +365,10 @@ def _stack_params(mixers: Sequence[Mamba2], dtype: torch.dtype) -> _StackedParam
         dt_bias=stack(lambda m: m.dt_bias),
         A=stack(lambda m: -torch.exp(m.A_log.float()).to(dtype)),
         D=stack(lambda m: (m.D.view(m.nheads, m.headdim) if m.D_has_hdim else m.D).to(dtype)),
-        norm_w=stack(lambda m: m.norm.weight) if first.rmsnorm else None,
-        w_out=stack(lambda m: m.out_proj.weight),
+        # the gated norm's weight scales out_proj's input features: folded into
+        # its columns once per call instead of a pass over the sequence
+        w_out=stack(lambda m: m.out_proj.weight * m.norm.weight.to(m.out_proj.weight.dtype)
+                    if first.rmsnorm else m.out_proj.weight),
         b_out=stack(lambda m: m.out_proj.bias),
     )
 
@@ -504,9 +505,7 @@ def _block_torch(mixer, p: _StackedParams, x, mask, conv_ctx, ssm):
         y, ssm = _RecomputedInBackward.apply(mix, *inputs)
     else:
         y, ssm = mix(*inputs)
-    # the gated norm's weight scales out_proj's input features: fold it into the columns
-    w_out = p.w_out if p.norm_w is None else p.w_out * p.norm_w[:, None, :].to(p.w_out.dtype)
-    y = _batched_linear(y.view(S, batch * T, mixer.d_inner), w_out, p.b_out).view(S, batch, T, d_model)
+    y = _batched_linear(y.view(S, batch * T, mixer.d_inner), p.w_out, p.b_out).view(S, batch, T, d_model)
     return y, new_ctx.view(S, batch, *new_ctx.shape[1:]), ssm
 
 
@@ -590,9 +589,9 @@ def _gate(mixer: Mamba2, y: torch.Tensor, z: torch.Tensor, inplace: bool) -> tor
     """Gated RMS norm of ``y (..., d_inner)`` by ``z``, without the norm's weight.
 
     The arithmetic of ``RMSNormGated`` (statistics in at least fp32) less the
-    final product by ``norm.weight``, which the caller folds into ``out_proj``'s
-    columns (a ``d_model × d_inner`` product instead of a pass over the
-    sequence). The root mean square is one ``vector_norm`` reduction, where
+    final product by ``norm.weight``, which ``_stack_params`` folds into
+    ``out_proj``'s columns (a ``d_model × d_inner`` product per call instead
+    of a pass over the sequence). The root mean square is one ``vector_norm`` reduction, where
     ``F.rms_norm`` on CPU runs as several passes.
     """
     dtype = y.dtype
