@@ -71,10 +71,11 @@ class BiMamba2(torch.nn.Module):
         batch (``mamba2_stacked_forward``): each projection is one batched
         product and the conv, scan and norm are issued once for both, half the
         operator calls of two passes. Same parameters and results. Off by
-        default: on the 2-core CPU it was measured on (d_model 768, T = 3000,
-        2026-11-26) it was not faster (forward 290 vs 264 ms under load,
-        172 vs 162 ms on a lighter load) and doubles the forward's working
-        memory; kept for machines where operator calls cost more than memory.
+        default: on the shared 2-core CPU it was measured on (d_model 768,
+        T = 3000, 2026-11-26, interleaved medians) it was not faster (forward
+        fused vs two passes: 290 vs 264, 172 vs 162, 270 vs 268 ms in three
+        runs) and doubles the forward's working memory; kept for machines
+        where operator calls cost more than memory traffic.
     **mixer_kwargs
         Passed to both directional mixers (e.g. ``d_state``, ``expand``,
         ``headdim``, ``chunk_size``, ``backend``).
