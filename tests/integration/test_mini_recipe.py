@@ -1,9 +1,10 @@
 """Smoke test of the whole mini ASR recipe (stages 0-4) on a handful of utterances.
 
 SpeechBrain ``--debug`` style: a tiny corpus, one short epoch per model, every
-stage run for real (espeak-ng synthesis, teacher with snapshots, the BiMamba2
-students with the target and unguided guides, the Linformer student, WER on
-every test set, speed workers, RESULTS.md and the plot), all in a tmp dir.
+stage run for real (espeak-ng synthesis, units and word LM, teacher with
+snapshots, the BiMamba2 students with the target and unguided guides, the
+Linformer, residual and recursive students, greedy and LM-decoded WER on every
+test set, speed workers, RESULTS.md and the plot), all in a tmp dir.
 """
 
 import os
@@ -29,6 +30,10 @@ TINY = [
 ]
 
 
+STUDENT_FOLDERS = ("mini_mamba_target", "mini_mamba_unguided", "mini_linformer_target", "mini_residual_target",
+                   "mini_recursive_target")
+
+
 def run_recipe(tmp_path, *args):
     cmd = ["bash", str(RECIPE / "run.sh"), "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
            "--results_md", str(tmp_path / "RESULTS.md"), *TINY, *args]
@@ -49,21 +54,24 @@ def test_whole_recipe_end_to_end(tmp_path):
     snaps = sorted(p.name for p in (exp / "teacher" / "snapshots").glob("step_*.ckpt"))
     assert snaps[0] == "step_00000000.ckpt" and len(snaps) >= 2
     # stage 3: one folder per student and guide
-    for name in ("mini_mamba_target", "mini_mamba_unguided", "mini_linformer_target"):
+    assert (tmp_path / "data" / "lm_3gram.arpa").exists()
+    for name in STUDENT_FOLDERS:
         assert (exp / name / "model.ckpt").exists(), name
-        assert (exp / name / "hyps_test.csv").exists() and (exp / name / "hyps_longform.csv").exists()
+        for hyps in ("hyps_test.csv", "hyps_test_greedy.csv", "hyps_longform.csv"):
+            assert (exp / name / hyps).exists(), (name, hyps)
     train_log = (exp / "mini_mamba_target" / "train_log.txt").read_text()
     assert "teacher: target" in train_log and "train layer" in train_log
     assert "train layer" not in (exp / "mini_mamba_unguided" / "train_log.txt").read_text()
     # stage 4: results, plot, summary
     results = (tmp_path / "RESULTS.md").read_text()
-    for row in ("| teacher |", "| mamba_target |", "| mamba_unguided |", "| linformer_target |"):
-        assert row in results
+    for row in ("| teacher |", "| mamba_target |", "| mamba_unguided |", "| linformer_target |",
+                "| residual_target |", "| recursive_target |"):
+        assert results.count(row) == 3, row  # LM, greedy and speed tables
     assert (tmp_path / "speed_vs_length.png").stat().st_size > 1000
     assert "Mini ASR recipe: summary" in log and "ms@2s" in log
     # rerun: every stage is skipped, nothing is retrained
     again = run_recipe(tmp_path, "--stop_stage", "3")
-    assert again.count("skipped, outputs exist") == 2 + 1 + 3
+    assert again.count("skipped, outputs exist") == 2 + 1 + len(STUDENT_FOLDERS)
     assert "running" not in again
 
 

@@ -3,9 +3,11 @@
 
 Each model folder holds SpeechBrain's ``hyperparams.yaml`` (the architecture,
 conversion included) and ``model.ckpt`` (the weights train.py exported).
-Decoding is greedy CTC; a long-form recording goes through the encoder in one
-pass. The WER is corpus-level and computed twice, by SpeechBrain's
-``ErrorRateStats`` and by jiwer, which must agree.
+Every model is decoded twice from the same CTC outputs: greedy, and with the
+lexicon + word 3-gram beam search of ``hparams/decode.yaml`` (the LM of stage 1).
+A long-form recording goes through the encoder in one pass. The WER is
+corpus-level and computed twice, by SpeechBrain's ``ErrorRateStats`` and by
+jiwer, which must agree.
 
     python evaluate.py --data_folder data --exp_folder results \
         --models teacher=results/teacher mamba_target=results/mini_mamba_target
@@ -40,6 +42,7 @@ SETS = {  # name -> (manifest, batch size); long-form recordings go one per pass
     "librivox": ("librivox.csv", 1),
 }
 SET_TITLES = {"test": "test (unseen voices)", "longform": "long-form (30-120 s)", "librivox": "LibriVox (real speech)"}
+DECODER_TITLES = {"lm": "lexicon + word 3-gram beam search", "greedy": "greedy CTC"}
 
 
 def load_model(folder: str):
@@ -65,18 +68,28 @@ def corpus_wer(ids: List[str], refs: List[str], hyps: List[str]) -> float:
     return wer_sb
 
 
-def transcribe(model, hp, dataset, batch_size: int):
-    """Greedy CTC transcripts of ``dataset`` (sorted by duration): ids, refs, hyps."""
+def transcribe(model, hp, dataset, batch_size: int, searcher):
+    """Transcripts of ``dataset`` (sorted by duration): ids, refs, ``{"greedy": hyps, "lm": hyps}``."""
     loader = sb.dataio.dataloader.make_dataloader(dataset.filtered_sorted(sort_key="duration"), batch_size=batch_size)
-    ids, refs, hyps = [], [], []
+    ids, refs, hyps = [], [], {"greedy": [], "lm": []}
     with torch.no_grad():
         for batch in loader:
             wavs, wav_lens = batch.sig
             log_probs = ctc_log_probs(model, hp, wavs, wav_lens)
-            hyps += transcripts(log_probs, torch.round(wav_lens * log_probs.shape[1]).long(), hp.units)
+            hyps["greedy"] += transcripts(log_probs, torch.round(wav_lens * log_probs.shape[1]).long(), hp.units)
+            hyps["lm"] += searcher(log_probs, wav_lens)
             ids += batch.id
             refs += batch.wrd
     return ids, refs, hyps
+
+
+def load_searcher(decode_yaml: str, lm_path: str, units, overrides: str = ""):
+    """The LM beam search of ``decode_yaml`` over ``units``' labels (clear error without the LM)."""
+    if not os.path.exists(lm_path):
+        raise FileNotFoundError(f"word LM '{lm_path}' does not exist: run stage 1 (units + LM) first")
+    with open(decode_yaml) as f:
+        dec = load_hyperpyyaml(f, {"lm_path": lm_path, **(load_hyperpyyaml(overrides) if overrides else {})})
+    return dec["searcher"](vocab_list=[units.ind2lab[i] for i in range(len(units))], blank_index=units.get_blank_index())
 
 
 def write_hyps(path: str, ids, refs, hyps) -> None:
@@ -104,6 +117,7 @@ def speed_factory(folder: str):
 
 
 def count_params(module: torch.nn.Module) -> int:
+    """Unique parameters: a tensor shared by several layers counts once (``parameters()`` deduplicates)."""
     return sum(p.numel() for p in module.parameters())
 
 
@@ -137,6 +151,9 @@ def main(argv=None) -> int:
     p.add_argument("--exp_folder", required=True)
     p.add_argument("--models", nargs="+", required=True, help="name=folder ...; the first is the reference (teacher)")
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    p.add_argument("--decode_hparams", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "hparams", "decode.yaml"))
+    p.add_argument("--decode_overrides", default="", help='YAML overrides for the decoder, e.g. "alpha: 0.5"')
+    p.add_argument("--lm", default="", help="word LM (ARPA); default: <data_folder>/lm_3gram.arpa")
     p.add_argument("--bench_seconds", type=float, nargs="+", default=[10, 30, 60, 120])
     p.add_argument("--bench_repeats", type=int, default=3)
     p.add_argument("--results_md", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
@@ -148,25 +165,29 @@ def main(argv=None) -> int:
     t_start = time.time()
     models = dict(m.split("=", 1) for m in args.models)
     units = load_char_units(os.path.join(args.data_folder, "units.txt"))
+    searcher = load_searcher(args.decode_hparams, args.lm or os.path.join(args.data_folder, "lm_3gram.arpa"), units,
+                             args.decode_overrides)
 
-    wers: Dict[str, Dict[str, float]] = {}
+    wers: Dict[str, Dict[str, Dict[str, float]]] = {}
     params: Dict[str, tuple] = {}
     for name, folder in models.items():
         hp, model = load_model(folder)
         units.expect_len(hp.output_neurons)  # the model's head and the units agree
         hp.units = units
-        params[name] = (count_params(model.encoder), count_params(model))
-        wers[name] = {}
+        params[name] = (count_params(model.encoder), count_params(model), os.path.getsize(os.path.join(folder, "model.ckpt")))
+        wers[name] = {"lm": {}, "greedy": {}}
         for set_name in args.sets:
             manifest, bs = SETS[set_name]
             csv_path = os.path.join(args.data_folder, manifest)
             if not os.path.exists(csv_path):
                 continue  # e.g. LibriVox without pocketsphinx-testdata
             ds = dataio_prepare({"data_folder": args.data_folder}, units, {set_name: csv_path})[set_name]
-            ids, refs, hyps = transcribe(model, hp, ds, bs)
-            wers[name][set_name] = corpus_wer(ids, refs, hyps)
-            write_hyps(os.path.join(folder, f"hyps_{set_name}.csv"), ids, refs, hyps)
-        print(f"{name:22s} " + "  ".join(f"{s} WER {w:6.2f}" for s, w in wers[name].items()), flush=True)
+            ids, refs, hyps = transcribe(model, hp, ds, bs, searcher)
+            for decoder, suffix in (("lm", ""), ("greedy", "_greedy")):
+                wers[name][decoder][set_name] = corpus_wer(ids, refs, hyps[decoder])
+                write_hyps(os.path.join(folder, f"hyps_{set_name}{suffix}.csv"), ids, refs, hyps[decoder])
+        print(f"{name:22s} WER " + "  ".join(f"{s} {w:6.2f} (greedy {wers[name]['greedy'][s]:6.2f})"
+                                              for s, w in wers[name]["lm"].items()), flush=True)
 
     speed = {}
     factory = f"{os.path.abspath(__file__)}:speed_factory"
@@ -206,18 +227,22 @@ def stage_commands(exp_folder: str) -> str:
 def render_results(args, models, wers, params, speed, eval_seconds):
     """RESULTS.md text and the one-screen summary."""
     names = list(models)
-    sets = [s for s in args.sets if any(s in wers[n] for n in names)]
+    sets = [s for s in args.sets if any(s in wers[n]["lm"] for n in names)]
     ref = names[0]
     longest = max(args.bench_seconds)
 
     def ms_at(name, sec):
         return next((r["ms"] for r in speed[name] if r["seconds"] == sec), float("nan"))
 
-    wer_lines = ["| model | encoder params | " + " | ".join(SET_TITLES[s] for s in sets) + f" | encoder ms at {longest:g} s |",
-                 "|---|---:|" + "---:|" * len(sets) + "---:|"]
-    for n in names:
-        cells = [f"{wers[n][s]:.2f}" if s in wers[n] else "—" for s in sets]
-        wer_lines.append(f"| {n} | {params[n][0] / 1e6:.2f} M | " + " | ".join(cells) + f" | {ms_at(n, longest):,.0f} |")
+    def wer_table(decoder):
+        lines = ["| model | encoder params (unique) | model.ckpt | " + " | ".join(SET_TITLES[s] for s in sets)
+                 + f" | encoder ms at {longest:g} s |", "|---|---:|---:|" + "---:|" * len(sets) + "---:|"]
+        for n in names:
+            cells = [f"{wers[n][decoder][s]:.2f}" if s in wers[n][decoder] else "—" for s in sets]
+            share = f" ({100 * params[n][0] / params[ref][0]:.0f}%)" if n != ref else ""
+            lines.append(f"| {n} | {params[n][0] / 1e6:.2f} M{share} | {params[n][2] / 2**20:.1f} MB | " + " | ".join(cells)
+                         + f" | {ms_at(n, longest):,.0f} |")
+        return "\n".join(lines)
 
     times = read_stage_times(args.stage_times)
     time_lines = ["| stage | seconds |", "|---|---:|"] + [f"| {k.replace(chr(9), ': ', 1)} | {v:.0f} |" for k, v in times.items()]
@@ -226,13 +251,22 @@ def render_results(args, models, wers, params, speed, eval_seconds):
     time_lines.append(f"| **total, stages 0-4** | **{total:.0f}** ({total / 60:.1f} min) |")
 
     checks = []
-    t_wer = wers[ref].get("test")
+    t_wer = wers[ref]["lm"].get("test")
     if t_wer is not None:
-        checks.append(("teacher test WER <= 10%", t_wer <= 10, f"{t_wer:.2f}%"))
+        checks.append(("teacher test WER <= 10% (LM decoding)", t_wer <= 10,
+                       f"{t_wer:.2f}%; greedy {wers[ref]['greedy']['test']:.2f}%"))
     for n in names[1:]:
-        if n.startswith("mamba") and "target" in n and "test" in wers[n] and t_wer is not None:
-            gap = wers[n]["test"] - t_wer
-            checks.append((f"{n} within 2 WER points of the teacher", gap <= 2, f"{gap:+.2f} points"))
+        if n.startswith(("mamba", "residual")) and "target" in n and "test" in wers[n]["lm"] and t_wer is not None:
+            gap = wers[n]["lm"]["test"] - t_wer
+            gap_greedy = wers[n]["greedy"]["test"] - wers[ref]["greedy"]["test"]
+            checks.append((f"{n} within 2 WER points of the teacher", gap <= 2,
+                           f"{gap:+.2f} points; greedy {gap_greedy:+.2f}"))
+        if n.startswith("residual"):
+            share = params[n][0] / params[ref][0]
+            checks.append((f"{n} encoder <= 40% of the teacher's unique parameters", share <= 0.40,
+                           f"{100 * share:.1f}%: {params[n][0]:,} of {params[ref][0]:,}"))
+        if not n.startswith(("mamba", "linformer")):
+            continue  # parameter-sharing students keep attention: smaller, not faster (speed reported above)
         checks.append((f"{n} encoder faster than the teacher at {longest:g} s", ms_at(n, longest) < ms_at(ref, longest),
                        f"{ms_at(n, longest):,.0f} vs {ms_at(ref, longest):,.0f} ms"))
     if times:
@@ -249,11 +283,19 @@ def render_results(args, models, wers, params, speed, eval_seconds):
 Measured {date} on {machine()}.
 Timings on a shared machine are noisy; compare rows of the same run.
 
-## Word error rate (%), greedy CTC, corpus-level (SpeechBrain ErrorRateStats = jiwer)
+## Word error rate (%), corpus-level (SpeechBrain ErrorRateStats = jiwer)
 
-{chr(10).join(wer_lines)}
+Decoded by CTC prefix beam search fused with a word 3-gram of the training transcripts,
+whose vocabulary is the lexicon (`speechbrain_cald.decoders`; LM from stage 1, weights in
+`hparams/decode.yaml`):
 
-Per-utterance hypotheses: `<model folder>/hyps_<set>.csv`. Long-form recordings go
+{wer_table("lm")}
+
+The same CTC outputs decoded greedily (no lexicon, no LM):
+
+{wer_table("greedy")}
+
+Per-utterance hypotheses: `<model folder>/hyps_<set>.csv` (LM) and `hyps_<set>_greedy.csv`. Long-form recordings go
 through the encoder in one pass. LibriVox is real human speech, out of domain (reported,
 never tuned to).
 
@@ -285,11 +327,14 @@ What run.sh ran, in order, from `recipes/mini/ASR` (its `results/commands.sh`; d
 ```
 """
     width = max(len(n) for n in names)
-    summary = ["=" * 72, "Mini ASR recipe: summary (WER %, greedy CTC)", "-" * 72,
-               f"{'model':{width}s} " + " ".join(f"{s:>9s}" for s in sets) + f" {'ms@' + format(longest, 'g') + 's':>9s}"]
+    summary = ["=" * 78, "Mini ASR recipe: summary (WER %, lexicon + 3-gram beam search; test greedy in the last column)",
+               "-" * 78,
+               f"{'model':{width}s} " + " ".join(f"{s:>9s}" for s in sets) + f" {'ms@' + format(longest, 'g') + 's':>9s}"
+               + f" {'greedy':>9s}"]
     for n in names:
-        summary.append(f"{n:{width}s} " + " ".join(f"{wers[n].get(s, float('nan')):9.2f}" for s in sets) + f" {ms_at(n, longest):9.0f}")
-    summary += ["-" * 72] + [f"{'ok  ' if ok else 'MISS'} {what}: {val}" for what, ok, val in checks] + ["=" * 72]
+        summary.append(f"{n:{width}s} " + " ".join(f"{wers[n]['lm'].get(s, float('nan')):9.2f}" for s in sets)
+                       + f" {ms_at(n, longest):9.0f} {wers[n]['greedy'].get('test', float('nan')):9.2f}")
+    summary += ["-" * 78] + [f"{'ok  ' if ok else 'MISS'} {what}: {val}" for what, ok, val in checks] + ["=" * 78]
     return SimpleNamespace(markdown=md, summary="\n".join(summary))
 
 

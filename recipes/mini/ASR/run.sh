@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The mini ASR recipe: espeak-ng corpus -> character units -> conformer CTC teacher
-# -> CALD students (BiMamba2, Linformer, ...) -> WER, long-form and speed evaluation.
+# -> CALD students (BiMamba2, Linformer, parameter-sharing) -> WER (greedy and
+# lexicon + word 3-gram), long-form and speed evaluation.
 # Runs from any directory; outputs go to data/ and results/ beside this file.
 #
 #   bash recipes/mini/ASR/run.sh                         # stages 0-4
@@ -9,11 +10,11 @@
 recipe_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 recipe_script="${BASH_SOURCE[0]}"
 recipe_description="Mini ASR: espeak-ng corpus, conformer CTC teacher, CALD students, evaluation.
-Stages: 0 corpus, 1 units, 2 teacher, 3 students, 4 evaluation."
+Stages: 0 corpus, 1 units + word LM, 2 teacher, 3 students, 4 evaluation."
 source "$recipe_dir/../../lib/stages.sh"
 
 # Students of stage 3/4: hparams/<name>.yaml, optionally <name>:<guide> to pin a guide.
-STUDENTS="mini_mamba mini_mamba:unguided mini_linformer"
+STUDENTS="mini_mamba mini_mamba:unguided mini_linformer mini_residual mini_recursive"
 
 stage=0; stop_stage=4
 data="$recipe_dir/data";          options_help[data]="corpus folder (stage 0 writes, later stages read)"
@@ -52,8 +53,9 @@ if stage 0 "Synthesise the espeak-ng corpus (+ long-form, + LibriVox if installe
     stage_done
 fi
 
-if stage 1 "Character units" "$data/units.txt"; then
+if stage 1 "Character units and a word 3-gram LM of the training transcripts" "$data/units.txt" "$data/lm_3gram.arpa"; then
     run python -m speechbrain_cald.data.units "$data/units.txt" "$data/train.csv"
+    run python -m speechbrain_cald.decoders.ngram "$data/lm_3gram.arpa" "$data/train.csv" --order 3
     stage_done
 fi
 

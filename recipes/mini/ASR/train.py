@@ -35,13 +35,27 @@ WEIGHTS = {"finetuned": "finetuned_ckpt", "pretrained": "pretrained_ckpt", "snap
 
 
 class ASRBrain(DistillBrain):
-    """CTC ASR hooks for ``DistillBrain``: features, model call, CTC loss, WER."""
+    """CTC ASR hooks for ``DistillBrain``: features, model call, CTC loss, WER.
+
+    ``wav_augment`` / ``feat_augment`` (the YAML's keys of those names, optional)
+    change training batches only: waveforms ``(B, N)`` -> ``(B, N')`` with the
+    same relative lengths (e.g. SpeechBrain's ``SpeedPerturb``), features
+    ``(B, T, F)`` -> same shape (e.g. ``SpectrogramDrop``).
+    """
+
+    wav_augment = None
+    feat_augment = None
 
     def prepare_batch(self, batch, stage):
         # features once per batch, shared by student and teacher
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
+        train = stage == sb.Stage.TRAIN
+        if train and self.wav_augment is not None:
+            wavs = self.wav_augment(wavs)
         feats = self.hparams.normalize(self.hparams.compute_features(wavs), wav_lens)
+        if train and self.feat_augment is not None:
+            feats = self.feat_augment(feats)
         return SimpleNamespace(feats=feats, wav_lens=wav_lens, tokens=batch.tokens, wrd=batch.wrd, id=batch.id)
 
     def run_model(self, model, batch, stage):
@@ -152,6 +166,9 @@ def main(argv):
     units = load_char_units(hparams["units_file"])
     units.expect_len(hparams["output_neurons"])  # a clear error if YAML and units disagree
     data = dataio_prepare(hparams, units, {"train": hparams["train_csv"], "valid": hparams["valid_csv"]})
+    if hparams.get("train_utts"):  # the first N utterances of the (randomly ordered) training manifest
+        data["train"] = data["train"].filtered_sorted(select_n=hparams["train_utts"])
+        print(f"training on the first {len(data['train'])} utterances of {hparams['train_csv']} (train_utts)")
     train_sampler = hparams["train_sampler"](data["train"], length_func=lambda x: float(x["duration"]))
 
     brain = ASRBrain(
@@ -162,6 +179,7 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
     )
     brain.units = units
+    brain.wav_augment, brain.feat_augment = hparams.get("wav_augment"), hparams.get("feat_augment")
     brain.fit(
         hparams["epoch_counter"],
         data["train"],
