@@ -35,27 +35,13 @@ WEIGHTS = {"finetuned": "finetuned_ckpt", "pretrained": "pretrained_ckpt", "snap
 
 
 class ASRBrain(DistillBrain):
-    """CTC ASR hooks for ``DistillBrain``: features, model call, CTC loss, WER.
-
-    ``wav_augment`` / ``feat_augment`` (the YAML's keys of those names, optional)
-    change training batches only: waveforms ``(B, N)`` -> ``(B, N')`` with the
-    same relative lengths (e.g. SpeechBrain's ``SpeedPerturb``), features
-    ``(B, T, F)`` -> same shape (e.g. ``SpectrogramDrop``).
-    """
-
-    wav_augment = None
-    feat_augment = None
+    """CTC ASR hooks for ``DistillBrain``: features, model call, CTC loss, WER."""
 
     def prepare_batch(self, batch, stage):
         # features once per batch, shared by student and teacher
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        train = stage == sb.Stage.TRAIN
-        if train and self.wav_augment is not None:
-            wavs = self.wav_augment(wavs)
         feats = self.hparams.normalize(self.hparams.compute_features(wavs), wav_lens)
-        if train and self.feat_augment is not None:
-            feats = self.feat_augment(feats)
         return SimpleNamespace(feats=feats, wav_lens=wav_lens, tokens=batch.tokens, wrd=batch.wrd, id=batch.id)
 
     def run_model(self, model, batch, stage):
@@ -179,7 +165,6 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
     )
     brain.units = units
-    brain.wav_augment, brain.feat_augment = hparams.get("wav_augment"), hparams.get("feat_augment")
     brain.fit(
         hparams["epoch_counter"],
         data["train"],
