@@ -21,6 +21,12 @@
 
 set -euo pipefail
 
+# Logs: when stdout is a file or a pipe (nohup, CI, `| tee`), tqdm would write every
+# progress refresh (~10 per second) into it; one line per 30 s keeps the log readable.
+if [ ! -t 1 ] && [ -z "${TQDM_MININTERVAL:-}" ]; then
+    export TQDM_MININTERVAL=30
+fi
+
 declare -gA options_help=(
     [stage]="first stage to run"
     [stop_stage]="last stage to run"
