@@ -42,7 +42,6 @@ SETS = {  # name -> (manifest, batch size); long-form recordings go one per pass
     "librivox": ("librivox.csv", 1),
 }
 SET_TITLES = {"test": "test (unseen voices)", "longform": "long-form (30-120 s)", "librivox": "LibriVox (real speech)"}
-DECODER_TITLES = {"lm": "lexicon + word 3-gram beam search", "greedy": "greedy CTC"}
 
 
 def load_model(folder: str):
