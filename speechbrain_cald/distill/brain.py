@@ -558,7 +558,7 @@ class DistillBrain(sb.Brain):
                 steps_since_ckpt += 1
                 loss = self.fit_batch(batch)
                 self.avg_train_loss = self.update_average(loss, self.avg_train_loss)
-                t.set_postfix(train_loss=self.avg_train_loss, **self.running.means())
+                t.set_postfix(train_loss=self.avg_train_loss, **self.running.means(), refresh=False)  # shown at tqdm's own pace
                 if self.profiler is not None:
                     self.profiler.step()
                     if self.profiler.step_num > self.tot_prof_steps:
