@@ -245,6 +245,9 @@ class LexiconCTCDecoder:
                     new_cell = nxt.setdefault(new, [_NEG_INF, _NEG_INF])
                     new_cell[1] = _logaddexp(new_cell[1], from_prev)
             beams = self._prune(nxt, lm)
+            # only the surviving prefixes can be extended: forget the rest (long recordings)
+            lm = {t: lm[t] for t in beams}
+            last_label = {t: last_label[t] for t in beams}
         return self._finish(beams, lm)
 
     def _extend(self, entry, text: str, label: str):
