@@ -89,7 +89,8 @@ def estimate_ngram(
     total = sum(counts[1].values())
     lm: NGramCounts = {1: {(w,): math.log10((counts[1][(w,)] + 1) / (total + len(types))) for w in sorted(types)}}
     lm[1][(BOS,)] = _LOG10_ZERO
-    prob = {g: 10 ** p for g, p in lm[1].items()}
+    log_probs = dict(lm[1])  # every order so far, flat: what ARPA backoff reads
+    bows: Dict[Tuple[str, ...], float] = {}
     for n in range(2, order + 1):
         context_total: Dict[Tuple[str, ...], float] = defaultdict(float)
         context_types: Dict[Tuple[str, ...], int] = defaultdict(int)
@@ -100,22 +101,27 @@ def estimate_ngram(
         lm[n] = {}
         for gram, c in counts[n].items():
             h = gram[:-1]
-            lower = _backoff_prob(prob, lm, gram[1:])
-            p = (c - discount) / context_total[h] + gamma[h] * lower
-            lm[n][gram] = math.log10(p)
-            prob[gram] = p
+            lower = 10 ** _backoff_log10(log_probs, bows, gram[1:-1], gram[-1])
+            lm[n][gram] = math.log10((c - discount) / context_total[h] + gamma[h] * lower)
         lm[-(n - 1)] = {h: math.log10(g) for h, g in gamma.items()}
+        log_probs.update(lm[n])
+        bows.update(lm[-(n - 1)])
     return lm
 
 
-def _backoff_prob(prob: Dict[Tuple[str, ...], float], lm: NGramCounts, gram: Tuple[str, ...]) -> float:
-    """P(gram[-1] | gram[:-1]) by ARPA backoff over what is estimated so far."""
-    if gram in prob:
-        return prob[gram]
-    if len(gram) == 1:
-        return prob[(UNK,)]
-    bow = 10 ** lm.get(-(len(gram) - 1), {}).get(gram[:-1], 0.0)
-    return bow * _backoff_prob(prob, lm, gram[1:])
+def _backoff_log10(
+    probs: Dict[Tuple[str, ...], float], bows: Dict[Tuple[str, ...], float], context: Tuple[str, ...], word: str
+) -> float:
+    """ARPA backoff: ``log10 P(word | context)`` from listed n-grams and context backoff weights (all log10)."""
+    penalty = 0.0
+    while True:
+        gram = context + (word,)
+        if gram in probs:
+            return penalty + probs[gram]
+        if not context:
+            return penalty + probs.get((UNK,), _LOG10_ZERO)
+        penalty += bows.get(context, 0.0)
+        context = context[1:]
 
 
 def write_arpa(lm: NGramCounts, path: str) -> None:
@@ -217,15 +223,7 @@ class ArpaLM:
         if (word,) not in self.probs:
             word = UNK
         context = tuple(context)[len(context) - (self.order - 1):] if self.order > 1 else ()
-        penalty = 0.0
-        while True:
-            gram = context + (word,)
-            if gram in self.probs:
-                return penalty + self.probs[gram]
-            if not context:
-                return penalty + self.probs.get((UNK,), _LOG10_ZERO)
-            penalty += self.bows.get(context, 0.0)
-            context = context[1:]
+        return _backoff_log10(self.probs, self.bows, context, word)
 
     def state_after(self, context: Sequence[str], word: str) -> Tuple[str, ...]:
         """The context (last ``order - 1`` words) after ``word``."""
