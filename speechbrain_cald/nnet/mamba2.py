@@ -667,16 +667,16 @@ def _last_valid(ctx: torch.Tensor, x: torch.Tensor, mask: Optional[torch.Tensor]
 def _mamba_ssm_ops() -> Optional[Dict[str, Callable]]:
     """The mamba_ssm kernels, imported on first use; ``None`` when unavailable."""
     try:
-        from mamba_ssm.ops.triton.ssd_combined import (  # noqa: PLC0415
-            mamba_chunk_scan_combined,
-            mamba_split_conv1d_scan_combined,
-        )
+        from mamba_ssm.ops.triton import ssd_combined  # noqa: PLC0415
     except Exception:  # ImportError, or a broken CUDA build raising anything
         return None
-    return {
-        "chunk_scan": mamba_chunk_scan_combined,
-        "split_conv1d_scan": mamba_split_conv1d_scan_combined,
-    }
+    ops = {"chunk_scan": ssd_combined.mamba_chunk_scan_combined}
+    # the fused conv + scan + norm + out_proj kernel calls causal_conv1d's CUDA
+    # functions, which ssd_combined sets to None when causal_conv1d is missing:
+    # without them the conv runs in PyTorch before the Triton scan
+    if getattr(ssd_combined, "causal_conv1d_fwd_function", None) is not None:
+        ops["split_conv1d_scan"] = ssd_combined.mamba_split_conv1d_scan_combined
+    return ops
 
 
 def _forward_mamba_ssm(
@@ -701,7 +701,8 @@ def _forward_mamba_ssm(
     A = -torch.exp(mixer.A_log.float())
     D = mixer.D.view(mixer.nheads, mixer.headdim) if mixer.D_has_hdim else mixer.D
     limit = {} if mixer.dt_limit == (0.0, float("inf")) else {"dt_limit": mixer.dt_limit}
-    if lengths is None and state is None and not return_state and mixer.use_mem_eff_path:
+    fused = "split_conv1d_scan" in ops and mixer.use_mem_eff_path
+    if lengths is None and state is None and not return_state and fused:
         y = ops["split_conv1d_scan"](
             mixer.in_proj(x),
             mixer.conv1d.weight[:, 0, :],
