@@ -7,7 +7,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from speechbrain_cald.nnet.mamba2 import mamba2_stacked_forward
+from speechbrain_cald.nnet.mamba2 import mamba2_add_reversed, mamba2_stacked_forward
 
 # mixer name -> (module, class); imported on use so that a missing Mamba v1
 # never breaks the default Mamba2 student
@@ -130,6 +130,11 @@ class BiMamba2(torch.nn.Module):
             raise ValueError(
                 f"BiMamba2: x must be (B, T, d_model={self.d_model}), got shape {tuple(x.shape)}"
             )
+        if lengths is None and not self._needs_grad(x) and self._plain_mamba2(x) and not self.fuse_directions:
+            # the backward direction adds into the forward one block by block:
+            # no reversed or summed copies of the whole sequence
+            y = mamba2_add_reversed(self.backward_mixer, x, self.forward_mixer(x))
+            return y + x if self.residual_inside else y
         x_rev = reverse_valid(x, lengths)
         if self._fused(x):
             ys = mamba2_stacked_forward(
@@ -149,10 +154,17 @@ class BiMamba2(torch.nn.Module):
 
     def _fused(self, x: torch.Tensor) -> bool:
         """Whether both directions run as one batch (Mamba2, plain-PyTorch path)."""
-        return (
-            self.fuse_directions
-            and self.mixer_name == "mamba2"
-            and all(m._resolve_backend(x) == "torch" for m in (self.forward_mixer, self.backward_mixer))
+        return self.fuse_directions and self._plain_mamba2(x)
+
+    def _plain_mamba2(self, x: torch.Tensor) -> bool:
+        """Whether both directions are Mamba2 on the plain-PyTorch path."""
+        return self.mixer_name == "mamba2" and all(
+            m._resolve_backend(x) == "torch" for m in (self.forward_mixer, self.backward_mixer)
+        )
+
+    def _needs_grad(self, x: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
         )
 
     def extra_repr(self) -> str:

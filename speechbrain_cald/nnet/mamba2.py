@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from speechbrain_cald.nnet.rmsnorm import RMSNormGated
-from speechbrain_cald.nnet.ssd import ssd_chunked
+from speechbrain_cald.nnet.ssd import scratch, ssd_chunked
 
 
 class Mamba2State(NamedTuple):
@@ -84,7 +84,11 @@ class Mamba2(torch.nn.Module):
     block_size : int
         The plain path runs the whole layer over blocks of this many frames,
         carrying the state, which bounds memory and keeps buffers reusable;
-        rounded to a multiple of ``chunk_size``.
+        rounded to a multiple of ``chunk_size``. Each block costs a fixed
+        ~100 operator calls: with 3072 instead of 2048, one minute of 50 Hz
+        frames is one block, and BiMamba2 (d_model 768) ran 8% faster at
+        T = 3000 and 3% at 12000 (forward, 2026-11-26), for a larger peak in
+        training (1.09 instead of 0.90 GB at T = 12000).
     checkpoint_blocks : bool
         Under autograd, keep only each block's inputs and recompute the block
         in the backward pass (``torch.utils.checkpoint``): training memory of
@@ -140,7 +144,7 @@ class Mamba2(torch.nn.Module):
         bias: bool = False,
         conv_bias: bool = True,
         chunk_size: int = 64,
-        block_size: int = 2048,
+        block_size: int = 3072,
         checkpoint_blocks: bool = False,
         checkpoint_scan: bool = True,
         backend: str = "auto",
@@ -423,6 +427,44 @@ def mamba2_stacked_forward(
     return y
 
 
+def mamba2_add_reversed(mixer: Mamba2, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out += flip(mixer(flip(x)))`` in time, in place, without autograd or padding.
+
+    BiMamba2's backward direction on the plain path: the input is reversed and
+    the output added back one block of frames at a time, so no reversed or
+    concatenated copy of the whole sequence is made (at ``T = 12000``, d_model
+    768, each was a fresh 37 MB buffer, page-faulted anew by every call).
+
+    Arguments
+    ---------
+    mixer : Mamba2
+        A layer on the plain-PyTorch path.
+    x : torch.Tensor
+        ``(B, T, D)``, all frames valid.
+    out : torch.Tensor
+        ``(B, T, D)``, updated in place.
+
+    Returns
+    -------
+    torch.Tensor
+        ``out``.
+
+    Example
+    -------
+    >>> mixer = Mamba2(16, d_state=8, headdim=8, chunk_size=4, block_size=4)
+    >>> x, out = torch.randn(2, 10, 16), torch.zeros(2, 10, 16)
+    >>> with torch.no_grad():
+    ...     _ = mamba2_add_reversed(mixer, x, out)
+    ...     torch.allclose(out, mixer(x.flip(1)).flip(1), atol=1e-6)
+    True
+    """
+    mixer._check_input(x, None, None)
+    if out.shape != x.shape:
+        raise ValueError(f"mamba2_add_reversed: out must be {tuple(x.shape)}, got {tuple(out.shape)}")
+    _forward_stacked(mixer, _stack_params([mixer], x.dtype), x[None], None, None, add_reversed_to=out[None])
+    return out
+
+
 def _forward_torch(
     mixer: Mamba2,
     x: torch.Tensor,
@@ -446,12 +488,19 @@ def _forward_stacked(
     xs: torch.Tensor,
     lengths: Optional[torch.Tensor],
     state: Optional[Mamba2State],
+    add_reversed_to: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Mamba2State]:
     """``S`` layers over ``xs (S, B, T, D)``, block by block of frames, carrying conv and SSM states.
 
     ``mixer`` supplies the hyper-parameters; ``state`` holds ``(S, B, ...)`` tensors.
+    With ``add_reversed_to`` (``(S, B, T, D)``; no ``lengths``, no autograd)
+    the layers run over the time-reversed ``xs``, one reversed block at a
+    time, and each block's output is added, reversed back, into
+    ``add_reversed_to``, which is returned.
     """
     S, batch, T, _ = xs.shape
+    if add_reversed_to is not None and lengths is not None:
+        raise ValueError("_forward_stacked: add_reversed_to takes no lengths (padding stays at the end)")
     if state is None:
         zeros = mixer.allocate_state(S * batch, device=xs.device, dtype=xs.dtype)
         state = Mamba2State(zeros.conv.view(S, batch, *zeros.conv.shape[1:]),
@@ -464,12 +513,33 @@ def _forward_stacked(
         # padded inputs may hold anything; never let them reach a product
         xs = xs * mask[..., None].to(xs.dtype)
     outputs = []
-    recompute = mixer.checkpoint_blocks and torch.is_grad_enabled() and (
+    needs_grad = torch.is_grad_enabled() and (
         xs.requires_grad or any(t is not None and t.requires_grad for t in params)
     )
+    recompute = mixer.checkpoint_blocks and needs_grad
+    # without autograd or padding, blocks write straight into the result: no
+    # concatenation, one fresh buffer of the whole sequence
+    result = add_reversed_to
+    if result is None and not needs_grad and mask is None and batch == 1:
+        result = xs.new_empty(S, batch, T, mixer.d_model)
     for start in range(0, T, mixer.block_size):
         stop = min(T, start + mixer.block_size)
         block_mask = None if mask is None else mask[:, start:stop]
+        if add_reversed_to is not None:
+            lo, hi = T - stop, T - start
+            rev = torch.arange(hi - lo - 1, -1, -1, device=xs.device)
+            x_rev = torch.index_select(
+                xs[:, :, lo:hi], 2, rev, out=scratch("mamba2.x_reversed", (S, batch, hi - lo, xs.shape[-1]), xs)
+            )
+            _, conv_ctx, ssm = _block_torch(
+                mixer, params, x_rev, None, conv_ctx, ssm, out=result[:, :, lo:hi], reverse=True
+            )
+            continue
+        if result is not None:
+            _, conv_ctx, ssm = _block_torch(
+                mixer, params, xs[:, :, start:stop], None, conv_ctx, ssm, out=result[:, :, start:stop]
+            )
+            continue
         if recompute:
             y, conv_ctx, ssm = checkpoint(
                 _block_torch, mixer, params, xs[:, :, start:stop], block_mask, conv_ctx, ssm,
@@ -478,6 +548,8 @@ def _forward_stacked(
         else:
             y, conv_ctx, ssm = _block_torch(mixer, params, xs[:, :, start:stop], block_mask, conv_ctx, ssm)
         outputs.append(y)
+    if result is not None:
+        return result, Mamba2State(conv_ctx.transpose(-1, -2), ssm)
     if not outputs:  # T == 0
         outputs.append(xs.new_zeros(S, batch, 0, mixer.d_model))
     y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
@@ -486,18 +558,27 @@ def _forward_stacked(
     return y, Mamba2State(conv_ctx.transpose(-1, -2), ssm)
 
 
-def _block_torch(mixer, p: _StackedParams, x, mask, conv_ctx, ssm):
+def _block_torch(mixer, p: _StackedParams, x, mask, conv_ctx, ssm, out=None, reverse=False):
     """One block of ``S`` layers: in_proj, causal conv, SSD scan, gated norm, out_proj.
 
     ``x (S, B, T, D)``, ``mask (B, T)``, ``conv_ctx (S, B, d_conv, conv_dim)``,
-    ``ssm (S, B, H, P, N)``.
+    ``ssm (S, B, H, P, N)``. Without autograd the output may go into ``out``
+    ``(S, B, T, D)`` (``reverse``: reversed in time and added to it), which is
+    then returned.
     """
     S, batch, T, d_model = x.shape
-    zxbcdt = _batched_linear(x.reshape(S, batch * T, d_model), p.w_in, p.b_in).view(S, batch, T, -1)
+    # without autograd nothing keeps the in_proj output: it lives in a reused
+    # buffer, and the gate may overwrite it
+    own = not (torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in p)))
+    d_in_proj = p.w_in.shape[1]
+    in_buf = scratch("mamba2.in_proj", (S, batch * T, d_in_proj), x) if own else None
+    zxbcdt = _batched_linear(x.reshape(S, batch * T, d_model), p.w_in, p.b_in, in_buf).view(S, batch, T, -1)
     xBC = zxbcdt[..., mixer.d_inner : mixer.d_inner + mixer.conv_dim]
     flat_mask = None if mask is None else mask.repeat(S, 1)  # (S·B, T)
     new_ctx = _last_valid(conv_ctx.flatten(0, 1), xBC.flatten(0, 1), flat_mask)
-    mix = partial(_mix_torch, mixer, mask)
+    if own:  # a view of the reused buffer: the next block would overwrite it
+        new_ctx = new_ctx.clone()
+    mix = partial(_mix_torch, mixer, mask, own)
     inputs = (zxbcdt, conv_ctx, ssm, p.conv_w, p.conv_b, p.dt_bias, p.A, p.D)
     if mixer.checkpoint_scan and torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in inputs
@@ -505,17 +586,37 @@ def _block_torch(mixer, p: _StackedParams, x, mask, conv_ctx, ssm):
         y, ssm = _RecomputedInBackward.apply(mix, *inputs)
     else:
         y, ssm = mix(*inputs)
-    y = _batched_linear(y.view(S, batch * T, mixer.d_inner), p.w_out, p.b_out).view(S, batch, T, d_model)
-    return y, new_ctx.view(S, batch, *new_ctx.shape[1:]), ssm
+    y = y.view(S, batch * T, mixer.d_inner)
+    new_ctx = new_ctx.view(S, batch, *new_ctx.shape[1:])
+    if out is None:
+        return _batched_linear(y, p.w_out, p.b_out).view(S, batch, T, d_model), new_ctx, ssm
+    if batch > 1:  # a slice of the result is not one matrix per layer
+        y = _batched_linear(y, p.w_out, p.b_out).view(S, batch, T, d_model)
+        return (out.add_(y.flip(2)) if reverse else out.copy_(y)), new_ctx, ssm
+    target = out.view(S, T, d_model)
+    if not reverse:
+        _batched_linear(y, p.w_out, p.b_out, out=target)
+        return out, new_ctx, ssm
+    # out_proj acts frame by frame: reverse its input, accumulate into the result
+    rev = torch.arange(T - 1, -1, -1, device=y.device)
+    y = torch.index_select(y, 1, rev, out=scratch("mamba2.y_reversed", y.shape, y))
+    target.baddbmm_(y, p.w_out.transpose(1, 2))
+    if p.b_out is not None:
+        target.add_(p.b_out[:, None])
+    return out, new_ctx, ssm
 
 
-def _mix_torch(mixer, mask, zxbcdt, conv_ctx, ssm, conv_w, conv_b, dt_bias, A, D):
-    """Between the projections: conv, SSD scan, gated norm (less its weight) -> ``(S, B, T, d_inner)``, state."""
+def _mix_torch(mixer, mask, own_input, zxbcdt, conv_ctx, ssm, conv_w, conv_b, dt_bias, A, D):
+    """Between the projections: conv, SSD scan, gated norm (less its weight) -> ``(S, B, T, d_inner)``, state.
+
+    ``own_input``: ``zxbcdt`` is a temporary that may be overwritten.
+    """
     S, batch, T, _ = zxbcdt.shape
     H, P, N, G = mixer.nheads, mixer.headdim, mixer.d_state, mixer.ngroups
     z, xBC, dt_raw = zxbcdt.split([mixer.d_inner, mixer.conv_dim, mixer.nheads], dim=-1)
     inplace = not (torch.is_grad_enabled() and zxbcdt.requires_grad)
-    xBC = _causal_depthwise_conv(conv_ctx, xBC, conv_w, conv_b)
+    conv_out = scratch("mamba2.conv", xBC.shape, xBC) if inplace else None
+    xBC = _causal_depthwise_conv(conv_ctx, xBC, conv_w, conv_b, out=conv_out)
     xBC = F.silu(xBC, inplace=inplace).flatten(0, 1)  # (S·B, T, conv_dim)
     xs, B, C = xBC.split([mixer.d_inner, G * N, G * N], dim=-1)
     dt = F.softplus(dt_raw + dt_bias[:, None, None, :])
@@ -537,8 +638,10 @@ def _mix_torch(mixer, mask, zxbcdt, conv_ctx, ssm, conv_w, conv_b, dt_bias, A, D
         mixer.chunk_size,
         D=D,
         initial_state=ssm.flatten(0, 1),
+        # without autograd, out_proj reads y and drops it: a reused buffer
+        out=scratch("mamba2.ssd_y", (S * batch, T, H, P), zxbcdt) if own_input else None,
     )
-    y = _gate(mixer, y.view(S, batch, T, mixer.d_inner), z, inplace)
+    y = _gate(mixer, y.view(S, batch, T, mixer.d_inner), z, inplace, own_input)
     return y, ssm.view(S, batch, H, P, N)
 
 
@@ -578,28 +681,30 @@ class _RecomputedInBackward(torch.autograd.Function):
         return (None, *out)
 
 
-def _batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """``x (S, M, K) @ weight (S, O, K)ᵀ + bias (S, O)``: one product for all ``S`` layers."""
+def _batched_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], out: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """``x (S, M, K) @ weight (S, O, K)ᵀ + bias (S, O)``: one product for all ``S`` layers (into ``out``)."""
     if bias is None:
-        return torch.bmm(x, weight.transpose(1, 2))
-    return torch.baddbmm(bias[:, None], x, weight.transpose(1, 2))
+        return torch.bmm(x, weight.transpose(1, 2), out=out)
+    return torch.baddbmm(bias[:, None], x, weight.transpose(1, 2), out=out)
 
 
-def _gate(mixer: Mamba2, y: torch.Tensor, z: torch.Tensor, inplace: bool) -> torch.Tensor:
+def _gate(mixer: Mamba2, y: torch.Tensor, z: torch.Tensor, inplace: bool, own_z: bool = False) -> torch.Tensor:
     """Gated RMS norm of ``y (..., d_inner)`` by ``z``, without the norm's weight.
 
     The arithmetic of ``RMSNormGated`` (statistics in at least fp32) less the
     final product by ``norm.weight``, which ``_stack_params`` folds into
     ``out_proj``'s columns (a ``d_model × d_inner`` product per call instead
     of a pass over the sequence). The root mean square is one ``vector_norm`` reduction, where
-    ``F.rms_norm`` on CPU runs as several passes.
+    ``F.rms_norm`` on CPU runs as several passes. ``own_z``: ``z`` may be overwritten.
     """
     dtype = y.dtype
     work = torch.promote_types(dtype, torch.float32)
     y, z = y.to(work), z.to(work)
     if not mixer.rmsnorm:
-        return (y.mul_(F.silu(z)) if inplace else y * F.silu(z)).to(dtype)
-    gate = F.silu(z)
+        return (y.mul_(F.silu(z, inplace=own_z)) if inplace else y * F.silu(z)).to(dtype)
+    gate = F.silu(z, inplace=own_z)
     norm = mixer.norm
     if not norm.norm_before_gate:
         y = y.mul_(gate) if inplace else y * gate
@@ -613,7 +718,11 @@ def _gate(mixer: Mamba2, y: torch.Tensor, z: torch.Tensor, inplace: bool) -> tor
 
 
 def _causal_depthwise_conv(
-    ctx: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
+    ctx: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Depthwise causal conv of ``x (..., T, C)`` preceded by ``ctx (..., K, C)`` -> ``(..., T, C)``.
 
@@ -622,7 +731,8 @@ def _causal_depthwise_conv(
     previous inputs (the oldest is only kept for the state: the conv reaches
     back ``K - 1`` frames). Shifted multiply-adds in the (..., T, C) layout,
     without concatenating ``ctx`` and ``x``, run ~5x faster here than
-    ``F.conv1d`` with its transposes.
+    ``F.conv1d`` with its transposes. Without autograd the result goes into
+    ``out`` when given (shaped as ``x``).
     """
     K, T = weight.shape[-1], x.shape[-2]
     lead = weight.shape[:-2]
@@ -637,7 +747,7 @@ def _causal_depthwise_conv(
         for k in range(1, K):
             y = torch.addcmul(y, padded[..., k : k + T, :], w[k])
         return y
-    y = x * w[K - 1] if bias is None else torch.addcmul(bias, x, w[K - 1])
+    y = torch.mul(x, w[K - 1], out=out) if bias is None else torch.addcmul(bias, x, w[K - 1], out=out)
     for lag in range(1, K):
         w_lag = w[K - 1 - lag]
         head = min(lag, T)  # the first frames reach back into the context

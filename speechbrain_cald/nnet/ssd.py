@@ -27,7 +27,9 @@ Choices made for speed on CPU (see ``/work/shared/PERF.md``):
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import math
+import threading
+from typing import Optional, Sequence, Tuple
 
 import torch
 
@@ -35,6 +37,59 @@ import torch
 # fp32's denormal range (< 1.2e-38) that neither exp nor the products that
 # follow it hit the slow denormal paths of this CPU
 _EXP_FLOOR = -60.0
+
+# scratch buffers per thread: name -> flat tensor (see `scratch`)
+_SCRATCH = threading.local()
+# larger requests get fresh memory: the workspace never holds more than a few of these
+_SCRATCH_MAX_BYTES = 64 * 2**20
+
+
+def scratch(name: str, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised ``shape`` tensor whose memory is kept for the next call.
+
+    For the temporaries of the no-autograd path only: a view handed out under
+    ``name`` is overwritten by the next request for ``name`` (in this thread),
+    so it must not outlive the function that asked for it. One flat CPU buffer
+    per name, dtype and thread, grown as needed, each at most
+    ``_SCRATCH_MAX_BYTES`` (larger requests, and other devices, get fresh
+    memory). Why: glibc returns freed large blocks to the system and each call
+    then page-faults them in again; on the 2-core machine of PERF.md that was
+    8-30k faults (~0.8 us each) per BiMamba2 forward at T = 3000, and a
+    different count in each process.
+
+    Arguments
+    ---------
+    name : str
+        Who uses the buffer; views of one name must not be alive at once.
+    shape : sequence of int
+        Shape of the returned (contiguous) tensor.
+    like : torch.Tensor
+        Gives the dtype and device.
+
+    Returns
+    -------
+    torch.Tensor
+        ``shape``, contents undefined.
+
+    Example
+    -------
+    >>> a = scratch("doc", (2, 3), torch.zeros(1))
+    >>> b = scratch("doc", (3,), torch.zeros(1))
+    >>> a.shape, b.data_ptr() == a.data_ptr()
+    (torch.Size([2, 3]), True)
+    """
+    numel = math.prod(shape)
+    if like.device.type != "cpu" or numel * like.element_size() > _SCRATCH_MAX_BYTES:
+        return like.new_empty(shape)
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None:
+        buffers = _SCRATCH.buffers = {}
+    key = (name, like.dtype)
+    flat = buffers.get(key)
+    if flat is None or flat.numel() < numel:
+        with torch.inference_mode(False):  # usable both inside and outside inference mode
+            flat = buffers[key] = like.new_empty(numel)
+    return flat[:numel].view(shape)
 
 
 def ssd_chunked(
@@ -46,6 +101,7 @@ def ssd_chunked(
     chunk_size: int,
     D: Optional[torch.Tensor] = None,
     initial_state: Optional[torch.Tensor] = None,
+    out: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Run the SSD recurrence over ``T`` frames, chunk by chunk.
 
@@ -70,11 +126,13 @@ def ssd_chunked(
         (``(B, H)`` or ``(B, H, P)``) when ``A`` has one.
     initial_state : torch.Tensor, optional
         State ``(B, H, P, N)`` before the first frame; zeros if ``None``.
+    out : torch.Tensor, optional
+        Contiguous ``(B, T, H, P)`` that receives ``y`` (without autograd only).
 
     Returns
     -------
     y : torch.Tensor
-        Outputs ``(B, T, H, P)``.
+        Outputs ``(B, T, H, P)`` (``out`` when given).
     final_state : torch.Tensor
         State ``(B, H, P, N)`` after the last frame.
 
@@ -96,6 +154,13 @@ def ssd_chunked(
         raise ValueError(f"ssd_chunked: A must be ({H},) or ({batch}, {H}), got {tuple(A.shape)}")
     if chunk_size < 1:
         raise ValueError(f"ssd_chunked: chunk_size must be >= 1, got {chunk_size}")
+    if out is not None and (out.shape != x.shape or not out.is_contiguous() or _needs_autograd(
+        x, dt, A, B, C, D, initial_state
+    )):
+        raise ValueError(
+            f"ssd_chunked: out must be a contiguous {tuple(x.shape)} tensor and no input may "
+            f"need gradients, got {tuple(out.shape)}"
+        )
     state = initial_state
     if state is None:
         state = x.new_zeros(batch, H, P, N)
@@ -107,11 +172,17 @@ def ssd_chunked(
         if stop > start:
             y, state = _scan_equal_chunks(
                 x[:, start:stop], dt[:, start:stop], A, B[:, start:stop],
-                C[:, start:stop], D, state, length,
+                C[:, start:stop], D, state, length, None if out is None else out[:, start:stop],
             )
             pieces.append(y)
+    if out is not None:
+        return out, state
     y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
     return y, state
+
+
+def _needs_autograd(*tensors: Optional[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _scan_equal_chunks(
@@ -123,16 +194,16 @@ def _scan_equal_chunks(
     D: Optional[torch.Tensor],
     state: torch.Tensor,
     L: int,
+    out: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """SSD over ``T = nc * L`` frames; shapes as in ``ssd_chunked``."""
+    """SSD over ``T = nc * L`` frames; shapes as in ``ssd_chunked``; ``y`` written into ``out`` if given."""
     batch, T, H, P = x.shape
     G, N = B.shape[-2:]
     nc, hg = T // L, H // G
     # without autograd, elementwise steps run in place: fewer fresh buffers,
     # fewer page faults (the dominant hidden cost on this machine)
-    inplace = not torch.is_grad_enabled() or not any(
-        t is not None and t.requires_grad for t in (x, dt, A, B, C, D, state)
-    )
+    # (and their big temporaries live in reused `scratch` buffers)
+    inplace = not _needs_autograd(x, dt, A, B, C, D, state)
     xc = x.reshape(batch, nc, L, H, P)
     dtc = dt.reshape(batch, nc, L, H)
     Bc = B.reshape(batch * nc, L, G, N).transpose(1, 2)  # (b·c, G, L, N)
@@ -147,7 +218,7 @@ def _scan_equal_chunks(
     x_heads = xc.permute(0, 1, 3, 2, 4)  # (b, c, H, L, P) view
     dt_heads = dtc.transpose(2, 3)[..., None]  # (b, c, H, L, 1)
     if inplace:
-        xdt = torch.mul(x_heads, dt_heads, out=x.new_empty(batch, nc, H, L, P))
+        xdt = torch.mul(x_heads, dt_heads, out=scratch("ssd.xdt", (batch, nc, H, L, P), x))
     else:
         xdt = (x_heads * dt_heads).contiguous()
 
@@ -156,18 +227,26 @@ def _scan_equal_chunks(
     causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
     scores = scores.masked_fill_(~causal, 0.0).view(batch, nc, G, 1, L, L)
     # above the diagonal a_l - a_s >= 0: clamped to 0 there, zeroed by `scores`
-    weights = a_cum[..., :, None] - a_cum[..., None, :]  # (b, c, H, L, L)
-    weights = weights.view(batch, nc, G, hg, L, L)
+    diff = (a_cum[..., :, None], a_cum[..., None, :])
     if inplace:
-        weights = weights.clamp_(_EXP_FLOOR, 0.0).exp_().mul_(scores)
+        weights = torch.sub(*diff, out=scratch("ssd.weights", (batch, nc, H, L, L), x))
+        weights = weights.view(batch, nc, G, hg, L, L).clamp_(_EXP_FLOOR, 0.0).exp_().mul_(scores)
+        y_diag = torch.matmul(
+            weights.view(batch, nc, H, L, L), xdt, out=scratch("ssd.y_diag", (batch, nc, H, L, P), x)
+        )
     else:
+        weights = (diff[0] - diff[1]).view(batch, nc, G, hg, L, L)  # (b, c, G, hg, L, L)
         weights = torch.exp(weights.clamp(_EXP_FLOOR, 0.0)) * scores
-    y_diag = torch.matmul(weights.view(batch, nc, H, L, L), xdt)  # (b, c, H, L, P)
+        y_diag = torch.matmul(weights.view(batch, nc, H, L, L), xdt)  # (b, c, H, L, P)
 
     # 2. each chunk's own contribution to the state at its end: (b, c, H, P, N)
     a_last = a_cum[..., -1]  # (b, c, H), each chunk's total log-decay
     to_end = torch.exp((a_last[..., None] - a_cum).clamp(_EXP_FLOOR, 0.0)) * dtc.transpose(2, 3)
-    x_scaled = xc * to_end.transpose(2, 3)[..., None]  # (b, c, L, H, P)
+    to_end = to_end.transpose(2, 3)[..., None]
+    if inplace:
+        x_scaled = torch.mul(xc, to_end, out=scratch("ssd.x_scaled", xc.shape, x))
+    else:
+        x_scaled = xc * to_end  # (b, c, L, H, P)
     x_scaled = x_scaled.view(batch * nc, L, G, hg * P).permute(0, 2, 3, 1)
 
     # 3. carry the state across chunks: h_{c+1} = e^{a_c} h_c + s_c. Decays
@@ -183,13 +262,17 @@ def _scan_equal_chunks(
         start_states, state = _carry_states(chunk_states, a_last, state)
 
     # 4. read the carried state out: C_l · s_start, decayed to frame l
-    s_groups = start_states.reshape(batch * nc, G, hg * P, N)
-    y = torch.matmul(Cc, s_groups.transpose(-1, -2))  # (b·c, G, L, hg·P)
+    s_groups = start_states.reshape(batch * nc, G, hg * P, N).transpose(-1, -2)
+    if inplace:
+        y = torch.matmul(Cc, s_groups, out=scratch("ssd.read", (batch * nc, G, L, hg * P), x))
+    else:
+        y = torch.matmul(Cc, s_groups)  # (b·c, G, L, hg·P)
     y = y.transpose(1, 2).reshape(batch, nc, L, H, P)  # a view when G == 1
     decay_in = torch.exp(a_cum.clamp(min=_EXP_FLOOR)).transpose(2, 3)[..., None]  # (b, c, L, H, 1)
     y_diag = y_diag.transpose(2, 3)  # (b, c, L, H, P) view
-    if inplace:  # one pass: y <- y_diag + y * decay_in
-        y = torch.addcmul(y_diag, y, decay_in, out=y)
+    if inplace:  # one pass: y_out <- y_diag + y * decay_in
+        y_out = x.new_empty(x.shape) if out is None else out
+        y = torch.addcmul(y_diag, y, decay_in, out=y_out.view(batch, nc, L, H, P))
     else:
         y = y * decay_in + y_diag
     if D is not None:
@@ -214,6 +297,7 @@ def _carry_states_inplace(
     overwritten by its initial state, so the read-out takes the buffer as a
     plain ``(b·nc, ...)`` view, with no shifted copy. (An ``(nc+1)²`` decay
     matrix product instead cost ~3x the whole loop here, mostly in copies.)
+    The buffer is a reused ``scratch`` one, valid until the next call.
 
     Arguments
     ---------
@@ -233,7 +317,7 @@ def _carry_states_inplace(
     """
     batch, nc, H = chunk_decay.shape[:3]
     P, N = state.shape[-2:]
-    buf = state.new_empty(batch * nc + 1, H, P, N)
+    buf = scratch("ssd.states", (batch * nc + 1, H, P, N), state)
     ends = buf[1:].view(batch, nc, H, P, N)
     G = Bc.shape[1]
     torch.matmul(x_scaled, Bc, out=ends.view(batch * nc, G, -1, N))  # chunk contributions
