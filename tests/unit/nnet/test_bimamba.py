@@ -121,3 +121,29 @@ def test_fused_directions_equal_separate_directions(dtype, tol, residual_inside)
         outs[fused] = [y.detach(), xg.grad] + [p.grad.clone() for p in bi.parameters()]
     for a, b in zip(outs[True], outs[False]):
         assert (a - b).abs().max() <= tol * max(1.0, b.abs().max().item())
+
+
+@pytest.mark.parametrize("residual_inside", [False, True])
+@pytest.mark.parametrize("block_size", [4, 8, 64])
+def test_inference_path_equals_reference(residual_inside, block_size):
+    """Without autograd or lengths the backward direction adds into the output block by block."""
+    bi = tiny(residual_inside=residual_inside, block_size=block_size)
+    x = torch.randn(2, 21, 16, dtype=torch.float64)  # 21: blocks and chunks do not divide it
+    y_ref = per_sample_reference(bi, x, torch.tensor([21, 21]))
+    with torch.no_grad():
+        y = bi(x)
+        y_again = bi(x)
+    assert (y - y_ref).abs().max() < 1e-10
+    assert torch.equal(y, y_again)
+
+
+def test_inference_outputs_are_not_overwritten_by_the_next_call():
+    """The plain path reuses scratch memory between calls: results must stay the caller's."""
+    bi = tiny().float()
+    x1, x2 = torch.randn(1, 30, 16), torch.randn(1, 30, 16)
+    with torch.no_grad():
+        y1 = bi(x1)
+        kept = y1.clone()
+        bi(x2)
+        bi.forward_mixer(x2)
+    assert torch.equal(y1, kept)

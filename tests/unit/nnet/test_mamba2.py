@@ -396,3 +396,36 @@ def test_stacked_forward_rejects_different_layers():
         mamba2_stacked_forward([small_mixer(), small_mixer(chunk_size=8)], torch.randn(2, 1, 5, 16))
     with pytest.raises(ValueError, match=r"xs must be \(2, B, T, D\)"):
         mamba2_stacked_forward([small_mixer(), small_mixer()], torch.randn(1, 5, 16))
+
+
+def test_scan_results_survive_later_calls():
+    """ssd_chunked's temporaries live in reused scratch buffers; returned tensors must not."""
+    torch.manual_seed(0)
+    shapes = [(1, 19, 4, 3), (1, 19, 4), (4,), (1, 19, 1, 5), (1, 19, 1, 5)]  # 19: two pieces
+    make = lambda: [torch.randn(s) if i != 1 else torch.rand(s) for i, s in enumerate(shapes)]  # noqa: E731
+    first = make()
+    first[2] = -first[2].abs()
+    with torch.no_grad():
+        y1, s1 = ssd_chunked(*first, 8)
+        kept = (y1.clone(), s1.clone())
+        second = make()
+        second[2] = -second[2].abs()
+        ssd_chunked(*second, 8)
+        m = small_mixer()
+        out1 = m(torch.randn(2, 11, m.d_model))
+        kept_out = out1.clone()
+        m(torch.randn(2, 11, m.d_model))
+    assert torch.equal(y1, kept[0]) and torch.equal(s1, kept[1])
+    assert torch.equal(out1, kept_out)
+
+
+def test_scratch_reuses_memory_only_below_its_cap():
+    from speechbrain_cald.nnet import ssd
+
+    like = torch.zeros(1)
+    a = ssd.scratch("test.cap", (10,), like)
+    assert ssd.scratch("test.cap", (5, 2), like).data_ptr() == a.data_ptr()
+    assert ssd.scratch("test.cap", (10,), like.double()).data_ptr() != a.data_ptr()  # per dtype
+    big = ssd._SCRATCH_MAX_BYTES // 4 + 1
+    b1, b2 = ssd.scratch("test.big", (big,), like), ssd.scratch("test.big", (big,), like)
+    assert b1.data_ptr() != b2.data_ptr()  # both alive: fresh memory each time
