@@ -88,7 +88,10 @@ def load_searcher(decode_yaml: str, lm_path: str, units, overrides: str = ""):
         raise FileNotFoundError(f"word LM '{lm_path}' does not exist: run stage 1 (units + LM) first")
     with open(decode_yaml) as f:
         dec = load_hyperpyyaml(f, {"lm_path": lm_path, **(load_hyperpyyaml(overrides) if overrides else {})})
-    return dec["searcher"](vocab_list=[units.ind2lab[i] for i in range(len(units))], blank_index=units.get_blank_index())
+    # read the label maps directly: encoding a label (get_blank_index) before the
+    # per-model expect_len in main() logs SpeechBrain's "expect_len was never called"
+    vocab = [units.ind2lab[i] for i in range(len(units.ind2lab))]
+    return dec["searcher"](vocab_list=vocab, blank_index=units.lab2ind[units.blank_label])
 
 
 def write_hyps(path: str, ids, refs, hyps) -> None:
