@@ -429,3 +429,15 @@ def test_scratch_reuses_memory_only_below_its_cap():
     big = ssd._SCRATCH_MAX_BYTES // 4 + 1
     b1, b2 = ssd.scratch("test.big", (big,), like), ssd.scratch("test.big", (big,), like)
     assert b1.data_ptr() != b2.data_ptr()  # both alive: fresh memory each time
+
+
+def test_release_scratch_frees_the_buffers_and_the_path_still_works():
+    from speechbrain_cald.nnet import ssd
+
+    m = small_mixer()
+    x = torch.randn(1, 13, m.d_model)
+    with torch.no_grad():
+        y = m(x)
+        assert ssd.release_scratch() > 0
+        assert ssd.release_scratch() == 0
+        assert torch.equal(m(x), y)
