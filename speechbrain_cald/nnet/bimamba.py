@@ -8,6 +8,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from speechbrain_cald.nnet.mamba2 import mamba2_add_reversed, mamba2_stacked_forward
+from speechbrain_cald.nnet.ssd import needs_autograd
 
 # mixer name -> (module, class); imported on use so that a missing Mamba v1
 # never breaks the default Mamba2 student
@@ -163,9 +164,7 @@ class BiMamba2(torch.nn.Module):
         )
 
     def _needs_grad(self, x: torch.Tensor) -> bool:
-        return torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in self.parameters())
-        )
+        return needs_autograd(x, *self.parameters())
 
     def extra_repr(self) -> str:
         return (

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from speechbrain_cald.nnet.rmsnorm import RMSNormGated
-from speechbrain_cald.nnet.ssd import scratch, ssd_chunked
+from speechbrain_cald.nnet.ssd import needs_autograd, scratch, ssd_chunked
 
 
 class Mamba2State(NamedTuple):
@@ -513,9 +513,7 @@ def _forward_stacked(
         # padded inputs may hold anything; never let them reach a product
         xs = xs * mask[..., None].to(xs.dtype)
     outputs = []
-    needs_grad = torch.is_grad_enabled() and (
-        xs.requires_grad or any(t is not None and t.requires_grad for t in params)
-    )
+    needs_grad = needs_autograd(xs, *params)
     recompute = mixer.checkpoint_blocks and needs_grad
     # without autograd or padding, blocks write straight into the result: no
     # concatenation, one fresh buffer of the whole sequence
@@ -569,7 +567,7 @@ def _block_torch(mixer, p: _StackedParams, x, mask, conv_ctx, ssm, out=None, rev
     S, batch, T, d_model = x.shape
     # without autograd nothing keeps the in_proj output: it lives in a reused
     # buffer, and the gate may overwrite it
-    own = not (torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in p)))
+    own = not needs_autograd(x, *p)
     d_in_proj = p.w_in.shape[1]
     in_buf = scratch("mamba2.in_proj", (S, batch * T, d_in_proj), x) if own else None
     zxbcdt = _batched_linear(x.reshape(S, batch * T, d_model), p.w_in, p.b_in, in_buf).view(S, batch, T, -1)
@@ -580,9 +578,7 @@ def _block_torch(mixer, p: _StackedParams, x, mask, conv_ctx, ssm, out=None, rev
         new_ctx = new_ctx.clone()
     mix = partial(_mix_torch, mixer, mask, own)
     inputs = (zxbcdt, conv_ctx, ssm, p.conv_w, p.conv_b, p.dt_bias, p.A, p.D)
-    if mixer.checkpoint_scan and torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in inputs
-    ):
+    if mixer.checkpoint_scan and needs_autograd(*inputs):
         y, ssm = _RecomputedInBackward.apply(mix, *inputs)
     else:
         y, ssm = mix(*inputs)
@@ -614,7 +610,7 @@ def _mix_torch(mixer, mask, own_input, zxbcdt, conv_ctx, ssm, conv_w, conv_b, dt
     S, batch, T, _ = zxbcdt.shape
     H, P, N, G = mixer.nheads, mixer.headdim, mixer.d_state, mixer.ngroups
     z, xBC, dt_raw = zxbcdt.split([mixer.d_inner, mixer.conv_dim, mixer.nheads], dim=-1)
-    inplace = not (torch.is_grad_enabled() and zxbcdt.requires_grad)
+    inplace = not needs_autograd(zxbcdt)
     conv_out = scratch("mamba2.conv", xBC.shape, xBC) if inplace else None
     xBC = _causal_depthwise_conv(conv_ctx, xBC, conv_w, conv_b, out=conv_out)
     xBC = F.silu(xBC, inplace=inplace).flatten(0, 1)  # (S·B, T, conv_dim)
@@ -740,7 +736,7 @@ def _causal_depthwise_conv(
     w = [weight[..., k].to(x.dtype).reshape(shape) for k in range(K)]  # w[K-1]: current frame
     bias = None if bias is None else bias.to(x.dtype).reshape(shape)
     ctx = ctx.to(x.dtype)
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or ctx.requires_grad):
+    if needs_autograd(x, weight, ctx):
         # autograd: one concatenation, then out-of-place shifted products
         padded = torch.cat([ctx[..., 1:, :], x], dim=-2)  # (..., K - 1 + T, C)
         y = padded[..., :T, :] * w[0] if bias is None else torch.addcmul(bias, padded[..., :T, :], w[0])

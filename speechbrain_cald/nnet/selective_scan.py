@@ -25,6 +25,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from speechbrain_cald.nnet.ssd import needs_autograd
+
 # Decays below exp(-60) ~ 1e-26 are 0 for every purpose here, but letting them
 # (or products with them) reach the denormal range makes exp() and mul 3-150x
 # slower on this CPU (PERF.md): decays and cumulative decays are clamped to it.
@@ -250,9 +252,7 @@ def selective_scan(
     else:
         h = initial_state.to(dtype)
     block = max(chunk_size, (block_size // chunk_size) * chunk_size)
-    needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (x, dt, A, B, C, h)
-    )
+    needs_grad = needs_autograd(x, dt, A, B, C, h)
     if T == 0:
         return x.new_zeros(b, 0, d), h
     if needs_grad:

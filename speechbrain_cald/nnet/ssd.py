@@ -184,7 +184,7 @@ def ssd_chunked(
         raise ValueError(f"ssd_chunked: A must be ({H},) or ({batch}, {H}), got {tuple(A.shape)}")
     if chunk_size < 1:
         raise ValueError(f"ssd_chunked: chunk_size must be >= 1, got {chunk_size}")
-    if out is not None and (out.shape != x.shape or not out.is_contiguous() or _needs_autograd(
+    if out is not None and (out.shape != x.shape or not out.is_contiguous() or needs_autograd(
         x, dt, A, B, C, D, initial_state
     )):
         raise ValueError(
@@ -211,7 +211,20 @@ def ssd_chunked(
     return y, state
 
 
-def _needs_autograd(*tensors: Optional[torch.Tensor]) -> bool:
+def needs_autograd(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether autograd will record an op on ``tensors`` (``None`` entries are skipped).
+
+    The plain paths take their in-place, reused-buffer branches only when this is False.
+
+    Example
+    -------
+    >>> w = torch.zeros(2, requires_grad=True)
+    >>> needs_autograd(torch.zeros(2), None, w), needs_autograd(torch.zeros(2))
+    (True, False)
+    >>> with torch.no_grad():
+    ...     needs_autograd(w)
+    False
+    """
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
@@ -233,7 +246,7 @@ def _scan_equal_chunks(
     # without autograd, elementwise steps run in place: fewer fresh buffers,
     # fewer page faults (the dominant hidden cost on this machine)
     # (and their big temporaries live in reused `scratch` buffers)
-    inplace = not _needs_autograd(x, dt, A, B, C, D, state)
+    inplace = not needs_autograd(x, dt, A, B, C, D, state)
     xc = x.reshape(batch, nc, L, H, P)
     dtc = dt.reshape(batch, nc, L, H)
     Bc = B.reshape(batch * nc, L, G, N).transpose(1, 2)  # (b·c, G, L, N)
