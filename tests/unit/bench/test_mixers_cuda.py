@@ -8,7 +8,9 @@ from speechbrain_cald.bench import mixers_cuda
 
 
 def test_dry_run_writes_checks_and_timings(tmp_path, monkeypatch):
-    monkeypatch.setattr(mixers_cuda, "DEVICE", "cuda")  # main() resets both for the dry run
+    # main() switches both module globals for the dry run: restore them afterwards
+    monkeypatch.setattr(mixers_cuda, "DEVICE", mixers_cuda.DEVICE)
+    monkeypatch.setattr(mixers_cuda, "KERNELS", mixers_cuda.KERNELS)
     rc = mixers_cuda.main([
         "--dry-run-cpu", "--lengths", "40", "--batches", "1", "--repeats", "1",
         "--check-length", "300", "--out", str(tmp_path),
