@@ -34,7 +34,7 @@ Hooks a recipe overrides (task-specific parts)
 
 Hparams keys read (defaults in ``DistillConfig``)
 -------------------------------------------------
-``guide``, ``guides``, ``alpha_layer``, ``alpha_logits``, ``temperature``,
+``guide``, ``guides``, ``alpha_layer``, ``alpha_logits``, ``layer_loss``, ``temperature``,
 ``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``teacher_train_mode``,
 ``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``,
 ``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
@@ -106,7 +106,7 @@ from tqdm import tqdm
 
 from speechbrain_cald.distill.checkpoint import RNGState, make_atomic
 from speechbrain_cald.distill.guides import Guide, select_guide
-from speechbrain_cald.distill.losses import layer_distill_loss, logits_distill_loss
+from speechbrain_cald.distill.losses import LAYER_LOSS_DEFAULTS, layer_distill_loss, logits_distill_loss
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, unwrap
 
@@ -172,7 +172,13 @@ class DistillConfig:
     guides : dict
         Name -> guide object, from the ``hparams/guides/*.yaml`` fragments.
     alpha_layer, alpha_logits : float
-        Weights of the layer loss and the logits KD (CALD: 15 and 0 or 1).
+        Weights of the layer loss and the logits KD (CALD: ``alpha_layer`` 15
+        for ASR, SLURP and LM, 30 for VoxCeleb1; ``alpha_logits`` 1 for
+        TED-LIUM ASR, else 0).
+    layer_loss : dict, optional
+        Options of ``layer_distill_loss`` (``layer_norm``,
+        ``feature_reduction``, ``layer_reduction``); missing keys take
+        ``LAYER_LOSS_DEFAULTS``, the CALD speech reference's normalisation.
     temperature : float
         KD temperature (CALD: 2).
     layer_map : list of int, optional
@@ -207,8 +213,9 @@ class DistillConfig:
 
     guide: Any = "unguided"
     guides: Optional[Mapping] = None
-    alpha_layer: float = 1.0
+    alpha_layer: float = 15.0
     alpha_logits: float = 0.0
+    layer_loss: Optional[Mapping] = None
     temperature: float = 2.0
     layer_map: Optional[Sequence[int]] = None
     tap_layers: Optional[str] = None
@@ -231,6 +238,12 @@ class DistillConfig:
         cfg = cls(**{k: v for k, v in hparams.items() if k in known})
         cfg.alpha_layer = float(cfg.alpha_layer)
         cfg.alpha_logits = float(cfg.alpha_logits)
+        unknown = sorted(set(cfg.layer_loss or {}) - set(LAYER_LOSS_DEFAULTS))
+        if unknown:
+            raise KeyError(
+                f"hparams `layer_loss`: unknown option(s) {unknown}; expected some of {sorted(LAYER_LOSS_DEFAULTS)}"
+            )
+        cfg.layer_loss = {**LAYER_LOSS_DEFAULTS, **(cfg.layer_loss or {})}
         if cfg.snapshot_interval and cfg.snapshot_dir is None:
             raise ValueError("hparams: snapshot_interval > 0 needs snapshot_dir (where snapshots go)")
         return cfg
@@ -388,7 +401,7 @@ class DistillBrain(sb.Brain):
                 frame_mask = student.mask(student.states[0].shape[1])
             if self.cfg.alpha_layer > 0:
                 terms["layer"] = layer_distill_loss(
-                    student.states, teacher.states, frame_mask, self.cfg.layer_map
+                    student.states, teacher.states, frame_mask, self.cfg.layer_map, **self.cfg.layer_loss
                 )
                 total = total + self.cfg.alpha_layer * terms["layer"]
             if self.cfg.alpha_logits > 0:

@@ -8,11 +8,17 @@ numerator nor to the denominator, so the value does not change when a batch
 is padded further; and it is a per-frame quantity, so it does not grow with the
 batch size or the utterance length.
 
-- ``layer_distill_loss``: for each mapped layer, both hidden states go through
-  a parameter-free layer norm over the feature dimension
-  (``F.layer_norm`` without weight and bias), the squared error is **summed
-  over features**, then summed over valid frames, divided by the number of
-  valid frames, and finally **averaged over the mapped layers**.
+- ``layer_distill_loss`` (defaults = the CALD speech reference, ``model.py``):
+  for each mapped layer, both hidden states go through a parameter-free layer
+  norm over the feature dimension (``F.layer_norm`` without weight and bias),
+  the squared error is **averaged over features**, then summed over valid
+  frames, divided by the number of valid frames, and finally **averaged over
+  the mapped layers**. So the paper's weights (``alpha_layer`` 15 for ASR and
+  SLURP, 30 for VoxCeleb1) apply as published. Options give the other
+  references: ``layer_norm=False`` (raw states, the CALD GLUE recipe),
+  ``layer_reduction="sum"`` (summed over layers, the CALD GLUE recipe), and
+  ``feature_reduction="sum"`` (d_model times the default; this toolkit's
+  earlier normalisation).
 - ``logits_distill_loss``: ``KL(p_teacher || p_student)`` with
   ``p = softmax(logits / T)`` (T = 2 by default), summed over classes, per
   valid frame (or per utterance for ``(B, C)`` logits), divided by the number
@@ -28,7 +34,12 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["layer_distill_loss", "logits_distill_loss"]
+__all__ = ["LAYER_LOSS_DEFAULTS", "layer_distill_loss", "logits_distill_loss"]
+
+# The CALD speech reference's layer term (model.py): LN on both states, MSE over features,
+# sum over valid frames / valid frames, mean over layers.
+LAYER_LOSS_DEFAULTS = {"layer_norm": True, "feature_reduction": "mean", "layer_reduction": "mean"}
+_REDUCTIONS = ("mean", "sum")
 
 
 def _valid(mask: Optional[torch.Tensor], shape: torch.Size, device) -> torch.Tensor:
@@ -52,6 +63,9 @@ def layer_distill_loss(
     teacher_states: Sequence[torch.Tensor],
     mask: Optional[torch.Tensor] = None,
     layer_map: Optional[Sequence[int]] = None,
+    layer_norm: bool = True,
+    feature_reduction: str = "mean",
+    layer_reduction: str = "mean",
 ) -> torch.Tensor:
     """Layerwise hidden-state distillation loss (CALD).
 
@@ -66,12 +80,19 @@ def layer_distill_loss(
     layer_map : sequence of int, optional
         Student step ``i`` is compared with teacher layer ``layer_map[i]``;
         default: the identity (same number of steps and layers).
+    layer_norm : bool
+        Parameter-free layer norm on both states first (CALD speech and LM
+        references); False compares the raw states (CALD GLUE reference).
+    feature_reduction : {"mean", "sum"}
+        Squared error averaged (the references) or summed over the D features.
+    layer_reduction : {"mean", "sum"}
+        Per-layer terms averaged (speech, LM) or summed (GLUE reference).
 
     Returns
     -------
     torch.Tensor
-        Scalar: mean over mapped layers of
-        ``sum_{valid frames} sum_D (LN(s) - LN(t))**2 / n_valid_frames``.
+        Scalar: by default the mean over mapped layers of
+        ``sum_{valid frames} mean_D (LN(s) - LN(t))**2 / n_valid_frames``.
 
     Example
     -------
@@ -82,7 +103,16 @@ def layer_distill_loss(
     >>> t = [x + 1.0 for x in s]  # a shift is removed by the layer norm
     >>> float(layer_distill_loss(s, t, mask)) < 1e-8
     True
+    >>> u = [torch.randn(2, 5, 8) for _ in range(2)]
+    >>> mean = layer_distill_loss(s, u, mask)
+    >>> torch.allclose(layer_distill_loss(s, u, mask, feature_reduction="sum"), 8 * mean)
+    True
+    >>> torch.allclose(layer_distill_loss(s, u, mask, layer_reduction="sum"), 2 * mean)
+    True
     """
+    for name, value in (("feature_reduction", feature_reduction), ("layer_reduction", layer_reduction)):
+        if value not in _REDUCTIONS:
+            raise ValueError(f"layer_distill_loss: {name} should be one of {_REDUCTIONS}, found {value!r}")
     if layer_map is None:
         layer_map = list(range(len(student_states)))
     if len(layer_map) != len(student_states):
@@ -107,11 +137,13 @@ def layer_distill_loss(
                 f"{tuple(t.shape)} differ in shape"
             )
         # fp32 for the norm and the reduction: bf16 sums over many frames drift.
-        s = F.layer_norm(s.float(), s.shape[-1:])
-        t = F.layer_norm(t.detach().float(), t.shape[-1:])
-        per_frame = (s - t).pow(2).sum(-1)  # (B, T)
+        s, t = s.float(), t.detach().float()
+        if layer_norm:
+            s, t = F.layer_norm(s, s.shape[-1:]), F.layer_norm(t, t.shape[-1:])
+        squared = (s - t).pow(2)
+        per_frame = squared.mean(-1) if feature_reduction == "mean" else squared.sum(-1)  # (B, T)
         total = total + _masked_mean(per_frame, valid)
-    return total / len(layer_map)
+    return total / len(layer_map) if layer_reduction == "mean" else total
 
 
 def logits_distill_loss(

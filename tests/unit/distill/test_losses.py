@@ -7,11 +7,14 @@ from speechbrain_cald.distill.losses import layer_distill_loss, logits_distill_l
 from speechbrain_cald.distill.taps import lengths_to_mask
 
 
-def reference_layer_loss(student, teacher, lengths, layer_map):
-    """Frame by frame, in float64, with an explicit layer norm."""
+def reference_layer_loss(student, teacher, lengths, layer_map, layer_norm=True, features="mean", layers="mean"):
+    """Frame by frame, in float64, with an explicit layer norm (the CALD speech reference's
+    normalisation by default: mean over features, sum over frames / frames, mean over layers)."""
 
     def ln(v):
         v = v.double()
+        if not layer_norm:
+            return v
         return (v - v.mean()) / torch.sqrt(v.var(unbiased=False) + 1e-5)
 
     per_layer = []
@@ -19,10 +22,11 @@ def reference_layer_loss(student, teacher, lengths, layer_map):
         total, frames = 0.0, 0
         for b, n in enumerate(lengths.tolist()):
             for t in range(n):
-                total += float(((ln(student[i][b, t]) - ln(teacher[j][b, t])) ** 2).sum())
+                sq = (ln(student[i][b, t]) - ln(teacher[j][b, t])) ** 2
+                total += float(sq.mean() if features == "mean" else sq.sum())
                 frames += 1
         per_layer.append(total / frames)
-    return sum(per_layer) / len(per_layer)
+    return sum(per_layer) / (len(per_layer) if layers == "mean" else 1)
 
 
 def pad(x, frames, fill):
@@ -37,6 +41,31 @@ def test_layer_loss_matches_frame_by_frame_reference():
     t = [torch.randn(3, 5, 6) + 1 for _ in range(4)]
     got = layer_distill_loss(s, t, lengths_to_mask(lengths, 5), layer_map=[1, 3])
     assert float(got) == pytest.approx(reference_layer_loss(s, t, lengths, [1, 3]), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(layer_norm=False, feature_reduction="mean", layer_reduction="sum"),
+        dict(layer_norm=True, feature_reduction="sum", layer_reduction="mean"),
+        dict(layer_norm=False, feature_reduction="sum", layer_reduction="sum"),
+    ],
+)
+def test_layer_loss_options_match_reference(options):
+    lengths = torch.tensor([4, 1, 3])
+    s = [torch.randn(3, 4, 6) * 2 for _ in range(3)]
+    t = [torch.randn(3, 4, 6) - 1 for _ in range(3)]
+    got = layer_distill_loss(s, t, lengths_to_mask(lengths, 4), **options)
+    want = reference_layer_loss(
+        s, t, lengths, [0, 1, 2], options["layer_norm"], options["feature_reduction"], options["layer_reduction"]
+    )
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_layer_loss_rejects_unknown_reduction():
+    s = [torch.randn(1, 2, 3)]
+    with pytest.raises(ValueError, match="feature_reduction"):
+        layer_distill_loss(s, s, feature_reduction="max")
 
 
 @pytest.mark.parametrize("fill", [0.0, 7.0, float("nan")])
