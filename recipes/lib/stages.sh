@@ -13,6 +13,11 @@
 #       stage_done
 #   fi
 #
+# A corpus recipe (the contract in RECIPES.md) declares the shared options with
+# `corpus_options` after setting its defaults, and after `parse_options` checks
+# the two it cannot run without with `require_options data_folder pretrained_dir`.
+# `student_plan NAME[:GUIDE]` resolves one entry of --students.
+#
 # `stage N TITLE OUTPUT...` runs the stage when N lies in [stage, stop_stage] and
 # (--force true or some OUTPUT is missing); it prints what it ran or why it
 # skipped. `stage_done` prints the time taken and where the outputs are, and
@@ -72,6 +77,54 @@ parse_options() {
     done
     [[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] || die_usage "--stage and --stop_stage take integers (got '$stage', '$stop_stage')"
     [[ "$force" == true || "$force" == false ]] || die_usage "--force takes true or false (got '$force')"
+    [ "$stage" -le "$stop_stage" ] || die_usage "--stage $stage is after --stop_stage $stop_stage: nothing would run"
+    if [ -n "${options_help[guide]+set}" ] && [ -n "${guide:-}" ]; then
+        check_guide "$guide" "--guide"
+    fi
+}
+
+# The guiding strategies of speechbrain_cald.distill.guides.GUIDES.
+known_guides="unguided target trajectory waypoint hybrid"
+
+# check_guide NAME WHERE: usage error unless NAME is a known guide.
+check_guide() {
+    [[ " $known_guides " == *" $1 "* ]] || die_usage "$2: unknown guide '$1' (expected one of: $known_guides)"
+}
+
+# corpus_options: declare the options every corpus recipe shares (RECIPES.md), keeping
+# the defaults the recipe set before calling it.
+corpus_options() {
+    : "${data_folder:=}" "${pretrained_dir:=}" "${exp:=$recipe_dir/results}" "${results_md:=}"
+    : "${guide:=}" "${students:=}" "${teacher_args:=}" "${student_args:=}"
+    options_help[data_folder]="the corpus root as distributed (required)"
+    options_help[pretrained_dir]="local folder of the pretrained checkpoint (required; saved with save_pretrained)"
+    options_help[exp]="experiment folder: data/, teacher/, <yaml>_<guide>/, RESULTS.md"
+    options_help[results_md]="where stage 4 writes the results table (default: <exp>/RESULTS.md)"
+    options_help[guide]="guide for students without a pinned one (default: the YAML's): ${known_guides// /|}"
+    options_help[students]="students of stages 3-4: yaml names, name:guide pins a guide"
+    options_help[teacher_args]="extra hparams overrides for the teacher, e.g. '--number_of_epochs=2'"
+    options_help[student_args]="extra hparams overrides for every student"
+}
+
+# require_options NAME...: usage error naming every one of these options left empty.
+require_options() {
+    local name missing=()
+    for name in "$@"; do [ -n "${!name:-}" ] || missing+=("--$name"); done
+    [ ${#missing[@]} -eq 0 ] || die_usage "missing ${missing[*]}: pass $(printf '%s ' "${missing[@]/%/ ...}")(see --help)"
+}
+
+# student_plan NAME[:GUIDE] -> "yaml guide outdir": hparams/NAME.yaml (relative to the
+# current folder), the guide pinned, else --guide, else the YAML's own `guide:`;
+# the student's folder is $exp/NAME_GUIDE.
+student_plan() {
+    local entry="$1" name g
+    name="${entry%%:*}"; g=""
+    [[ "$entry" == *:* ]] && g="${entry#*:}"
+    [ -f "hparams/$name.yaml" ] || die_usage "student '$name': no hparams/$name.yaml"
+    [ -n "$g" ] || g="${guide:-}"
+    [ -n "$g" ] || g="$(sed -n 's/^guide: *\([A-Za-z_]*\).*/\1/p' "hparams/$name.yaml" | head -1)"
+    [ -n "$g" ] && check_guide "$g" "student '$entry'"
+    echo "$name ${g:-default} $exp/${name}_${g:-default}"
 }
 
 _stage_n=""; _stage_title=""; _stage_outputs=(); _stage_t0=0

@@ -87,3 +87,62 @@ def test_failing_command_stops_the_recipe(tmp_path):
     script.write_text(f'source "{LIB}"\nparse_options "$@"\nif stage 0 "fails"; then\n  run false\n  stage_done\nfi\necho after\n')
     out = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     assert out.returncode != 0 and "after" not in out.stdout and "done in" not in out.stdout
+
+
+def test_stage_after_stop_stage_is_a_usage_error(recipe, tmp_path):
+    out = recipe("--stage", "5", "--stop_stage", "2")
+    assert out.returncode == 2 and "nothing would run" in out.stderr
+    assert not (tmp_path / "log").exists()
+
+
+CORPUS = r"""
+source "{lib}"
+recipe_dir="{tmp}"
+students="s_a s_a:waypoint"
+corpus_options
+parse_options "$@"
+require_options data_folder pretrained_dir
+cd "{tmp}"
+for entry in $students; do student_plan "$entry"; done
+"""
+
+
+@pytest.fixture
+def corpus_recipe(tmp_path):
+    (tmp_path / "hparams").mkdir()
+    (tmp_path / "hparams" / "s_a.yaml").write_text("seed: 1\nguide: target  # the default\n")
+    script = tmp_path / "run.sh"
+    script.write_text(CORPUS.format(lib=LIB, tmp=tmp_path))
+    return lambda *args: subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
+
+
+def test_corpus_recipe_needs_data_and_pretrained_dir(corpus_recipe):
+    out = corpus_recipe("--data_folder", "/d")
+    assert out.returncode == 2 and "missing --pretrained_dir" in out.stderr
+    assert "--data_folder" not in out.stderr.splitlines()[0]  # only what is missing
+    out = corpus_recipe()
+    assert "missing --data_folder --pretrained_dir: pass --data_folder ... --pretrained_dir ..." in out.stderr
+
+
+def test_corpus_recipe_student_plans(corpus_recipe, tmp_path):
+    out = corpus_recipe("--data_folder", "/d", "--pretrained_dir", "/p")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == [
+        f"s_a target {tmp_path}/results/s_a_target",
+        f"s_a waypoint {tmp_path}/results/s_a_waypoint",
+    ]
+    out = corpus_recipe("--data_folder", "/d", "--pretrained_dir", "/p", "--guide", "hybrid", "--exp", "/e")
+    assert out.stdout.split("\n")[:2] == ["s_a hybrid /e/s_a_hybrid", "s_a waypoint /e/s_a_waypoint"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--guide", "targett"], "unknown guide 'targett'"),
+        (["--students", "s_a:foo"], "unknown guide 'foo'"),
+        (["--students", "nope"], "no hparams/nope.yaml"),
+    ],
+)
+def test_corpus_recipe_bad_guides_and_students(corpus_recipe, args, message):
+    out = corpus_recipe("--data_folder", "/d", "--pretrained_dir", "/p", *args)
+    assert out.returncode == 2 and message in out.stderr

@@ -37,17 +37,6 @@ stage_times="$exp/stage_times.tsv"
 stage_commands="$exp/commands.sh"
 cd "$recipe_dir"
 
-# name[:guide] -> "yaml guide outdir"; the YAML's own `guide:` when none is given
-student_plan() {
-    local entry="$1" name g
-    name="${entry%%:*}"; g=""
-    [[ "$entry" == *:* ]] && g="${entry#*:}"
-    [ -f "hparams/$name.yaml" ] || { echo "run.sh: student '$name': no hparams/$name.yaml" >&2; exit 2; }
-    [ -n "$g" ] || g="$guide"
-    [ -n "$g" ] || g="$(sed -n 's/^guide: *\([A-Za-z_]*\).*/\1/p' "hparams/$name.yaml" | head -1)"
-    echo "$name ${g:-default} $exp/${name}_${g:-default}"
-}
-
 if stage 0 "Synthesise the espeak-ng corpus (+ long-form, + LibriVox if installed)" "$data/corpus.json"; then
     run python prepare.py --data_folder "$data" --n_train "$n_train" --n_valid "$n_valid" --n_test "$n_test" --longform $longform
     stage_done

@@ -6,7 +6,7 @@ from scratch (``guide: unguided``, no teacher; snapshots kept as waypoints).
 A student YAML (``hparams/mini_mamba.yaml``, ...) builds the teacher's
 architecture, converts it (``model: !apply:speechbrain_cald.convert.to_linear_time``)
 and names a guide; the weights each side starts from are the guide's
-``teacher_init`` / ``student_init`` (see ``WEIGHTS``). This file is the data
+``teacher_init`` / ``student_init`` (``speechbrain_cald.distill.weights``). This file is the data
 pipeline and the Brain hooks only; ``DistillBrain`` does the rest.
 
     python train.py hparams/mini_teacher.yaml --data_folder=data --output_folder=results/teacher
@@ -16,23 +16,18 @@ pipeline and the Brain hooks only; ``DistillBrain`` does the rest.
 
 from __future__ import annotations
 
-import os
 import sys
 from types import SimpleNamespace
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_cald.data.units import load_char_units
-from speechbrain_cald.distill import DistillBrain, ModelOutput, select_guide
+from speechbrain_cald.distill import DistillBrain, ModelOutput
 from speechbrain_cald.distill.snapshots import save_snapshot
+from speechbrain_cald.distill.weights import build_modules
+from speechbrain_cald.experiment import export_model, start_experiment
 from speechbrain_cald.tasks import ctc_greedy_transcripts, ctc_objective
-
-# guide's teacher_init / student_init -> hparams key of the checkpoint to start from
-# ("snapshots": the waypoint guide loads the teacher's weights itself)
-WEIGHTS = {"finetuned": "finetuned_ckpt", "pretrained": "pretrained_ckpt", "snapshots": None}
-
 
 class ASRBrain(DistillBrain):
     """CTC ASR hooks for ``DistillBrain``: features, model call, CTC loss, WER."""
@@ -107,47 +102,9 @@ def dataio_prepare(hparams, units, csv_files):
     return datasets
 
 
-def load_weights(module, path, what, strict=True):
-    """Load a state_dict file into ``module``; non-strict keeps every key the two share.
-
-    A converted student shares every key with its teacher but the replaced
-    attention's, so a non-strict load copies all kept weights; it fails when
-    the two have nothing in common (wrong architecture).
-    """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{what}: checkpoint '{path}' does not exist (run the teacher stage first)")
-    state = torch.load(path, map_location="cpu")
-    if strict:
-        module.load_state_dict(state)
-        return
-    own = module.state_dict()
-    shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not shared:
-        raise ValueError(f"{what}: no weight of '{path}' fits the model (architecture mismatch?)")
-    module.load_state_dict(shared, strict=False)
-    print(f"{what}: {len(shared)} of {len(own)} tensors from {path}; new: {len(own) - len(shared)}")
-
-
-def build_modules(hparams):
-    """``modules`` for DistillBrain, with starting weights set by the guide."""
-    modules = {"model": hparams["model"]}
-    if "teacher" not in hparams:  # training the teacher itself
-        return modules
-    guide = select_guide(hparams["guide"], hparams.get("guides"))
-    if guide.student_init:
-        load_weights(modules["model"], hparams[WEIGHTS[guide.student_init]], f"student ({guide.student_init})", strict=False)
-    if guide.needs_teacher:
-        modules["teacher"] = hparams["teacher"]
-        if WEIGHTS[guide.teacher_init]:
-            load_weights(modules["teacher"], hparams[WEIGHTS[guide.teacher_init]], f"teacher ({guide.teacher_init})")
-    return modules
-
-
 def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file) as f:
-        hparams = load_hyperpyyaml(f, overrides)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides)
+    exp = start_experiment(argv)
+    hparams, run_opts = exp.hparams, exp.run_opts
 
     units = load_char_units(hparams["units_file"])
     units.expect_len(hparams["output_neurons"])  # a clear error if YAML and units disagree
@@ -173,11 +130,7 @@ def main(argv):
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
     # the best model by valid WER, exported for the next stages and the evaluation
-    brain.checkpointer.recover_if_possible(min_key="WER")
-    export = os.path.join(hparams["output_folder"], "model.ckpt")
-    torch.save(brain.modules.model.state_dict(), export + ".tmp")
-    os.replace(export + ".tmp", export)
-    print(f"best model (valid WER) -> {export}")
+    export_model(brain, hparams["output_folder"], min_key="WER")
 
 
 if __name__ == "__main__":
