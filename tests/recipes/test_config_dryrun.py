@@ -26,6 +26,7 @@ TINY_VALUES = {
     "number_of_epochs": 1,
     "batch_size": 2,
     "num_workers": 0,
+    "task": "sst2",  # GLUE recipes
 }
 
 
@@ -63,10 +64,12 @@ def is_object_fragment(text: str) -> bool:
     return root is not None and root.tag.startswith("!")
 
 
-def tiny_overrides(keys, tmp_path: Path) -> dict:
+def tiny_overrides(keys, tmp_path: Path, pretrained_dir=None) -> dict:
     out = {}
     for key in keys:
-        if key in TINY_VALUES:
+        if key == "pretrained_dir" and pretrained_dir is not None:  # text recipes: a tiny model + tokenizer
+            out[key] = pretrained_dir
+        elif key in TINY_VALUES:
             out[key] = TINY_VALUES[key]
         else:  # folders and files: a fresh temporary path
             path = tmp_path / key
@@ -80,10 +83,11 @@ def test_configs_exist():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(ROOT)) for p in CONFIGS])
-def test_config_builds(config: Path, tmp_path: Path, monkeypatch):
+def test_config_builds(config: Path, tmp_path: Path, monkeypatch, tiny_text_model):
     monkeypatch.chdir(tmp_path)  # relative output folders land in tmp
     text = config.read_text()
-    overrides = tiny_overrides(placeholder_keys(text), tmp_path)
+    keys = placeholder_keys(text)
+    overrides = tiny_overrides(keys, tmp_path, tiny_text_model("roberta") if "pretrained_dir" in keys else None)
     if is_object_fragment(text):
         host = tmp_path / "host.yaml"
         host.write_text(f"fragment: !include:{config}\n")
