@@ -41,7 +41,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
-__all__ = ["measure_speed", "run_isolated", "load_factory", "speed_table", "plot_speed"]
+__all__ = ["encoder_asr_factory", "measure_speed", "run_isolated", "load_factory", "speed_table", "plot_speed"]
 
 Factory = Callable[[str], Tuple[Callable[[torch.Tensor], object], Callable[[float], torch.Tensor]]]
 
@@ -247,6 +247,30 @@ def plot_speed(results: Dict[str, List[Dict[str, float]]], path: str, title: str
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def encoder_asr_factory(folder: str):
+    """Factory for an exported ``EncoderASR`` folder (``speechbrain_cald.inference``): the encoder layers' time.
+
+    ``make_input(seconds)`` runs the wav2vec2 CNN feature encoder and feature
+    projection (untimed); ``encode`` is the transformer / linear-time layer
+    stack, the part a student changes.
+    """
+    from hyperpyyaml import load_hyperpyyaml
+
+    with open(os.path.join(folder, "hyperparams.yaml"), encoding="utf-8") as f:
+        hp = load_hyperpyyaml(f)
+    model = hp["model"]
+    model.load_state_dict(torch.load(os.path.join(folder, "model.ckpt"), map_location="cpu", weights_only=True))
+    encoder = model.eval().encoder
+
+    def make_input(seconds: float) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        wav = 0.1 * torch.randn(1, int(seconds * hp["sample_rate"]), generator=g)
+        with torch.no_grad():
+            return encoder.frontend(wav)
+
+    return encoder.layers_forward, make_input
 
 
 def _demo_factory(arg: str):
