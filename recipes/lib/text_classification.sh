@@ -58,7 +58,7 @@ text_classification_stages() {
             models+=("${name#"${yaml_prefix}"_}_${g}=$out")
         done
         # shellcheck disable=SC2086
-        run python -m speechbrain_cald.tasks.text_evaluate --manifest_folder "$exp/data" --models "${models[@]}" \
+        run python -m speechbrain_cald.evaluation.text --manifest_folder "$exp/data" --models "${models[@]}" \
             --results_md "$results_md" --stage_times "$stage_times" --exp_folder "$exp" --title "$title" \
             --command "./run.sh --recipe ${recipe_name}${cli_args}" "${eval_options[@]}" $eval_args
         stage_done

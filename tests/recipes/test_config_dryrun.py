@@ -87,7 +87,8 @@ def test_config_builds(config: Path, tmp_path: Path, monkeypatch, tiny_text_mode
     monkeypatch.chdir(tmp_path)  # relative output folders land in tmp
     text = config.read_text()
     keys = placeholder_keys(text)
-    overrides = tiny_overrides(keys, tmp_path, tiny_text_model("roberta") if "pretrained_dir" in keys else None)
+    text_model = "pretrained_dir" in keys and "load_text_classifier" in text  # GLUE / IMDB YAMLs
+    overrides = tiny_overrides(keys, tmp_path, tiny_text_model("roberta") if text_model else None)
     if is_object_fragment(text):
         host = tmp_path / "host.yaml"
         host.write_text(f"fragment: !include:{config}\n")

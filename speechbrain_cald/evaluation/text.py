@@ -19,7 +19,7 @@ every evaluated split of the prepared corpus (``<exp>/data/corpus.json``):
 - ``<model folder>/inference/``: the model and tokenizer as a transformers
   folder (students with ``save_student``, loadable by ``convert.load_student``).
 
-    python -m speechbrain_cald.tasks.text_evaluate --manifest_folder results/sst2/data \\
+    python -m speechbrain_cald.evaluation.text --manifest_folder results/sst2/data \\
         --models teacher=results/sst2/teacher linformer_target=results/sst2/glue_linformer_target \\
         --results_md results/sst2/RESULTS.md --title "GLUE SST-2"
 """
@@ -38,22 +38,24 @@ from typing import Dict, List, Optional
 
 import torch
 
-from speechbrain_cald.bench.report import machine, read_stage_times, stage_commands, stage_time_table
 from speechbrain_cald.bench.speed import plot_speed, run_isolated, speed_table
 from speechbrain_cald.convert.positions import extend_positions, max_tokens
 from speechbrain_cald.data.text_corpus import CorpusInfo, load_corpus_info, read_text_manifest
 from speechbrain_cald.data.text_dataset import TokenizedText, collate_text, label_ids
-from speechbrain_cald.experiment import load_exported
+from speechbrain_cald.evaluation.report import count_params, machine, read_stage_times, stage_commands, stage_time_lines
+from speechbrain_cald.inference import load_trained_model
 from speechbrain_cald.nnet.linformer import LinformerAttention
 from speechbrain_cald.tasks.text_classification import predictions
 from speechbrain_cald.tasks.text_metrics import METRICS, compute_metrics, task_score
 
 __all__ = ["evaluate_model", "length_limit", "load_text_model", "main", "speed_factory"]
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def load_text_model(folder: str):
     """``(hparams, model in eval mode, tokenizer)`` from ``folder``'s hyperparams.yaml + model.ckpt."""
-    hp, model = load_exported(folder)
+    hp, model = load_trained_model(folder)
     return hp, model, hp["tokenizer"]
 
 
@@ -138,10 +140,6 @@ def speed_factory(folder: str):
     return (lambda x: model(input_ids=x, attention_mask=torch.ones_like(x))), make_input
 
 
-def _params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())  # unique tensors (shared ones once)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest_folder", required=True, help="stage 0's folder (<exp>/data with corpus.json)")
@@ -182,7 +180,7 @@ def main(argv=None) -> int:
         if not args.no_export:
             _export_inference(folder, model, tokenizer)  # before any position table is tiled
         max_length = hp.get("max_length") or max_tokens(model)
-        res.params[name] = _params(model)
+        res.params[name] = count_params(model)
         res.limits[name] = length_limit(model)
         res.metrics[name], res.truncation[name], res.full[name] = {}, {}, {}
         for s in splits:
@@ -204,7 +202,7 @@ def main(argv=None) -> int:
 
     speed = {}
     if args.bench_lengths:
-        factory = "speechbrain_cald.tasks.text_evaluate:speed_factory"
+        factory = "speechbrain_cald.evaluation.text:speed_factory"
         for name, folder in models.items():
             limit = res.limits[name] if name != next(iter(models)) else None
             lengths = [n for n in args.bench_lengths if limit is None or n <= limit]
@@ -314,7 +312,7 @@ def render(args, corpus: CorpusInfo, splits, names, res, speed, eval_seconds, ex
     counts = ", ".join(f"{s} {n:,}" for s, n in corpus.counts.items())
     labels = "regression score" if corpus.regression else ", ".join(corpus.labels)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    times = stage_time_table(read_stage_times(args.stage_times), eval_seconds)
+    times = stage_time_lines(read_stage_times(args.stage_times), eval_seconds)
     md = f"""# {args.title}: results
 
 Measured {date} on {machine()}.
@@ -344,7 +342,7 @@ Per-example predictions: `<model folder>/predictions_<split>.csv`.
 ```
 What run.sh ran, in order:
 ```
-{stage_commands(exp_folder)}
+{stage_commands(exp_folder, REPO_ROOT)}
 ```
 """
     return md, checks
