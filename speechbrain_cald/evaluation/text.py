@@ -224,6 +224,11 @@ def main(argv=None) -> int:
     return 0
 
 
+def _count(n: int) -> str:
+    """``22.7 M`` for models, the exact count for tiny ones."""
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"
+
+
 def _fmt(values: Dict[str, float], metrics: List[str]) -> str:
     return " / ".join(f"{values[m]:.2f}" for m in metrics)
 
@@ -242,7 +247,7 @@ def render(args, corpus: CorpusInfo, splits, names, res, speed, eval_seconds, ex
     lines = [head, "|---|---:|" + "---:|" * len(splits) + "---:|"]
     for n in names:
         gap = "—" if n == teacher else f"{main_value(n) - main_value(teacher):+.2f}"
-        lines.append(f"| {n} | {res.params[n] / 1e6:.1f} M | "
+        lines.append(f"| {n} | {_count(res.params[n])} | "
                      + " | ".join(_fmt(res.metrics[n][s], metrics) for s in splits) + f" | {gap} |")
     if res.baseline:
         lines.append(f"| majority class ('{res.majority}' of {corpus.train_split}) | — | "
