@@ -120,16 +120,9 @@ def prepare_imdb(data_folder: str, save_folder: str, dev_per_class: int = 1250, 
 
     def build():
         train, dev = hold_out(read_imdb_split(data_folder, "train"), dev_per_class, seed)
-        info = CorpusInfo(
-            name="IMDB",
-            splits={"train": "train.csv", "dev": "dev.csv", "test": "test.csv"},
-            train_split="train",
-            valid_split="dev",
-            eval_splits=["dev", "test"],
-            labels=list(IMDB_LABELS),
-            metrics=["accuracy"],
-            notes={"source": imdb_root(os.path.abspath(data_folder)), "dev": f"{dev_per_class} per class held out of train, seed {seed}"},
-        )
+        notes = {"source": imdb_root(os.path.abspath(data_folder)),
+                 "dev": f"{dev_per_class} per class held out of train, seed {seed}"}
+        info = CorpusInfo.train_dev_test("IMDB", IMDB_LABELS, notes)
         return info, {"train": train, "dev": dev, "test": read_imdb_split(data_folder, "test")}
 
     return prepare_once(save_folder, options, build)

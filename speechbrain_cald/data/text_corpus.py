@@ -73,6 +73,27 @@ class CorpusInfo:
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    @classmethod
+    def train_dev_test(cls, name: str, labels: List[str], notes: Dict[str, Any]) -> "CorpusInfo":
+        """A classification corpus of ``train`` / ``dev`` / ``test`` judged by accuracy (IMDB, tweets).
+
+        Example
+        -------
+        >>> info = CorpusInfo.train_dev_test("x", ["neg", "pos"], {})
+        >>> info.splits["dev"], info.valid_split, info.eval_splits
+        ('dev.csv', 'dev', ['dev', 'test'])
+        """
+        return cls(
+            name=name,
+            splits={s: f"{s}.csv" for s in ("train", "dev", "test")},
+            train_split="train",
+            valid_split="dev",
+            eval_splits=["dev", "test"],
+            labels=list(labels),
+            metrics=["accuracy"],
+            notes=dict(notes),
+        )
+
     @property
     def regression(self) -> bool:
         """True when the label is a score (one output), not a class."""

