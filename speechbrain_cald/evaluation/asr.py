@@ -38,7 +38,8 @@ import torch
 from torch.utils.data import DataLoader
 from speechbrain.dataio.batch import PaddedBatch
 
-from speechbrain_cald.bench.asr_speed import _call_peak_mb, plot_speed, run_isolated, speed_table
+from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
+from speechbrain_cald.bench.speed import _call_peak_mb
 from speechbrain_cald.data.audio import speech_datasets
 from speechbrain_cald.data.tokens import load_tokens
 from speechbrain_cald.decoders.kenlm_search import LM_DECODERS, kenlm_ctc_searcher

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 from typing import Sequence
 
 import jiwer
 from speechbrain.utils.metric_stats import ErrorRateStats
+
+from speechbrain_cald.files import atomic_write
 
 __all__ = ["WERResult", "WERDisagreement", "corpus_wer", "write_alignments", "write_hyps"]
 
@@ -72,15 +73,14 @@ def corpus_wer(ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str], tol
 
 def write_alignments(path: str, result: WERResult) -> str:
     """SpeechBrain's per-utterance alignment file (``wer_<split>.txt``, as its recipes write)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         result.stats.write_stats(f)
     return path
 
 
 def write_hyps(path: str, ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str]) -> str:
-    """Per-utterance CSV: ``ID, word_errors, ref_words, ref, hyp``."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    """Per-utterance CSV: ``ID, word_errors, ref_words, ref, hyp`` (written atomically)."""
+    with atomic_write(path, newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["ID", "word_errors", "ref_words", "ref", "hyp"])
         for i, r, h in zip(ids, refs, hyps):
