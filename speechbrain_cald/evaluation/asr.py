@@ -47,6 +47,7 @@ from speechbrain_cald.evaluation.report import count_params, machine, read_stage
 from speechbrain_cald.evaluation.wer import corpus_wer, write_alignments, write_hyps
 from speechbrain_cald.inference import export_encoder_asr, load_encoder_asr, load_trained_model
 from speechbrain_cald.tasks.ctc import ctc_greedy_transcripts
+from speechbrain_cald.tasks.ctc_brain import validate_speech_manifests
 
 __all__ = ["batches_by_seconds", "decode", "main"]
 
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
     p.add_argument("--beam_size", type=int, default=32)
     p.add_argument("--unk_score_offset", type=float, default=-10.0)
+    p.add_argument("--sample_rate", type=int, default=16000)
     p.add_argument("--batch_seconds", type=float, default=120.0, help="padded audio seconds per decoding batch")
     p.add_argument("--bench_seconds", type=float, nargs="*", default=[10, 30, 60, 120, 240])
     p.add_argument("--bench_repeats", type=int, default=3)
@@ -179,7 +181,10 @@ def main(argv=None) -> int:
         searcher = kenlm_ctc_searcher(args.lm_decoder, tokens.labels, args.lm, tokens.blank_index, alpha=args.alpha,
                                       beta=args.beta, beam_size=args.beam_size, unk_score_offset=args.unk_score_offset,
                                       unigrams_path=args.lm_unigrams or None, space_token=tokens.space)
-    data = speech_datasets({**sets, **long_sets}, args.data_root, text_pipeline=None, text_keys=["wrd"], sort="ascending")
+    validate_speech_manifests({**sets, **long_sets}, args.data_root, args.sample_rate, tokens,
+                              os.path.join(args.exp, "manifest_problems_eval.txt"))
+    data = speech_datasets({**sets, **long_sets}, args.data_root, args.sample_rate, text_pipeline=None, text_keys=["wrd"],
+                           sort="ascending")
     results: Dict[str, dict] = {}
     savedir = tempfile.mkdtemp(prefix="cald_encoder_asr_")
     for name, folder in models.items():

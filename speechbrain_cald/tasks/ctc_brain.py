@@ -13,6 +13,7 @@ a whole so that DDP wrapping works.
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 from typing import Callable, Dict, Mapping
 
@@ -22,13 +23,14 @@ from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_cald.data.audio import speech_datasets
 from speechbrain_cald.data.tokens import build_tokens, load_tokens
+from speechbrain_cald.data.validate import validate_manifests
 from speechbrain_cald.distill import DistillBrain, ModelOutput
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.weights import build_modules
 from speechbrain_cald.experiment import Experiment, export_model
 from speechbrain_cald.tasks.ctc import ctc_greedy_transcripts, ctc_objective
 
-__all__ = ["CTCBrain", "asr_datasets", "prepare_tokens", "train_ctc"]
+__all__ = ["CTCBrain", "asr_datasets", "prepare_tokens", "train_ctc", "validate_speech_manifests"]
 
 
 class CTCBrain(DistillBrain):
@@ -84,6 +86,35 @@ def asr_datasets(hparams: Mapping, tokens, csv_files: Mapping[str, str]) -> Dict
                            ["wrd", "tokens"])
 
 
+def _segment_in_order(row: Dict[str, str]):
+    if float(row["start"]) >= float(row["stop"]):
+        return f"segment: start {row['start']} s is not before stop {row['stop']} s"
+    return None
+
+
+def validate_speech_manifests(manifests: Mapping[str, str], data_root: str, sample_rate: int, tokens=None,
+                              report_file: str = None) -> int:
+    """Every bad row of the manifests named before any model runs (``data.validate``).
+
+    Files exist, open, decode to the end, have ``sample_rate`` and one channel;
+    whole-file rows match their ``duration``; segment rows (``start`` / ``stop``
+    in seconds, TED-LIUM) are ordered; transcripts are non-empty and, for
+    character tokens, use only the token inventory.
+    """
+    units = [c for c in tokens.labels if len(c) == 1] if tokens is not None and tokens.kind == "char" else None
+    groups: Dict[bool, Dict[str, str]] = {}
+    for name, path in manifests.items():  # whole files and segments take different checks
+        with open(path, encoding="utf-8") as f:
+            groups.setdefault("start" in f.readline().strip().split(","), {})[name] = path
+    rows = 0
+    for segments, group in sorted(groups.items()):
+        rows += validate_manifests(
+            group, report_file=report_file, replacements={"data_root": str(data_root)}, sample_rate=sample_rate,
+            duration_column=None if segments else "duration", row_checks=[_segment_in_order] if segments else (),
+            text_column="wrd", text_units=units, text_units_name=getattr(tokens, "path", None) or "the tokens")
+    return rows
+
+
 def prepare_tokens(hparams: Mapping):
     """Stage 1's tokens in ``hparams["tokens_folder"]`` (built on the main process when missing); checks the head size."""
     run_on_main(build_tokens, kwargs=dict(
@@ -121,6 +152,9 @@ def train_ctc(exp: Experiment, prepare: Callable[[], None]) -> str:
     tokens = prepare_tokens(hparams)
     if hparams.get("prepare_only", False):  # run.sh's stages 0-1: manifests and tokens, no training
         return ""
+    validate_speech_manifests({"train": hparams["train_csv"], "valid": hparams["valid_csv"]}, hparams["data_folder"],
+                              hparams.get("sample_rate", 16000), tokens,
+                              os.path.join(hparams["output_folder"], "manifest_problems.txt"))
     data = asr_datasets(hparams, tokens, {"train": hparams["train_csv"], "valid": hparams["valid_csv"]})
     if hparams.get("sorting", "random") != "random":
         data["train"] = data["train"].filtered_sorted(sort_key="duration", reverse=hparams["sorting"] == "descending")
