@@ -7,7 +7,7 @@
 #   2  the teacher (hparams/${corpus}_teacher.yaml)            -> $exp/teacher
 #   3  every student of --students                             -> $exp/<yaml>_<guide>
 #   4  speechbrain_cald.evaluation.asr: EncoderASR export, WER, long recordings, speed, RESULTS.md
-# What the recipe sets before sourcing: corpus (YAML prefix), corpus_title, split_overrides
+# What the recipe sets before sourcing: corpus (YAML prefix), results_title, split_overrides
 # (an array of --key=value passed to every train.py), test_sets (name=csv ...), longform_sets,
 # lm_text (a text corpus for the LM, may be empty), lm_lower (true: lower-case it).
 
@@ -55,7 +55,7 @@ if stage 4 "Evaluate: export, WER per split (greedy, LM), long recordings, speed
     # shellcheck disable=SC2086
     run python -m speechbrain_cald.evaluation.asr --exp "$exp" --models "${models[@]}" --data_root "$data_folder" \
         --tokens "$prep/tokens" --sets "${test_sets[@]}" --longform "${longform_sets[@]}" \
-        --lm "${lm:-$lm_built}" --results_md "${results_md:-$exp/RESULTS.md}" --title "$corpus_title" \
+        --lm "${lm:-$lm_built}" --results_md "${results_md:-$exp/RESULTS.md}" --title "$results_title" \
         --stage_times "$stage_times" --repo_root "$recipe_dir/../../.." \
         --command "bash recipes/${recipe_dir#*/recipes/}/run.sh$cli_args" $eval_args
     stage_done

@@ -50,3 +50,51 @@ def check_exported_folder_transcribes(inference: Path, savedir: Path, audio: Pat
     text = asr.transcribe_file(str(audio))
     assert isinstance(text, str)
     return text
+
+
+SMOKE_CORPORA = {
+    "LibriSpeech/ASR": dict(kind="librispeech", data="LibriSpeech",
+                            splits={"train-clean-100": 12, "dev-clean": 3, "test-clean": 4, "test-other": 4}),
+    "TEDLIUM/ASR": dict(kind="tedlium", data="TEDLIUM_release-3", talks={"train": 6, "dev": 2, "test": 3}),
+}
+
+
+def smoke_run(recipe: str, out: str, results_md: str, model_type: str = "wav2vec2", bench_seconds: str = "5 10 20") -> int:
+    """A recipe's smoke run: a tiny espeak-ng corpus in the distributed layout, a tiny random model, stages 0-4."""
+    from speechbrain_cald.testing.speech import save_tiny_speech_model, write_librispeech, write_tedlium
+
+    spec = SMOKE_CORPORA[recipe]
+    data = os.path.join(out, spec["data"])
+    if not os.path.isdir(data):
+        if spec["kind"] == "librispeech":
+            write_librispeech(data, spec["splits"])
+        else:
+            write_tedlium(data, spec["talks"])
+    model = os.path.join(out, model_type)
+    if not os.path.isdir(model):
+        save_tiny_speech_model(model, model_type)
+    title = f"{recipe.split('/')[0]} ASR, smoke run: tiny espeak-ng corpus, tiny random {model_type} (WERs mean nothing)"
+    cmd = ["bash", str(ROOT / "recipes" / recipe / "run.sh"), "--data_folder", data, "--pretrained_dir", model,
+           "--exp", os.path.join(out, "exp"), "--results_md", results_md, "--results_title", title,
+           "--teacher_args", TEACHER_ARGS, "--student_args", STUDENT_ARGS,
+           "--eval_args", f"--bench_seconds {bench_seconds} --bench_repeats 3 --beam_size 8"]
+    print("+ " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd, env=env()).returncode
+
+
+def main(argv=None) -> int:
+    """``python -m speechbrain_cald.testing.recipes LibriSpeech/ASR|TEDLIUM/ASR OUT_DIR [--results_md F]``: a smoke run."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("recipe", choices=sorted(SMOKE_CORPORA))
+    p.add_argument("out")
+    p.add_argument("--results_md", default="", help="default: the recipe's RESULTS.md")
+    p.add_argument("--model_type", default="wav2vec2")
+    args = p.parse_args(argv)
+    results = args.results_md or str(ROOT / "recipes" / args.recipe / "RESULTS.md")
+    return smoke_run(args.recipe, os.path.abspath(args.out), os.path.abspath(results), args.model_type)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

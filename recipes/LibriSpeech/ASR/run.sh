@@ -19,6 +19,7 @@ dev_splits="dev-clean";           options_help[dev_splits]="validation splits"
 test_splits="test-clean test-other"; options_help[test_splits]="test splits (stage 4 reports a WER for each)"
 lm="";                            options_help[lm]="word n-gram for stage 4 (ARPA or KenLM binary); default: built in stage 1 from <data_folder>/librispeech-lm-norm.txt if there, else the training transcripts"
 token_type="char";                options_help[token_type]="char | unigram (then also --teacher_args/--student_args '--output_neurons=N --vocab_size=N')"
+results_title="LibriSpeech ASR"; options_help[results_title]="the title of RESULTS.md (say 'smoke run' for tiny data)"
 eval_args="";                     options_help[eval_args]="extra options of speechbrain_cald.evaluation.asr, e.g. '--lm_decoder cald --alpha 0.8'"
 parse_options "$@"
 require_options data_folder pretrained_dir
@@ -41,7 +42,6 @@ if stage 0 "Manifests of $train_splits / $dev_splits / $test_splits" "$exp/data/
 fi
 
 corpus=librispeech
-corpus_title="LibriSpeech ASR"
 test_sets=()
 for s in $test_splits; do test_sets+=("$s=$exp/data/$s.csv"); done
 longform_sets=()

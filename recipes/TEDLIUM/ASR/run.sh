@@ -17,6 +17,7 @@ lm="";                            options_help[lm]="word n-gram for stage 4 (ARP
 lm_text="";                       options_help[lm_text]="a text corpus (one sentence per line) to build the word 3-gram from instead, e.g. TED-LIUM 3's LM data"
 token_type="char";                options_help[token_type]="char | unigram (then also --teacher_args/--student_args '--output_neurons=N --vocab_size=N')"
 teacher_longform_max_s="";        options_help[teacher_longform_max_s]="skip whole-talk decoding by the teacher for talks longer than this (attention memory); empty: decode all"
+results_title="TED-LIUM ASR"; options_help[results_title]="the title of RESULTS.md (say 'smoke run' for tiny data)"
 eval_args="";                     options_help[eval_args]="extra options of speechbrain_cald.evaluation.asr, e.g. '--lm_decoder cald --alpha 0.8'"
 parse_options "$@"
 require_options data_folder pretrained_dir
@@ -34,7 +35,6 @@ if stage 0 "Segment and whole-talk manifests of train / dev / test" "$exp/data/t
 fi
 
 corpus=tedlium
-corpus_title="TED-LIUM ASR"
 test_sets=("dev=$exp/data/dev.csv" "test=$exp/data/test.csv")
 longform_sets=("test_talks=$exp/data/test_talks.csv")
 [ -n "$teacher_longform_max_s" ] && eval_args="--longform_max_s teacher=$teacher_longform_max_s $eval_args"
