@@ -2,7 +2,6 @@
 for characters and SentencePiece pieces alike."""
 
 import gzip
-import os
 import shutil
 
 import pytest
