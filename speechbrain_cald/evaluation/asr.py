@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--longform_max_s", nargs="*", default=[], help="model=seconds: skip that model's recordings longer than this")
     p.add_argument("--lm", default="", help="word n-gram (ARPA or KenLM binary); empty: greedy only")
     p.add_argument("--lm_unigrams", default="", help="word list of a binary LM (its lexicon)")
-    p.add_argument("--lm_decoder", default="pyctcdecode", choices=LM_DECODERS)
+    # SpeechBrain's searcher had the lowest WER on the same LM, outputs and settings (docs/lm_decoding.md)
+    p.add_argument("--lm_decoder", default="speechbrain", choices=LM_DECODERS)
     p.add_argument("--alpha", type=float, default=0.5, help="LM weight")
     p.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
     p.add_argument("--beam_size", type=int, default=32)
@@ -257,6 +258,10 @@ def render(args, models, sets, long_sets, results, speed, png, eval_seconds) -> 
              "Every number comes from the model's exported `inference/` folder loaded by SpeechBrain's "
              "`EncoderASR.from_hparams`. WER is corpus-level, in %, computed by SpeechBrain's `ErrorRateStats` and by "
              "jiwer (which agree); cells are `WER (substitutions/deletions/insertions)`.\n"]
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        parts.insert(2, f"**Loaded machine** (load average {load:.1f} on {os.cpu_count()} cores): the timings below "
+                        "are not results; re-run on a quiet machine.\n")
     if args.lm:
         parts += ["## WER with the word n-gram\n",
                   f"CTC beam search `{args.lm_decoder}` with KenLM over `{os.path.basename(args.lm)}`: alpha {args.alpha}, "
