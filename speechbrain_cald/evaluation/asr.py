@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 from speechbrain.dataio.batch import PaddedBatch
 
 from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
-from speechbrain_cald.bench.speed import _call_peak_mb
+from speechbrain_cald.bench.speed import call_peak_mb
 from speechbrain_cald.data.audio import speech_datasets
 from speechbrain_cald.data.tokens import load_tokens
 from speechbrain_cald.decoders.kenlm_search import LM_DECODERS, kenlm_ctc_searcher
@@ -117,7 +117,7 @@ def longform(asr, tokens, dataset, searcher, max_seconds: Optional[float]) -> Li
             out["seconds"] = time.perf_counter() - t0
 
         try:
-            peak = _call_peak_mb(run)
+            peak = call_peak_mb(run)
         except (RuntimeError, MemoryError) as err:  # out of memory for attention over minutes of audio
             rows.append(dict(id=i, seconds=seconds, skipped=f"failed: {str(err).splitlines()[0][:80]}"))
             continue

@@ -13,14 +13,24 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
+import shutil
 from typing import Sequence
 
 import jiwer
 from speechbrain.utils.metric_stats import ErrorRateStats
 
-from speechbrain_cald.files import atomic_write
+from speechbrain_cald.files import atomic_write, data_tag
 
-__all__ = ["WERResult", "WERDisagreement", "corpus_wer", "write_alignments", "write_hyps"]
+__all__ = [
+    "WERResult",
+    "WERDisagreement",
+    "corpus_wer",
+    "hyps_folder",
+    "start_hyps_folder",
+    "write_alignments",
+    "write_hyps",
+]
 
 
 class WERDisagreement(RuntimeError):
@@ -78,8 +88,29 @@ def write_alignments(path: str, result: WERResult) -> str:
     return path
 
 
+def hyps_folder(model_folder: str, data_folder: str) -> str:
+    """Where a model's hypotheses on one data folder go: ``<model>/hyps/<data name>-<hash of its path>/``.
+
+    Evaluating on another data folder writes beside, never over, the recipe's own.
+
+    Example
+    -------
+    >>> hyps_folder("exp/m", "/data/a") != hyps_folder("exp/m", "/data/b")
+    True
+    """
+    return os.path.join(model_folder, "hyps", data_tag(data_folder))
+
+
+def start_hyps_folder(folder: str, data_folder: str) -> None:
+    """Empty ``folder`` of an earlier evaluation's files (a crash must not leave them looking current)."""
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    with atomic_write(os.path.join(folder, "data_folder.txt")) as f:
+        f.write(os.path.realpath(data_folder) + "\n")
+
+
 def write_hyps(path: str, ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str]) -> str:
-    """Per-utterance CSV: ``ID, word_errors, ref_words, ref, hyp`` (written atomically)."""
+    """Per-utterance CSV: ``ID, word_errors, ref_words, ref, hyp`` (complete or absent: written aside, renamed)."""
     with atomic_write(path, newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["ID", "word_errors", "ref_words", "ref", "hyp"])

@@ -31,8 +31,8 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
 from speechbrain_cald.data.units import load_char_units
 from speechbrain_cald.evaluation.report import count_params, machine, read_stage_times, stage_commands
-from speechbrain_cald.evaluation.wer import corpus_wer, write_hyps
-from speechbrain_cald.files import atomic_write, data_tag
+from speechbrain_cald.evaluation.wer import corpus_wer, hyps_folder, start_hyps_folder, write_hyps
+from speechbrain_cald.files import atomic_write
 from train import ctc_log_probs, dataio_prepare, transcripts, validate_data
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -81,22 +81,6 @@ def load_searcher(decode_yaml: str, lm_path: str, units, overrides: str = ""):
     # per-model expect_len in main() logs SpeechBrain's "expect_len was never called"
     vocab = [units.ind2lab[i] for i in range(len(units.ind2lab))]
     return dec["searcher"](vocab_list=vocab, blank_index=units.lab2ind[units.blank_label])
-
-
-def hyps_folder(model_folder: str, data_folder: str) -> str:
-    """Where a model's hypotheses on one data folder go: ``<model>/hyps/<data name>-<hash of its path>/``.
-
-    Evaluating on another data folder writes beside, never over, the recipe's own.
-    """
-    return os.path.join(model_folder, "hyps", data_tag(data_folder))
-
-
-def start_hyps_folder(folder: str, data_folder: str) -> None:
-    """Empty ``folder`` of an earlier evaluation's files (a crash must not leave them looking current)."""
-    if os.path.isdir(folder):
-        shutil.rmtree(folder)
-    with atomic_write(os.path.join(folder, "data_folder.txt")) as f:
-        f.write(os.path.realpath(data_folder) + "\n")
 
 
 def speed_factory(folder: str):
