@@ -10,7 +10,8 @@ For every trained model folder (``hyperparams.yaml`` + ``model.ckpt``, stages 2 
    ``speechbrain_cald.decoders.kenlm_search``) from the same CTC outputs; the
    corpus WER is computed by SpeechBrain and by jiwer, which must agree; write
    SpeechBrain's alignment files ``wer_<split>.txt`` (LM) and
-   ``wer_<split>_greedy.txt`` and ``hyps_<split>.csv`` into the model folder;
+   ``wer_<split>_greedy.txt`` and ``hyps_<split>.csv`` into
+   ``<model folder>/hyps/<data folder tag>/`` (``evaluation.wer.hyps_folder``);
 3. decode each long recording of ``--longform`` manifests whole, in one pass
    (batch 1), with its time and peak memory (a model whose recording is longer
    than ``--longform_max_s[name]`` is skipped and the table says so);
@@ -44,7 +45,7 @@ from speechbrain_cald.data.audio import speech_datasets
 from speechbrain_cald.data.tokens import load_tokens
 from speechbrain_cald.decoders.kenlm_search import LM_DECODERS, kenlm_ctc_searcher
 from speechbrain_cald.evaluation.report import count_params, machine, read_stage_times, stage_commands, stage_time_lines
-from speechbrain_cald.evaluation.wer import corpus_wer, write_alignments, write_hyps
+from speechbrain_cald.evaluation.wer import corpus_wer, hyps_folder, start_hyps_folder, write_alignments, write_hyps
 from speechbrain_cald.inference import export_encoder_asr, load_encoder_asr, load_trained_model
 from speechbrain_cald.tasks.ctc import ctc_greedy_transcripts
 from speechbrain_cald.tasks.ctc_brain import validate_speech_manifests
@@ -198,6 +199,8 @@ def main(argv=None) -> int:
         del model
         asr = load_encoder_asr(inference, os.path.join(savedir, name))
         res = dict(size=size, wer={"lm": {}, "greedy": {}}, longform={})
+        out_dir = hyps_folder(folder, args.data_root)  # per data folder: another corpus copy writes beside
+        start_hyps_folder(out_dir, args.data_root)
         for split in sets:
             ids, refs, hyps = decode(asr, tokens, data[split], searcher, args.batch_seconds)
             for kind, suffix in (("lm", ""), ("greedy", "_greedy")):
@@ -205,8 +208,8 @@ def main(argv=None) -> int:
                     continue
                 r = corpus_wer(ids, refs, hyps[kind])
                 res["wer"][kind][split] = r
-                write_alignments(os.path.join(folder, f"wer_{split}{suffix}.txt"), r)
-                write_hyps(os.path.join(folder, f"hyps_{split}{suffix}.csv"), ids, refs, hyps[kind])
+                write_alignments(os.path.join(out_dir, f"wer_{split}{suffix}.txt"), r)
+                write_hyps(os.path.join(out_dir, f"hyps_{split}{suffix}.csv"), ids, refs, hyps[kind])
         for lname in long_sets:
             rows = longform(asr, tokens, data[lname], searcher, long_max.get(name))
             done = [r for r in rows if "skipped" not in r]
@@ -233,7 +236,8 @@ def main(argv=None) -> int:
     png = plot_speed(speed, os.path.join(md_dir, "speed_vs_length.png")) if speed else None
     with open(args.results_md, "w", encoding="utf-8") as f:
         f.write(render(args, models, sets, long_sets, results, speed, png, time.time() - t_start))
-    print(f"\nRESULTS: {args.results_md}\nalignments: <model folder>/wer_<split>.txt; EncoderASR folders: <model folder>/inference/")
+    print(f"\nRESULTS: {args.results_md}\nalignments: <model folder>/hyps/<data folder tag>/wer_<split>.txt; "
+          "EncoderASR folders: <model folder>/inference/")
     return 0
 
 
@@ -268,8 +272,8 @@ def render(args, models, sets, long_sets, results, speed, png, eval_seconds) -> 
                   f"beta {args.beta}, beam {args.beam_size}, unk_score_offset {args.unk_score_offset}.\n",
                   wer_table("lm"), ""]
     parts += ["## WER, greedy CTC decoding (no LM)\n", wer_table("greedy"), "",
-              "Per-utterance alignments: `<model folder>/wer_<split>.txt` (LM) and `wer_<split>_greedy.txt`; "
-              "hypotheses `hyps_<split>.csv`.\n"]
+              "Per-utterance alignments (SpeechBrain's format): `<model folder>/hyps/<data folder tag>/wer_<split>.txt` "
+              "(LM) and `wer_<split>_greedy.txt`; hypotheses `hyps_<split>.csv` beside them.\n"]
     for lname in long_sets:
         parts += [f"## {lname}: each recording decoded whole, in one pass\n",
                   "Batch 1, no grad; time and peak resident-memory rise of the encoder call (weights excluded); "

@@ -53,9 +53,9 @@ def check_exported_folder_transcribes(inference: Path, savedir: Path, audio: Pat
 
 
 SMOKE_CORPORA = {
-    "LibriSpeech/ASR": dict(kind="librispeech", data="LibriSpeech",
+    "LibriSpeech/ASR": dict(kind="librispeech", data="LibriSpeech", name="LibriSpeech",
                             splits={"train-clean-100": 12, "dev-clean": 3, "test-clean": 4, "test-other": 4}),
-    "TEDLIUM/ASR": dict(kind="tedlium", data="TEDLIUM_release-3", talks={"train": 6, "dev": 2, "test": 3}),
+    "TEDLIUM/ASR": dict(kind="tedlium", data="TEDLIUM_release-3", name="TED-LIUM", talks={"train": 6, "dev": 2, "test": 3}),
 }
 
 
@@ -73,7 +73,7 @@ def smoke_run(recipe: str, out: str, results_md: str, model_type: str = "wav2vec
     model = os.path.join(out, model_type)
     if not os.path.isdir(model):
         save_tiny_speech_model(model, model_type)
-    title = f"{recipe.split('/')[0]} ASR, smoke run: tiny espeak-ng corpus, tiny random {model_type} (WERs mean nothing)"
+    title = f"{spec['name']} ASR, smoke run: tiny espeak-ng corpus, tiny random {model_type} (WERs mean nothing)"
     cmd = ["bash", str(ROOT / "recipes" / recipe / "run.sh"), "--data_folder", data, "--pretrained_dir", model,
            "--exp", os.path.join(out, "exp"), "--results_md", results_md, "--results_title", title,
            "--teacher_args", TEACHER_ARGS, "--student_args", STUDENT_ARGS,

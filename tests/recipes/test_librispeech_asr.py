@@ -73,10 +73,11 @@ def test_stages_0_to_4_end_to_end(recipe_run):
             cells = row.split("|")[5:7]
             assert all(c.strip() and c.strip() != "—" and "/" in c for c in cells), row
         folder = exp / ("teacher" if model == "teacher" else f"librispeech_{model}")
+        (hyps,) = (folder / "hyps").iterdir()  # one data folder evaluated
         for split in ("test-clean", "test-other"):
-            text = (folder / f"wer_{split}.txt").read_text()
+            text = (hyps / f"wer_{split}.txt").read_text()
             assert text.startswith("%WER") and "ALIGNMENTS" in text
-            assert (folder / f"wer_{split}_greedy.txt").exists()
+            assert (hyps / f"wer_{split}_greedy.txt").exists()
         assert (folder / "inference" / "hyperparams.yaml").exists()
     assert "CTC beam search `speechbrain` with KenLM over `word_3gram.arpa`" in md
     # every stage is skipped when run again
