@@ -182,3 +182,22 @@ def test_preparation_reports_every_problem_by_file(tmp_path, capsys, monkeypatch
     capsys.readouterr()
     prepare_librispeech(str(data), str(tmp_path / "d"), ["dev-clean"])  # same options: kept
     assert "match these options; kept" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@espeak
+def test_unigram_tokens_from_training_to_lm_decoding(corpus):
+    root, _ = corpus
+    exp = root / "exp_unigram"
+    pieces = "--vocab_size=30 --output_neurons=30"
+    log = run_recipe("LibriSpeech/ASR", root, "--data_folder", str(root / "LibriSpeech"), "--pretrained_dir",
+                     str(root / "w2v2"), "--exp", str(exp), "--token_type", "unigram", "--students", "",
+                     "--teacher_args", f"{TEACHER_ARGS} {pieces}", "--eval_args", EVAL_ARGS).stdout
+    assert "== stage 4:" in log
+    assert (exp / "data" / "tokens" / "30_unigram.model").exists()
+    md = (exp / "RESULTS.md").read_text()
+    lm_row, greedy_row, _ = results_rows(md, "teacher")
+    assert all("/" in c for c in lm_row.split("|")[5:7])  # WER (S/D/I) with the LM for both splits
+    text = check_exported_folder_transcribes(exp / "teacher" / "inference", root / "s_unigram",
+                                             next((root / "LibriSpeech" / "test-clean").rglob("*.flac")))
+    assert "\u2581" not in text

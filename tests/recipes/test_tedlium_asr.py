@@ -82,7 +82,7 @@ def test_preparation_cuts_scored_segments_from_sphere_talks(tmp_path, monkeypatc
         assert r["wav"] == f"$data_root/{base}/sph/{talk}.sph"
         stm = (root / base / "stm" / f"{talk}.stm").read_text()
         assert f" {r['start']} {r['stop']} " in stm  # the STM's own times
-        seg = read_audio(r["wav"].replace("$data_root", str(root)), float(r["start"]), float(r["stop"]))
+        seg = read_audio(r["wav"].replace("$data_root", str(root)), 16000, start=float(r["start"]), stop=float(r["stop"]))
         assert abs(len(seg) / 16000 - float(r["duration"])) < 1e-3 and float(np.abs(seg).max()) > 0.01  # speech, not gap
 
 
