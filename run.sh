@@ -86,7 +86,8 @@ while [ $# -gt 0 ]; do
         --stop_stage=*) stop_stage="${1#*=}"; shift ;;
         --*=*) passthrough+=("$1"); shift ;;
         --*)
-            [ $# -ge 2 ] && [[ "$2" != --* ]] || die_usage "option $1 needs a value (recipe options are --key value pairs)"
+            # every recipe option takes a value, which may itself start with -- (--teacher_args "--lr=1")
+            [ $# -ge 2 ] || die_usage "option $1 needs a value (recipe options are --key value pairs)"
             passthrough+=("$1" "$2"); shift 2 ;;
         *) die_usage "unexpected argument '$1'" ;;
     esac
