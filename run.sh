@@ -195,6 +195,9 @@ fi
 
 # Offline by construction: nothing may be fetched from a model hub at run time.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# OpenMP threads sleep between operator calls instead of spinning (80x faster training
+# steps on a loaded machine, docs/bench/omp_wait.md); a value the user exported wins.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 # Large-buffer reuse instead of returning memory to the OS on every scan chunk
 # (measured in shared/PERF.md: ~2x faster long-sequence scans on this CPU).
 export MALLOC_TOP_PAD_="${MALLOC_TOP_PAD_:-1073741824}" MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-68719476736}"

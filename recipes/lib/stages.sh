@@ -28,6 +28,11 @@
 
 set -euo pipefail
 
+# OpenMP threads sleep between operator calls instead of spinning: on cores shared with
+# other work, spinning made a training step 80x slower (docs/bench/omp_wait.md). A value
+# the user exported wins.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+
 # Logs: when stdout is a file or a pipe (nohup, CI, `| tee`), tqdm would write every
 # progress refresh (~10 per second) into it; one line per 30 s keeps the log readable.
 if [ ! -t 1 ] && [ -z "${TQDM_MININTERVAL:-}" ]; then
