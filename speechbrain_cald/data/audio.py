@@ -1,23 +1,28 @@
-"""Reading audio for training and evaluation: the file must be what the model expects.
+"""Reading audio for training and evaluation (soundfile only): the file must be what the model expects.
 
 SpeechBrain's ``read_audio`` returns ``(samples,)`` for mono and ``(samples,
 channels)`` for anything else and never looks at the sample rate, so a stereo
 file fails batches later with an ``IndexError`` inside the features and an
-8 kHz file decodes to garbage without a word. ``read_audio`` here checks the
-rate and the channels first and names the file when they are wrong;
-``audio_problems`` is the same check as a list of findings, used by
-``speechbrain_cald.data.validate`` before training starts.
+8 kHz file decodes to garbage without a word. :func:`read_audio` here reads a
+file or a segment of one (FLAC, WAV, NIST SPHERE, ...), checks the rate and
+the channels first and names the file when they are wrong;
+:func:`audio_problems` is the same check as a list of findings, used by
+``speechbrain_cald.data.validate`` before training starts;
+:func:`speech_datasets` builds the SpeechBrain ``DynamicItemDataset`` s of
+speech recipes (``ID, duration, wav`` manifests, with ``start`` / ``stop`` in
+seconds for segments cut from a longer recording such as a TED-LIUM talk).
 """
 
 from __future__ import annotations
 
 import os
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import soundfile as sf
+import speechbrain as sb
 import torch
 
-__all__ = ["AudioFileError", "AudioInfo", "audio_problems", "read_audio"]
+__all__ = ["AudioFileError", "AudioFormatError", "AudioInfo", "audio_info", "audio_problems", "read_audio", "speech_datasets"]
 
 # Samples decoded at the end of a file to prove it is complete: a truncated
 # FLAC keeps its header's length and fails only when its last frames are read.
@@ -26,6 +31,17 @@ TAIL_SAMPLES = 1024
 
 class AudioFileError(ValueError):
     """An audio file that cannot be used as it is (names the file and what is wrong)."""
+
+
+AudioFormatError = AudioFileError  # the name the speech-recipe code first used
+
+
+def audio_info(path: str):
+    """soundfile's ``info`` (``samplerate``, ``frames``, ``channels``, ``duration``), with the path in errors."""
+    try:
+        return sf.info(path)
+    except (RuntimeError, sf.LibsndfileError) as err:
+        raise AudioFileError(f"{path}: unreadable: soundfile cannot open it as audio ({err})") from None
 
 
 class AudioInfo(NamedTuple):
@@ -107,6 +123,8 @@ def read_audio(
     source: Union[str, dict],
     sample_rate: Optional[int] = None,
     channels: int = 1,
+    start: Optional[float] = None,
+    stop: Optional[float] = None,
 ) -> torch.Tensor:
     """Read a mono file (or a segment of one) as a float32 tensor ``(samples,)``.
 
@@ -120,6 +138,9 @@ def read_audio(
         (resample the corpus first), as is more than ``channels`` channels.
     channels : int
         Expected channels (1: mono).
+    start, stop : float, optional
+        Segment bounds in **seconds** for a path ``source`` (None: the start /
+        the end of the file).
 
     Returns
     -------
@@ -135,16 +156,18 @@ def read_audio(
     torch.Size([1600])
     >>> read_audio({"file": p, "start": 100, "stop": 300}).shape
     torch.Size([200])
+    >>> read_audio(p, 16000, start=0.025, stop=0.05).shape
+    torch.Size([400])
     >>> read_audio(p, 8000)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     speechbrain_cald.data.audio.AudioFileError: ...a.wav: sample rate: expected 8000 Hz, found 16000 Hz (resample the corpus to 8000 Hz, or set the YAML's sample_rate)
     """
     if isinstance(source, dict):
-        path, start, stop = source["file"], int(source.get("start", 0)), source.get("stop")
-        stop = None if stop is None or int(stop) == start else int(stop)
+        path, first, last = source["file"], int(source.get("start", 0)), source.get("stop")
+        last = None if last is None or int(last) == first else int(last)
     else:
-        path, start, stop = source, 0, None
+        path, first, last = source, None, None
     with sf.SoundFile(path) as f:
         if sample_rate is not None and f.samplerate != sample_rate:
             raise AudioFileError(
@@ -156,6 +179,73 @@ def read_audio(
                 f"{path}: channels: expected {channels}{' (mono)' if channels == 1 else ''}, found {f.channels} "
                 "(downmix the corpus first, e.g. `sox in.wav -c 1 out.wav`)"
             )
-        f.seek(start)
-        audio = f.read(-1 if stop is None else stop - start, dtype="float32", always_2d=True)
+        if first is None:  # seconds (or the whole file)
+            first = 0 if start is None else int(round(float(start) * f.samplerate))
+            last = f.frames if stop is None else min(int(round(float(stop) * f.samplerate)), f.frames)
+            if first >= last:
+                raise AudioFileError(f"{path}: empty segment [{start}, {stop}) s of a {f.frames / f.samplerate:.2f} s file")
+        f.seek(first)
+        audio = f.read(-1 if last is None else last - first, dtype="float32", always_2d=True)
     return torch.from_numpy(audio[:, 0].copy()) if channels == 1 else torch.from_numpy(audio)
+
+
+def _optional_float(value) -> Optional[float]:
+    return None if value in (None, "", "None") else float(value)
+
+
+def speech_datasets(
+    csv_files: Mapping[str, str],
+    data_root: str,
+    sample_rate: int = 16000,
+    text_pipeline: Optional[Callable] = None,
+    text_keys: Sequence[str] = (),
+    sort: Optional[str] = None,
+) -> Dict[str, sb.dataio.dataset.DynamicItemDataset]:
+    """SpeechBrain datasets for ``{name: manifest}``: ``id``, ``sig`` and the text keys.
+
+    Arguments
+    ---------
+    csv_files : mapping
+        Dataset name -> manifest CSV (``ID, duration, wav``; optional
+        ``start``, ``stop`` seconds; ``wrd`` etc.).
+    data_root : str
+        What ``$data_root`` in the manifests stands for (the corpus root).
+    sample_rate : int
+        Every file must have this rate.
+    text_pipeline : callable, optional
+        A SpeechBrain ``@takes/@provides`` function added to each dataset
+        (e.g. ``wrd -> wrd, tokens``).
+    text_keys : sequence of str
+        The keys it provides, added to the outputs.
+    sort : str, optional
+        ``"ascending"`` / ``"descending"`` by duration (long-form evaluation
+        and dynamic batching sort themselves).
+
+    Returns
+    -------
+    dict
+        Name -> dataset with output keys ``id, sig, *text_keys``.
+    """
+
+    @sb.utils.data_pipeline.takes("wav", "start", "stop")
+    @sb.utils.data_pipeline.provides("sig")
+    def segment_pipeline(wav, start, stop):
+        return read_audio(wav, sample_rate, start=_optional_float(start), stop=_optional_float(stop))
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def file_pipeline(wav):
+        return read_audio(wav, sample_rate=sample_rate)
+
+    datasets = {}
+    for name, csv_path in csv_files.items():
+        ds = sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path, replacements={"data_root": str(data_root)})
+        segments = bool(ds.data) and "start" in next(iter(ds.data.values()))
+        ds.add_dynamic_item(segment_pipeline if segments else file_pipeline)
+        if text_pipeline is not None:
+            ds.add_dynamic_item(text_pipeline)
+        ds.set_output_keys(["id", "sig", *text_keys])
+        if sort:
+            ds = ds.filtered_sorted(sort_key="duration", reverse=sort == "descending")
+        datasets[name] = ds
+    return datasets
