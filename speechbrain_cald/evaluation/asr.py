@@ -114,11 +114,11 @@ def longform(asr, tokens, dataset, searcher, max_seconds: Optional[float]) -> Li
         def run():
             t0 = time.perf_counter()
             with torch.no_grad():
-                out["log_probs"] = asr.encode_batch(wavs, wav_lens).cpu()
+                out["log_probs"] = asr.encode_batch(wavs, wav_lens).cpu()  # .cpu() waits for the GPU
             out["seconds"] = time.perf_counter() - t0
 
         try:
-            peak = call_peak_mb(run)
+            peak = _peak_mb(run, asr.device)
         except (RuntimeError, MemoryError) as err:  # out of memory for attention over minutes of audio
             rows.append(dict(id=i, seconds=seconds, skipped=f"failed: {str(err).splitlines()[0][:80]}"))
             continue
@@ -129,6 +129,18 @@ def longform(asr, tokens, dataset, searcher, max_seconds: Optional[float]) -> Li
         rows.append(dict(id=i, seconds=seconds, ref=item["wrd"], greedy=greedy, lm=lm, encode_s=out["seconds"],
                          peak_mb=peak))
     return rows
+
+
+def _peak_mb(call, device) -> float:
+    """Peak memory a call adds: GPU memory allocated on CUDA, resident memory on the CPU (MB)."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        call()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return call_peak_mb(call)
 
 
 def _parse_pairs(items: Sequence[str], what: str) -> Dict[str, str]:
@@ -159,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam_size", type=int, default=32)
     p.add_argument("--unk_score_offset", type=float, default=-10.0)
     p.add_argument("--sample_rate", type=int, default=16000)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where models decode (the speed table is always measured on the CPU)")
     p.add_argument("--batch_seconds", type=float, default=120.0, help="padded audio seconds per decoding batch")
     p.add_argument("--bench_seconds", type=float, nargs="*", default=[10, 30, 60, 120, 240])
     p.add_argument("--bench_repeats", type=int, default=3)
@@ -197,7 +211,7 @@ def main(argv=None) -> int:
         size = dict(layers=count_params(model.encoder.model.encoder), total=count_params(model),
                     ckpt_mb=os.path.getsize(os.path.join(folder, "model.ckpt")) / 2**20)
         del model
-        asr = load_encoder_asr(inference, os.path.join(savedir, name))
+        asr = load_encoder_asr(inference, os.path.join(savedir, name), device=args.device)
         res = dict(size=size, wer={"lm": {}, "greedy": {}}, longform={})
         out_dir = hyps_folder(folder, args.data_root)  # per data folder: another corpus copy writes beside
         start_hyps_folder(out_dir, args.data_root)
@@ -276,8 +290,9 @@ def render(args, models, sets, long_sets, results, speed, png, eval_seconds) -> 
               "(LM) and `wer_<split>_greedy.txt`; hypotheses `hyps_<split>.csv` beside them.\n"]
     for lname in long_sets:
         parts += [f"## {lname}: each recording decoded whole, in one pass\n",
-                  "Batch 1, no grad; time and peak resident-memory rise of the encoder call (weights excluded); "
-                  "real-time factor = encoder time / audio length.\n",
+                  f"Batch 1, no grad, on `{args.device}`; time and peak memory rise of the encoder call (weights "
+                  "excluded; GPU memory allocated on CUDA, resident memory on the CPU); real-time factor = encoder "
+                  "time / audio length.\n",
                   "| model | recordings | audio (s) | WER greedy | WER LM | encoder s | RTF | peak MB (largest) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for n in names:
@@ -297,8 +312,8 @@ def render(args, models, sets, long_sets, results, speed, png, eval_seconds) -> 
         parts.append("")
     if speed:
         parts += ["## Encoder time (median ms) and peak memory rise (MB) vs audio length\n",
-                  "Batch 1, no grad, the transformer / linear-time layers only (the CNN feature encoder and "
-                  "projection computed beforehand), random audio; each model in its own process.\n",
+                  "On the CPU, batch 1, no grad, the transformer / linear-time layers only (the CNN feature encoder "
+                  "and projection computed beforehand), random audio; each model in its own process.\n",
                   speed_table(speed), "", f"![encoder time vs audio length]({os.path.basename(png)})", ""]
     parts += ["## Stage timings\n", "\n".join(stage_time_lines(read_stage_times(args.stage_times), eval_seconds)), "",
               "## Commands\n", "```", args.command or " ".join(sys.argv), "```",
