@@ -55,7 +55,7 @@ def check_exported_folder_transcribes(inference: Path, savedir: Path, audio: Pat
 SMOKE_CORPORA = {
     "LibriSpeech/ASR": dict(kind="librispeech", data="LibriSpeech", name="LibriSpeech",
                             splits={"train-clean-100": 12, "dev-clean": 3, "test-clean": 4, "test-other": 4}),
-    "TEDLIUM/ASR": dict(kind="tedlium", data="TEDLIUM_release-3", name="TED-LIUM", talks={"train": 6, "dev": 2, "test": 3}),
+    "TEDLIUM/ASR": dict(kind="tedlium", data="TEDLIUM_release-3", name="TED-LIUM", talks={"train": 6, "dev": 2, "test": 10}),
 }
 
 
