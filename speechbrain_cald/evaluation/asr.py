@@ -231,9 +231,13 @@ def main(argv=None) -> int:
             if done:
                 ids = [r["id"] for r in done]
                 refs = [r["ref"] for r in done]
-                summary["greedy"] = corpus_wer(ids, refs, [r["greedy"] for r in done])
-                if searcher is not None:
-                    summary["lm"] = corpus_wer(ids, refs, [r["lm"] for r in done])
+                for kind, suffix in (("lm", ""), ("greedy", "_greedy")):
+                    if kind == "lm" and searcher is None:
+                        continue
+                    hyps = [r[kind] for r in done]
+                    summary[kind] = corpus_wer(ids, refs, hyps)
+                    write_alignments(os.path.join(out_dir, f"wer_{lname}{suffix}.txt"), summary[kind])
+                    write_hyps(os.path.join(out_dir, f"hyps_{lname}{suffix}.csv"), ids, refs, hyps)
             res["longform"][lname] = summary
         results[name] = res
         wer_line = "  ".join(f"{s} {w.wer:.2f}" for s, w in res["wer"]["lm" if searcher else "greedy"].items())
