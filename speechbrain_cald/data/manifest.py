@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Sequence
 
 __all__ = ["MANIFEST_FIELDS", "write_manifest", "read_manifest"]
 
 MANIFEST_FIELDS = ["ID", "duration", "wav", "spk_id", "wrd"]
 
 
-def write_manifest(path: str, rows: Iterable[Dict[str, object]]) -> int:
+def write_manifest(path: str, rows: Iterable[Dict[str, object]], fields: Sequence[str] = MANIFEST_FIELDS) -> int:
     """Write a SpeechBrain CSV manifest.
 
     Arguments
@@ -24,8 +24,11 @@ def write_manifest(path: str, rows: Iterable[Dict[str, object]]) -> int:
     path : str
         Output CSV file (its folder is created).
     rows : iterable of dict
-        Each with the keys of ``MANIFEST_FIELDS``; ``duration`` in seconds
+        Each with the keys of ``fields``; ``duration`` in seconds
         (written with 3 decimals), ``wav`` e.g. ``$data_root/wav/test/x.wav``.
+    fields : sequence of str
+        The columns (default ``MANIFEST_FIELDS``; e.g. with ``start``, ``stop``
+        for segments of longer recordings).
 
     Returns
     -------
@@ -44,13 +47,13 @@ def write_manifest(path: str, rows: Iterable[Dict[str, object]]) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     n = 0
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=list(fields), lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            missing = [k for k in MANIFEST_FIELDS if k not in row]
+            missing = [k for k in fields if k not in row]
             if missing:
-                raise KeyError(f"manifest row for {path} lacks {missing}; expected keys {MANIFEST_FIELDS}, got {sorted(row)}")
-            out = {k: row[k] for k in MANIFEST_FIELDS}
+                raise KeyError(f"manifest row for {path} lacks {missing}; expected keys {list(fields)}, got {sorted(row)}")
+            out = {k: row[k] for k in fields}
             out["duration"] = f"{float(row['duration']):.3f}"
             writer.writerow(out)
             n += 1
