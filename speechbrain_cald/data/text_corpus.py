@@ -9,8 +9,9 @@ Stage 0 of every text recipe (GLUE, IMDB, mini/Text) writes into one folder
   class name as the corpus writes it, or the score of a regression task);
 - ``corpus.json``: what the task is (``CorpusInfo``): which split trains,
   which one selects the best checkpoint, which are evaluated, the label set
-  (``null`` for regression), the metrics, row counts, and the preparation's
-  options, so that a second preparation with the same options is skipped.
+  (``null`` for regression), the metrics, row counts and the preparation's
+  options; ``corpus_options.json`` (``data.prepared``) records those options so
+  that a second preparation with the same ones is skipped.
 
 Training and evaluation read only this folder, never the corpus itself.
 """
@@ -22,6 +23,8 @@ import dataclasses
 import json
 import os
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from speechbrain_cald.data.prepared import already_prepared, mark_prepared
 
 __all__ = [
     "CorpusInfo",
@@ -194,8 +197,9 @@ def prepare_once(
     save_folder : str
         Where the manifests go (``<exp>/data``).
     options : mapping
-        The preparation's options (JSON-able); an existing ``corpus.json`` with
-        the same options and every manifest present means nothing to do.
+        The preparation's options (JSON-able); the same options recorded
+        (``data.prepared``: ``corpus_options.json``) and every manifest present
+        mean nothing to do.
     build : callable
         ``() -> (info, {split: rows})``: reads the corpus (only when needed).
 
@@ -205,21 +209,18 @@ def prepare_once(
         With ``counts`` and ``options`` filled in.
     """
     options = json.loads(json.dumps(dict(options)))  # normalised as stored
-    try:
+    if already_prepared(save_folder, "corpus", options, [os.path.join(save_folder, INFO_FILE)]):
         old = load_corpus_info(save_folder)
-    except FileNotFoundError:
-        old = None
-    if old is not None and old.options == options and all(
-        os.path.exists(old.csv(save_folder, s)) for s in old.splits
-    ):
-        print(f"{old.name}: manifests in {save_folder} match these options, skipping preparation")
-        return old
+        if all(os.path.exists(old.csv(save_folder, s)) for s in old.splits):
+            print(f"{old.name}: manifests in {save_folder} match these options, skipping preparation")
+            return old
     info, rows = build()
     os.makedirs(save_folder, exist_ok=True)
     for split, split_rows in rows.items():
         info.counts[split] = write_text_manifest(info.csv(save_folder, split), split_rows)
     info.options = options
     info.save(save_folder)
+    mark_prepared(save_folder, "corpus", options)
     counts = ", ".join(f"{s} {n:,}" for s, n in info.counts.items())
     print(f"{info.name}: wrote {counts} rows to {save_folder}")
     return info

@@ -40,7 +40,8 @@ def test_mini_text_stages_on_a_small_slice(tmp_path):
     assert out.returncode == 0, f"run.sh failed:\n{out.stdout[-5000:]}\n{out.stderr[-5000:]}"
     for stage in range(5):
         assert f"== stage {stage}:" in out.stdout
-    assert sorted(p.name for p in (exp / "data").iterdir()) == ["corpus.json", "dev.csv", "test.csv", "train.csv"]
+    assert sorted(p.name for p in (exp / "data").iterdir()) == [
+        "corpus.json", "corpus_options.json", "dev.csv", "test.csv", "train.csv"]
     assert (exp / "teacher" / "snapshots" / "step_00000000.ckpt").exists()
     students = {"linformer_target": "mini_linformer_target", "linformer_unguided": "mini_linformer_unguided",
                 "mamba_target": "mini_mamba_target"}

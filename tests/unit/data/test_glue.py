@@ -78,7 +78,8 @@ def test_prepare_writes_manifests_and_skips_when_done(tmp_path, glue_writer, cap
     written = glue_writer(tmp_path / "glue", "mnli", n=9)
     out = tmp_path / "exp" / "data"
     info = prepare_glue(str(tmp_path / "glue"), "mnli", str(out))
-    assert sorted(p.name for p in out.iterdir()) == ["corpus.json", "dev_matched.csv", "dev_mismatched.csv", "train.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "corpus.json", "corpus_options.json", "dev_matched.csv", "dev_mismatched.csv", "train.csv"]
     assert (info.valid_split, info.eval_splits, info.counts["dev_mismatched"]) == (
         "dev_matched", ["dev_matched", "dev_mismatched"], 9)
     rows = read_text_manifest(str(out / "dev_mismatched.csv"))
