@@ -166,7 +166,8 @@ def main(argv=None) -> int:
     splits = args.splits or corpus.eval_splits
     models = dict(m.split("=", 1) for m in args.models)
     rows = {s: read_text_manifest(corpus.csv(args.manifest_folder, s)) for s in splits}
-    train_labels = label_ids(read_text_manifest(corpus.csv(args.manifest_folder, corpus.train_split)), corpus.labels)
+    train_rows = read_text_manifest(corpus.csv(args.manifest_folder, corpus.train_split))
+    train_labels = label_ids(train_rows, corpus.labels)
 
     res = SimpleNamespace(metrics={}, full={}, truncation={}, limits={}, params={}, baseline={})
     if not corpus.regression:
@@ -183,6 +184,9 @@ def main(argv=None) -> int:
         res.params[name] = count_params(model)
         res.limits[name] = length_limit(model)
         res.metrics[name], res.truncation[name], res.full[name] = {}, {}, {}
+        if name == next(iter(models)):  # what the teacher was trained on
+            seen = TokenizedText(train_rows, tokenizer, corpus.labels, max_length, where=corpus.train_split)
+            res.train_truncation = (seen.truncated, len(seen), max_length)
         for s in splits:
             data = TokenizedText(rows[s], tokenizer, corpus.labels, max_length, where=s)
             res.truncation[name][s] = (data.truncated, len(data), max_length, max(data.full_lengths))
@@ -259,6 +263,9 @@ def render(args, corpus: CorpusInfo, splits, names, res, speed, eval_seconds, ex
         trunc.append(f"| {n} | " + " | ".join(
             f"{t:,} / {total:,} ({length} tokens)" for t, total, length, _ in (res.truncation[n][s] for s in splits)) + " |")
     longest = {s: res.truncation[teacher][s][3] for s in splits}
+    cut, total, length = res.train_truncation
+    trunc.append(f"\nTraining split ({corpus.train_split}, all rows, the teacher's tokenizer): {cut:,} of {total:,} "
+                 f"examples longer than {length} tokens are truncated for training (students see the same tokens).")
 
     full = ""
     if args.full_length:

@@ -100,15 +100,21 @@ def load_text_classifier(pretrained_dir: str, num_labels: int, **config_override
 
 
 def check_max_length(max_length: Optional[int], model: torch.nn.Module) -> int:
-    """``max_length`` (None: the model's position limit), refused above that limit."""
+    """Tokens kept per example: ``max_length`` up to the model's position limit (None: the limit).
+
+    A YAML's ``max_length`` (512 for RoBERTa-base) above what a checkpoint
+    learned (e.g. 510 for a RoBERTa config with 512 position rows) is lowered
+    to the limit, with a message.
+    """
     limit = max_tokens(model)
     if max_length is None:
         return limit
     if int(max_length) > limit:
-        raise ValueError(
-            f"hparams max_length = {max_length} tokens, but {type(model).__name__} has learned positions "
-            f"for {limit} tokens only: pass --max_length={limit} or less"
+        print(
+            f"max_length {max_length} is more than the {limit} tokens {type(model).__name__} has learned "
+            f"positions for: using {limit}"
         )
+        return limit
     return int(max_length)
 
 

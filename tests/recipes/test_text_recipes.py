@@ -152,11 +152,14 @@ def test_glue_usage_errors(tmp_path, tiny_text_model, glue_writer):
     out = run_recipe("GLUE/TextClassification", tmp_path, "--data_folder", str(tmp_path), "--pretrained_dir",
                      str(tmp_path), "--task", "squad", check=False)
     assert out.returncode == 2 and "unknown GLUE task 'squad'" in out.stderr
-    # the YAML's 512 tokens do not fit the tiny model's 64 positions: a clear error, no training
+    # a malformed line stops stage 0 with the file and the line
     glue_writer(tmp_path / "glue", "rte", n=6)
+    dev = tmp_path / "glue" / "RTE" / "dev.tsv"
+    dev.write_text(dev.read_text().replace("\tentailment\n", "\tmaybe\n", 1))
     out = run_recipe("GLUE/TextClassification", tmp_path, "--data_folder", str(tmp_path / "glue"), "--pretrained_dir",
                      tiny_text_model("roberta"), "--task", "rte", "--stop_stage", "2", check=False)
-    assert out.returncode != 0 and "learned positions for 64 tokens only" in out.stdout + out.stderr
+    assert out.returncode != 0 and re.search(r"RTE/dev.tsv:\d+: label 'maybe' is not one of", out.stdout + out.stderr)
+    assert not (tmp_path / "exp" / "teacher" / "model.ckpt").exists()
 
 
 def test_imdb_end_to_end_with_full_length_reviews(tmp_path, tiny_text_model, imdb_writer):

@@ -45,11 +45,11 @@ def test_warmup_fraction_checked():
         LinearWarmupDecay(0.1, warmup_fraction=1.5)
 
 
-def test_max_length_within_the_position_limit(tiny_text_model):
+def test_max_length_up_to_the_position_limit(tiny_text_model, capsys):
     model = load_text_classifier(tiny_text_model("roberta"), 3)
     assert check_max_length(None, model) == 64 and check_max_length(32, model) == 32
-    with pytest.raises(ValueError, match="learned positions for 64 tokens only: pass --max_length=64 or less"):
-        check_max_length(512, model)
+    assert check_max_length(512, model) == 64
+    assert "max_length 512 is more than the 64 tokens RobertaForSequenceClassification has learned" in capsys.readouterr().out
 
 
 def test_regression_head_and_tokenizer(tiny_text_model):
