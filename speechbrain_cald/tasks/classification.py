@@ -112,8 +112,8 @@ class UtteranceClassifier(nn.Module):
     encoder : torch.nn.Module
         Called as ``encoder(wavs, wav_lens) -> (frames (B, T, D), lengths (B,))``
         with SpeechBrain's relative ``wav_lens`` and absolute frame ``lengths``.
-    input_size : int
-        ``D``, the encoder's output size.
+    input_size : int, optional
+        ``D``, the encoder's output size (default: ``encoder.output_size``).
     n_classes : int, optional
         Number of classes. None: the head is made later by ``set_classes``
         (a recipe knows the count only once its label encoder exists).
@@ -132,9 +132,17 @@ class UtteranceClassifier(nn.Module):
     ((2, 3), [4, 2])
     """
 
-    def __init__(self, encoder: nn.Module, input_size: int, n_classes: Optional[int] = None, dropout: float = 0.0):
+    def __init__(
+        self, encoder: nn.Module, input_size: Optional[int] = None, n_classes: Optional[int] = None, dropout: float = 0.0
+    ):
         super().__init__()
         self.encoder = encoder
+        if input_size is None:
+            if not hasattr(encoder, "output_size"):
+                raise ValueError(
+                    f"UtteranceClassifier: give input_size ({type(encoder).__name__} has no `output_size`)"
+                )
+            input_size = encoder.output_size
         self.input_size = int(input_size)
         self.dropout = nn.Dropout(dropout)
         self.head: Optional[nn.Linear] = None
