@@ -34,7 +34,8 @@ from speechbrain.utils.metric_stats import ErrorRateStats
 
 from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
 from speechbrain_cald.data.units import load_char_units
-from train import ctc_log_probs, dataio_prepare, transcripts
+from speechbrain_cald.files import atomic_write, data_tag
+from train import ctc_log_probs, dataio_prepare, transcripts, validate_data
 
 SETS = {  # name -> (manifest, batch size); long-form recordings go one per pass
     "test": ("test.csv", 16),
@@ -94,9 +95,25 @@ def load_searcher(decode_yaml: str, lm_path: str, units, overrides: str = ""):
     return dec["searcher"](vocab_list=vocab, blank_index=units.lab2ind[units.blank_label])
 
 
+def hyps_folder(model_folder: str, data_folder: str) -> str:
+    """Where a model's hypotheses on one data folder go: ``<model>/hyps/<data name>-<hash of its path>/``.
+
+    Evaluating on another data folder writes beside, never over, the recipe's own.
+    """
+    return os.path.join(model_folder, "hyps", data_tag(data_folder))
+
+
+def start_hyps_folder(folder: str, data_folder: str) -> None:
+    """Empty ``folder`` of an earlier evaluation's files (a crash must not leave them looking current)."""
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    with atomic_write(os.path.join(folder, "data_folder.txt")) as f:
+        f.write(os.path.realpath(data_folder) + "\n")
+
+
 def write_hyps(path: str, ids, refs, hyps) -> None:
-    """Per-utterance CSV: ID, errors, words, reference, hypothesis."""
-    with open(path, "w", newline="") as f:
+    """Per-utterance CSV: ID, errors, words, reference, hypothesis (written atomically)."""
+    with atomic_write(path, newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["ID", "word_errors", "ref_words", "ref", "hyp"])
         for i, r, h in zip(ids, refs, hyps):
@@ -170,24 +187,31 @@ def main(argv=None) -> int:
     searcher = load_searcher(args.decode_hparams, args.lm or os.path.join(args.data_folder, "lm_3gram.arpa"), units,
                              args.decode_overrides)
 
+    manifests = {s: os.path.join(args.data_folder, SETS[s][0]) for s in args.sets}
+    manifests = {s: p for s, p in manifests.items() if os.path.exists(p)}  # e.g. LibriVox without pocketsphinx-testdata
     wers: Dict[str, Dict[str, Dict[str, float]]] = {}
     params: Dict[str, tuple] = {}
+    validated_rates = set()
+    out_dirs = {name: hyps_folder(folder, args.data_folder) for name, folder in models.items()}
+    for out_dir in out_dirs.values():  # before anything can fail: no earlier run's files survive a crash
+        start_hyps_folder(out_dir, args.data_folder)
     for name, folder in models.items():
         hp, model = load_model(folder)
         units.expect_len(hp.output_neurons)  # the model's head and the units agree
         hp.units = units
+        data_hp = {"data_folder": args.data_folder, "sample_rate": hp.sample_rate}
+        if hp.sample_rate not in validated_rates:  # every bad row named before any decoding
+            validate_data(data_hp, manifests)
+            validated_rates.add(hp.sample_rate)
         params[name] = (count_params(model.encoder), count_params(model), os.path.getsize(os.path.join(folder, "model.ckpt")))
         wers[name] = {"lm": {}, "greedy": {}}
-        for set_name in args.sets:
-            manifest, bs = SETS[set_name]
-            csv_path = os.path.join(args.data_folder, manifest)
-            if not os.path.exists(csv_path):
-                continue  # e.g. LibriVox without pocketsphinx-testdata
-            ds = dataio_prepare({"data_folder": args.data_folder}, units, {set_name: csv_path})[set_name]
-            ids, refs, hyps = transcribe(model, hp, ds, bs, searcher)
+        out_dir = out_dirs[name]
+        for set_name, csv_path in manifests.items():
+            ds = dataio_prepare(data_hp, None, {set_name: csv_path}, with_tokens=False)[set_name]
+            ids, refs, hyps = transcribe(model, hp, ds, SETS[set_name][1], searcher)
             for decoder, suffix in (("lm", ""), ("greedy", "_greedy")):
                 wers[name][decoder][set_name] = corpus_wer(ids, refs, hyps[decoder])
-                write_hyps(os.path.join(folder, f"hyps_{set_name}{suffix}.csv"), ids, refs, hyps[decoder])
+                write_hyps(os.path.join(out_dir, f"{set_name}{suffix}.csv"), ids, refs, hyps[decoder])
         print(f"{name:22s} WER " + "  ".join(f"{s} {w:6.2f} (greedy {wers[name]['greedy'][s]:6.2f})"
                                               for s, w in wers[name]["lm"].items()), flush=True)
 
@@ -204,10 +228,11 @@ def main(argv=None) -> int:
         shutil.copy(png, copy)
     eval_seconds = time.time() - t_start
     report = render_results(args, models, wers, params, speed, eval_seconds)
-    with open(args.results_md, "w") as f:
+    with atomic_write(args.results_md) as f:
         f.write(report.markdown)
     print("\n" + report.summary)
-    print(f"\nRESULTS: {args.results_md}\nplot:    {png}\nhypotheses: <model folder>/hyps_<set>.csv")
+    print(f"\nRESULTS: {args.results_md}\nplot:    {png}\n"
+          f"hypotheses: <model folder>/{os.path.relpath(hyps_folder('.', args.data_folder))}/<set>[_greedy].csv")
     return 0
 
 
@@ -297,7 +322,7 @@ The same CTC outputs decoded greedily (no lexicon, no LM):
 
 {wer_table("greedy")}
 
-Per-utterance hypotheses: `<model folder>/hyps_<set>.csv` (LM) and `hyps_<set>_greedy.csv`. Long-form recordings go
+Per-utterance hypotheses: `<model folder>/hyps/<data folder name>-<hash>/<set>.csv` (LM) and `<set>_greedy.csv`. Long-form recordings go
 through the encoder in one pass. LibriVox is real human speech, out of domain (reported,
 never tuned to).
 
