@@ -17,7 +17,15 @@ from torch import nn
 
 from speechbrain_cald.distill.taps import lengths_to_mask
 
-__all__ = ["UtteranceClassifier", "classification_objective", "correct_predictions", "masked_mean"]
+__all__ = [
+    "PassThrough",
+    "UtteranceClassifier",
+    "UtteranceEmbedding",
+    "UtteranceLogProbs",
+    "classification_objective",
+    "correct_predictions",
+    "masked_mean",
+]
 
 
 def classification_objective(
@@ -130,6 +138,10 @@ class UtteranceClassifier(nn.Module):
     >>> logits, lengths = model(torch.randn(2, 8), torch.tensor([1.0, 0.5]))
     >>> tuple(logits.shape), lengths.tolist()
     ((2, 3), [4, 2])
+    >>> headless = UtteranceClassifier(Frames(), input_size=2)  # sized by the checkpoint it loads
+    >>> _ = headless.load_state_dict(model.state_dict())
+    >>> headless.n_classes
+    3
     """
 
     def __init__(
@@ -165,6 +177,13 @@ class UtteranceClassifier(nn.Module):
         if param is not None:
             self.head.to(device=param.device, dtype=param.dtype)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a model built without n_classes takes its head size from the checkpoint
+        weight = state_dict.get(prefix + "head.weight")
+        if self.head is None and weight is not None:
+            self.set_classes(weight.shape[0])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def embed(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(pooled (B, D), lengths (B,))``: the utterance vector before the head."""
         frames, lengths = self.encoder(wavs, wav_lens)
@@ -183,3 +202,57 @@ class UtteranceClassifier(nn.Module):
         """``wavs (B, N)``, relative ``wav_lens (B,)`` -> ``(logits (B, C), frame lengths (B,))``."""
         pooled, lengths = self.embed(wavs, wav_lens)
         return self.classify(pooled), lengths
+
+
+# ---- the modules of an exported SpeechBrain EncoderClassifier folder ----------------
+# EncoderClassifier calls compute_features(wavs), mean_var_norm(feats, wav_lens),
+# embedding_model(feats, wav_lens) -> (B, 1, D) and classifier(emb) -> (B, 1, C).
+
+
+class PassThrough(nn.Module):
+    """``forward(x, *args) -> x``: EncoderClassifier's feature and normalisation slots (the encoder does both).
+
+    Example
+    -------
+    >>> PassThrough()(torch.ones(2), torch.ones(1)).tolist()
+    [1.0, 1.0]
+    """
+
+    def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
+        return x
+
+
+class UtteranceEmbedding(nn.Module):
+    """``(wavs, wav_lens) -> (B, 1, D)``: an ``UtteranceClassifier``'s pooled vector (EncoderClassifier's ``embedding_model``)."""
+
+    def __init__(self, model: UtteranceClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        return self.model.embed(wavs, wav_lens)[0].unsqueeze(1)
+
+
+class UtteranceLogProbs(nn.Module):
+    """``(B, 1, D) -> (B, 1, C)`` class log-probabilities of pooled vectors (EncoderClassifier's ``classifier``).
+
+    Example
+    -------
+    >>> class Frames(nn.Module):
+    ...     def forward(self, wavs, wav_lens):
+    ...         return wavs.unfold(1, 2, 2), torch.round(wav_lens * wavs.shape[1] / 2).long()
+    >>> model = UtteranceClassifier(Frames(), input_size=2, n_classes=3).eval()
+    >>> wavs = torch.randn(2, 8)
+    >>> emb = UtteranceEmbedding(model)(wavs, torch.ones(2))
+    >>> torch.allclose(UtteranceLogProbs(model)(emb)[:, 0], model(wavs, torch.ones(2))[0].log_softmax(-1))
+    True
+    """
+
+    def __init__(self, model: UtteranceClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.model.classify(embeddings.squeeze(1)).float(), dim=-1).unsqueeze(1)

@@ -37,6 +37,7 @@ from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_m
 
 from speechbrain_cald.data.audio import read_audio
 from speechbrain_cald.data.labels import load_label_encoder, write_label_encoder
+from speechbrain_cald.data.validate import validate_manifests
 from speechbrain_cald.distill import DistillBrain, ModelOutput
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import unwrap
@@ -45,7 +46,27 @@ from speechbrain_cald.experiment import export_model
 from speechbrain_cald.tasks.classification import classification_objective
 from speechbrain_cald.tasks.classification_metrics import ClassificationScores
 
-__all__ = ["UtteranceBrain", "fit_utterance_classifier", "utterance_dataset"]
+__all__ = ["UtteranceBrain", "fit_utterance_classifier", "known_label", "utterance_dataset"]
+
+
+def known_label(encoder, where: str, column: str = "label"):
+    """A ``validate_manifests`` row check: the row's label is one of the label encoder's.
+
+    Example
+    -------
+    >>> from speechbrain_cald.data.labels import build_label_encoder
+    >>> check = known_label(build_label_encoder(["a", "b"]), "enc.txt")
+    >>> check({"label": "a"}) is None, check({"label": "c"})
+    (True, "label 'c' is not one of the 2 labels of enc.txt (the training split's)")
+    """
+
+    def check(row):
+        label = row.get(column)
+        if label not in encoder.lab2ind:
+            return f"{column} '{label}' is not one of the {len(encoder)} labels of {where} (the training split's)"
+        return None
+
+    return check
 
 
 def utterance_dataset(
@@ -203,12 +224,19 @@ def fit_utterance_classifier(exp, train_csvs: Sequence[str], valid_csv: str) -> 
     encoder = load_label_encoder(label_file)
     _check_teacher_labels(hp, encoder)
     n_classes = len(encoder)
+    rate = hp.get("sample_rate", 16000)
+    validate_manifests(  # every bad row named before anything trains
+        list(train_csvs) + [valid_csv],
+        replacements={"data_root": hp["data_folder"]},
+        sample_rate=rate,
+        row_checks=[known_label(encoder, label_file)],
+        report_file=os.path.join(hp["output_folder"], "manifest_problems.txt"),
+    )
     for key in ("teacher", "model"):
         if key in hp:
             hp[key].set_classes(n_classes)
     print(f"{n_classes} classes (label encoder {label_file})", flush=True)
 
-    rate = hp.get("sample_rate", 16000)
     train_set = utterance_dataset(train_csvs, hp["data_folder"], encoder, rate, hp.get("train_crop_seconds"))
     valid_set = utterance_dataset([valid_csv], hp["data_folder"], encoder, rate).filtered_sorted(sort_key="duration")
     train_opts = dict(hp.get("train_dataloader_opts") or {})
