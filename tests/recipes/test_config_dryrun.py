@@ -28,6 +28,19 @@ TINY_VALUES = {
     "num_workers": 0,
 }
 
+# placeholder name -> a fixture that makes a tiny stand-in (a pretrained model folder)
+FIXTURE_VALUES = {
+    "pretrained_dir": "tiny_pretrained_speech_model",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained_speech_model(tmp_path_factory):
+    """A random 2-layer wav2vec2 saved with save_pretrained (what the speech recipes' pretrained_dir holds)."""
+    from speechbrain_cald.testing.speech import save_tiny_speech_model
+
+    return save_tiny_speech_model(str(tmp_path_factory.mktemp("pretrained") / "wav2vec2"))
+
 
 class _PlaceholderFinder(yaml.SafeLoader):
     """A YAML loader that tolerates every hyperpyyaml tag and records placeholders."""
@@ -80,10 +93,12 @@ def test_configs_exist():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(ROOT)) for p in CONFIGS])
-def test_config_builds(config: Path, tmp_path: Path, monkeypatch):
+def test_config_builds(config: Path, tmp_path: Path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)  # relative output folders land in tmp
     text = config.read_text()
-    overrides = tiny_overrides(placeholder_keys(text), tmp_path)
+    keys = placeholder_keys(text)
+    overrides = tiny_overrides([k for k in keys if k not in FIXTURE_VALUES], tmp_path)
+    overrides.update({k: request.getfixturevalue(FIXTURE_VALUES[k]) for k in keys if k in FIXTURE_VALUES})
     if is_object_fragment(text):
         host = tmp_path / "host.yaml"
         host.write_text(f"fragment: !include:{config}\n")

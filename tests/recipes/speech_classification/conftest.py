@@ -12,7 +12,6 @@ ROOT = Path(__file__).resolve().parents[3]
 SLURP_RECIPE = ROOT / "recipes" / "SLURP" / "SLU"
 VOXCELEB1_RECIPE = ROOT / "recipes" / "VoxCeleb1" / "SpeakerID"
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install espeak-ng)")
 
 
 def load_recipe_module(recipe: Path, name: str, alias: str):
@@ -51,6 +50,14 @@ def voxceleb1_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("vox") / "VoxCeleb1"
     entries = write_voxceleb1_sample(str(root))
     return root, entries
+
+
+@pytest.fixture(scope="session")
+def tiny_wav2vec2(tmp_path_factory):
+    """A random 2-layer, width-32 wav2vec2 saved with save_pretrained (the real models' 320-sample frames)."""
+    from speechbrain_cald.testing.speech import save_tiny_speech_model
+
+    return save_tiny_speech_model(str(tmp_path_factory.mktemp("w2v") / "wav2vec2"))
 
 
 @pytest.fixture

@@ -150,3 +150,32 @@ def test_scores_reject_bad_input():
         scores.append(["u"], [0, 1], [0])
     with pytest.raises(ValueError, match="no prediction"):
         scores.summarize()
+
+
+@pytest.fixture(scope="module")
+def tiny_wav2vec2(tmp_path_factory):
+    from speechbrain_cald.testing.speech import save_tiny_speech_model
+
+    return save_tiny_speech_model(str(tmp_path_factory.mktemp("w2v") / "wav2vec2"))
+
+
+@pytest.mark.parametrize("mixer", [None, "bimamba2", "linformer"])
+def test_wav2vec2_classifier_logits_ignore_padding(tiny_wav2vec2, mixer):
+    """Teacher and converted students: an utterance's logits are the same alone and padded in a batch."""
+    from speechbrain_cald.convert import to_linear_time
+    from speechbrain_cald.lobes.hf_speech import HFSpeechEncoder
+
+    torch.manual_seed(0)
+    model = UtteranceClassifier(HFSpeechEncoder(tiny_wav2vec2), n_classes=4)
+    if mixer == "bimamba2":
+        model = to_linear_time(model, "bimamba2", d_state=16)
+    elif mixer == "linformer":
+        model = to_linear_time(model, "linformer", k=8, max_len=64, too_long="interpolate")
+    model.eval()
+    lengths = [9600, 6400, 3520]
+    wavs = torch.randn(3, 9600)
+    with torch.no_grad():
+        alone = torch.cat([model(wavs[i:i + 1, :n], torch.ones(1))[0] for i, n in enumerate(lengths)])
+        padded, frames = model(wavs, torch.tensor(lengths) / 9600)
+    assert frames.tolist() == [29, 19, 10]
+    torch.testing.assert_close(padded, alone, rtol=1e-4, atol=1e-5)
