@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from speechbrain_cald.data.sample_corpora import write_slurp_sample, write_voxceleb1_sample
+from speechbrain_cald.testing.slurp_voxceleb1 import write_slurp_sample, write_voxceleb1_sample
 
 ROOT = Path(__file__).resolve().parents[3]
 SLURP_RECIPE = ROOT / "recipes" / "SLURP" / "SLU"

@@ -25,7 +25,7 @@ def _run_recipe(recipe, corpus, model, exp, extra_args, timeout=600):
     results_md = exp / "report" / "R.md"
     cmd = ["bash", str(ROOT / "run.sh"), "--skip-setup", "--recipe", recipe, "--data_folder", str(corpus),
            "--pretrained_dir", str(model), "--exp", str(exp), "--results_md", str(results_md),
-           "--eval_args", "--bench_seconds 1 --bench_repeats 1", *extra_args]
+           "--eval_args=--bench_seconds 1 --bench_repeats 1", *extra_args]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -59,7 +59,7 @@ def test_slurp_recipe_stages_0_to_4(slurp_corpus, tiny_wav2vec2, tmp_path):
     exp = tmp_path / "exp"
     tiny = STEPS + ["--max_batch_length=8", "--num_buckets=2"]
     results_md, out = _run_recipe("SLURP/SLU", corpus, tiny_wav2vec2, exp, [
-        "--teacher_args", " ".join(tiny + ["--snapshot_interval=1"]), "--student_args", " ".join(tiny),
+        "--teacher_args=" + " ".join(tiny + ["--snapshot_interval=1"]), "--student_args=" + " ".join(tiny),
     ])
     # stage 0: SLURP's split names, exactly the written recordings with their intents
     for split in ("train", "devel", "test", "train_synthetic"):
@@ -89,7 +89,7 @@ def test_voxceleb1_recipe_stages_0_to_4(voxceleb1_corpus, tiny_wav2vec2, tmp_pat
     exp = tmp_path / "exp"
     tiny = STEPS + ["--batch_size=4", "--train_crop_seconds=1.0"]
     results_md, out = _run_recipe("VoxCeleb1/SpeakerID", corpus, tiny_wav2vec2, exp, [
-        "--teacher_args", " ".join(tiny), "--student_args", " ".join(tiny),
+        "--teacher_args=" + " ".join(tiny), "--student_args=" + " ".join(tiny),
         "--students", "voxceleb1_mamba voxceleb1_linformer:waypoint",
     ])
     for code, split in (("1", "train"), ("2", "dev"), ("3", "test")):

@@ -22,8 +22,11 @@ VoxCeleb1 (the two wav archives unpacked together + the identification split)::
 
 One speaker is one espeak-ng voice (accent + variant, own pitch and rate).
 
-    python -m speechbrain_cald.data.sample_corpora slurp /tmp/slurp
-    python -m speechbrain_cald.data.sample_corpora voxceleb1 /tmp/voxceleb1
+With a tiny random wav2vec2 beside it (``--model_dir``), a recipe runs end to end on a CPU
+in a minute::
+
+    python -m speechbrain_cald.testing.slurp_voxceleb1 slurp /tmp/SLURP --model_dir /tmp/w2v
+    python -m speechbrain_cald.testing.slurp_voxceleb1 voxceleb1 /tmp/VoxCeleb1 --model_dir /tmp/w2v
 """
 
 from __future__ import annotations
@@ -220,12 +223,18 @@ def write_voxceleb1_sample(
 
 
 def main(argv=None) -> None:
-    """Command line: ``python -m speechbrain_cald.data.sample_corpora {slurp,voxceleb1} ROOT``."""
+    """``python -m speechbrain_cald.testing.slurp_voxceleb1 {slurp,voxceleb1} ROOT [--model_dir DIR]``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("corpus", choices=["slurp", "voxceleb1"])
     p.add_argument("root")
+    p.add_argument("--model_dir", default="", help="also save a tiny random wav2vec2 here (save_pretrained)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.model_dir:
+        from speechbrain_cald.testing.speech import save_tiny_speech_model
+
+        save_tiny_speech_model(args.model_dir)
+        print(f"tiny random wav2vec2 -> {args.model_dir}")
     if args.corpus == "slurp":
         written = write_slurp_sample(args.root, seed=args.seed)
         print(", ".join(f"{split}: {len(rows)} recordings" for split, rows in written.items()) + f" -> {args.root}")
