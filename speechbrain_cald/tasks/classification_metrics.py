@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -44,13 +45,19 @@ def reference_macro_f1(targets: Sequence, predictions: Sequence) -> float:
         f1_score = None
     if f1_score is not None:
         return 100.0 * float(f1_score(list(targets), list(predictions), average="macro", zero_division=0))
+    tp: Counter = Counter()
+    fp: Counter = Counter()
+    fn: Counter = Counter()
+    for t, p in zip(targets, predictions):
+        if t == p:
+            tp[t] += 1
+        else:
+            fp[p] += 1
+            fn[t] += 1
     scores = []
-    for label in sorted(set(targets) | set(predictions)):
-        tp = sum(1 for t, p in zip(targets, predictions) if t == label and p == label)
-        fp = sum(1 for t, p in zip(targets, predictions) if t != label and p == label)
-        fn = sum(1 for t, p in zip(targets, predictions) if t == label and p != label)
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
+    for label in set(targets) | set(predictions):
+        precision = tp[label] / (tp[label] + fp[label]) if tp[label] + fp[label] else 0.0
+        recall = tp[label] / (tp[label] + fn[label]) if tp[label] + fn[label] else 0.0
         scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
     return 100.0 * sum(scores) / len(scores)
 

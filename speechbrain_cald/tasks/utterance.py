@@ -35,7 +35,7 @@ import torch
 from speechbrain.dataio.dataio import load_data_csv
 from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
 
-from speechbrain_cald.data.audio import read_audio
+from speechbrain_cald.data.audio import audio_info, read_audio
 from speechbrain_cald.data.labels import load_label_encoder, write_label_encoder
 from speechbrain_cald.data.validate import validate_manifests
 from speechbrain_cald.distill import DistillBrain, ModelOutput
@@ -111,10 +111,10 @@ def utterance_dataset(
     if crop_seconds:
         crop = int(round(float(crop_seconds) * sample_rate))
 
-        @sb.utils.data_pipeline.takes("wav", "duration")
+        @sb.utils.data_pipeline.takes("wav")
         @sb.utils.data_pipeline.provides("sig")
-        def audio_pipeline(wav, duration):
-            total = int(round(float(duration) * sample_rate))
+        def audio_pipeline(wav):
+            total = audio_info(wav).frames  # the header's exact length (the manifest's duration is rounded)
             if total <= crop:
                 return read_audio(wav, sample_rate=sample_rate)
             start = int(torch.randint(0, total - crop + 1, (1,)))
