@@ -15,6 +15,7 @@ Example
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Dict, Sequence, Tuple
 
 import torch
@@ -22,7 +23,7 @@ import torch
 from speechbrain_cald.bench import speed
 from speechbrain_cald.bench.speed import Rows, load_factory
 
-__all__ = ["measure_speed", "run_isolated", "load_factory", "speed_table", "plot_speed"]
+__all__ = ["encoder_asr_factory", "measure_speed", "run_isolated", "load_factory", "speed_table", "plot_speed"]
 
 
 def _in_seconds(rows: Rows) -> Rows:
@@ -67,3 +68,27 @@ def plot_speed(results: Dict[str, Rows], path: str, title: str = "Encoder infere
         key="seconds",
         memory_title="Peak memory vs audio length",
     )
+
+
+def encoder_asr_factory(folder: str):
+    """Factory for an exported ``EncoderASR`` folder (``speechbrain_cald.inference``): the encoder layers' time.
+
+    ``make_input(seconds)`` runs the wav2vec2 CNN feature encoder and feature
+    projection (untimed); ``encode`` is the transformer / linear-time layer
+    stack, the part a student changes.
+    """
+    from hyperpyyaml import load_hyperpyyaml
+
+    with open(os.path.join(folder, "hyperparams.yaml"), encoding="utf-8") as f:
+        hp = load_hyperpyyaml(f)
+    model = hp["model"]
+    model.load_state_dict(torch.load(os.path.join(folder, "model.ckpt"), map_location="cpu", weights_only=True))
+    encoder = model.eval().encoder
+
+    def make_input(seconds: float) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        wav = 0.1 * torch.randn(1, int(seconds * hp["sample_rate"]), generator=g)
+        with torch.no_grad():
+            return encoder.frontend(wav)
+
+    return encoder.layers_forward, make_input

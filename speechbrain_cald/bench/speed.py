@@ -43,7 +43,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
-__all__ = ["measure_speed", "run_isolated", "load_factory", "speed_table", "plot_speed"]
+__all__ = ["call_peak_mb", "measure_speed", "run_isolated", "load_factory", "speed_table", "plot_speed"]
 
 Factory = Callable[[str], Tuple[Callable[[torch.Tensor], object], Callable[[float], torch.Tensor]]]
 Rows = List[Dict[str, float]]
@@ -61,7 +61,7 @@ def _proc_status_mb(key: str) -> float:
     raise KeyError(key)
 
 
-def _call_peak_mb(call: Callable[[], object]) -> float:
+def call_peak_mb(call: Callable[[], object]) -> float:
     """Resident memory a call adds at its peak (Linux); NaN-free fallback elsewhere."""
     gc.collect()
     try:
@@ -108,7 +108,7 @@ def measure_speed(
         x = make_input(length)
         with torch.no_grad():
             encode(x)  # warm-up: lazy initialisation
-            peak = _call_peak_mb(lambda: encode(x))
+            peak = call_peak_mb(lambda: encode(x))
             times: List[float] = []
             start = time.perf_counter()
             while len(times) < repeats:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from speechbrain_cald.files import data_tag
 
 
 def test_train_names_every_bad_row_before_training(noise_corpus, tmp_path, mini):
@@ -52,8 +53,8 @@ def test_evaluation_scores_unknown_characters_and_keeps_each_data_folders_hypoth
               "--bench_seconds", "0.5", "--bench_repeats", "1", "--notes", ""]
     assert evaluate.main(["--data_folder", str(noise_corpus), "--results_md", str(tmp_path / "R1.md"), *common]) == 0
     assert evaluate.main(["--data_folder", str(other), "--results_md", str(tmp_path / "R2.md"), *common]) == 0
-    own = model / "hyps" / evaluate.data_tag(str(noise_corpus))
-    theirs = model / "hyps" / evaluate.data_tag(str(other))
+    own = model / "hyps" / data_tag(str(noise_corpus))
+    theirs = model / "hyps" / data_tag(str(other))
     assert own != theirs and own.name.startswith("noise_corpus") and theirs.name.startswith("other_data-")
     for folder, corpus in ((own, noise_corpus), (theirs, other)):
         assert sorted(p.name for p in folder.iterdir()) == ["data_folder.txt", "test.csv", "test_greedy.csv"]

@@ -16,27 +16,26 @@ jiwer, which must agree.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
-import platform
 import shutil
 import sys
 import time
 from types import SimpleNamespace
-from typing import Dict, List
+from typing import Dict
 
-import jiwer
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.metric_stats import ErrorRateStats
 
 from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
 from speechbrain_cald.data.units import load_char_units
-from speechbrain_cald.files import atomic_write, data_tag
+from speechbrain_cald.evaluation.report import count_params, machine, read_stage_times, stage_commands
+from speechbrain_cald.evaluation.wer import corpus_wer, hyps_folder, start_hyps_folder, write_hyps
+from speechbrain_cald.files import atomic_write
 from train import ctc_log_probs, dataio_prepare, transcripts, validate_data
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SETS = {  # name -> (manifest, batch size); long-form recordings go one per pass
     "test": ("test.csv", 16),
     "longform": ("longform.csv", 1),
@@ -55,17 +54,6 @@ def load_model(folder: str):
     model = hp["model"]
     model.load_state_dict(torch.load(os.path.join(folder, "model.ckpt"), map_location="cpu"))
     return SimpleNamespace(**hp), model.eval()
-
-
-def corpus_wer(ids: List[str], refs: List[str], hyps: List[str]) -> float:
-    """Corpus WER (%) by SpeechBrain and by jiwer; raises if they disagree."""
-    stats = ErrorRateStats()
-    stats.append(ids, [h.split() for h in hyps], [r.split() for r in refs])
-    wer_sb = stats.summarize("error_rate")
-    wer_jiwer = 100.0 * jiwer.wer(refs, hyps)
-    if abs(wer_sb - wer_jiwer) > 1e-6:
-        raise RuntimeError(f"WER disagreement: SpeechBrain ErrorRateStats {wer_sb:.6f} vs jiwer {wer_jiwer:.6f}")
-    return wer_sb
 
 
 def transcribe(model, hp, dataset, batch_size: int, searcher):
@@ -95,32 +83,6 @@ def load_searcher(decode_yaml: str, lm_path: str, units, overrides: str = ""):
     return dec["searcher"](vocab_list=vocab, blank_index=units.lab2ind[units.blank_label])
 
 
-def hyps_folder(model_folder: str, data_folder: str) -> str:
-    """Where a model's hypotheses on one data folder go: ``<model>/hyps/<data name>-<hash of its path>/``.
-
-    Evaluating on another data folder writes beside, never over, the recipe's own.
-    """
-    return os.path.join(model_folder, "hyps", data_tag(data_folder))
-
-
-def start_hyps_folder(folder: str, data_folder: str) -> None:
-    """Empty ``folder`` of an earlier evaluation's files (a crash must not leave them looking current)."""
-    if os.path.isdir(folder):
-        shutil.rmtree(folder)
-    with atomic_write(os.path.join(folder, "data_folder.txt")) as f:
-        f.write(os.path.realpath(data_folder) + "\n")
-
-
-def write_hyps(path: str, ids, refs, hyps) -> None:
-    """Per-utterance CSV: ID, errors, words, reference, hypothesis (written atomically)."""
-    with atomic_write(path, newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["ID", "word_errors", "ref_words", "ref", "hyp"])
-        for i, r, h in zip(ids, refs, hyps):
-            out = jiwer.process_words(r, h)
-            w.writerow([i, out.substitutions + out.deletions + out.insertions, len(r.split()), r, h])
-
-
 def speed_factory(folder: str):
     """For bench.asr_speed: ``encode`` = the model's encoder (TransformerASR or student) on CNN outputs for N s of audio."""
     hp, model = load_model(folder)
@@ -133,35 +95,6 @@ def speed_factory(folder: str):
 
     lens = torch.ones(1)
     return (lambda x: model.encoder(x, lens)), make_input
-
-
-def count_params(module: torch.nn.Module) -> int:
-    """Unique parameters: a tensor shared by several layers counts once (``parameters()`` deduplicates)."""
-    return sum(p.numel() for p in module.parameters())
-
-
-def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"speechbrain {sb.__version__}; load average at evaluation {load}")
-
-
-def read_stage_times(path: str) -> Dict[str, float]:
-    """Latest time (s) of each stage title in run.sh's stage_times.tsv."""
-    times: Dict[str, float] = {}
-    if path and os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) == 3:
-                    times[f"{parts[0]}\t{parts[1]}"] = float(parts[2])
-    return times
 
 
 def main(argv=None) -> int:
@@ -210,7 +143,7 @@ def main(argv=None) -> int:
             ds = dataio_prepare(data_hp, None, {set_name: csv_path}, with_tokens=False)[set_name]
             ids, refs, hyps = transcribe(model, hp, ds, SETS[set_name][1], searcher)
             for decoder, suffix in (("lm", ""), ("greedy", "_greedy")):
-                wers[name][decoder][set_name] = corpus_wer(ids, refs, hyps[decoder])
+                wers[name][decoder][set_name] = corpus_wer(ids, refs, hyps[decoder]).wer
                 write_hyps(os.path.join(out_dir, f"{set_name}{suffix}.csv"), ids, refs, hyps[decoder])
         print(f"{name:22s} WER " + "  ".join(f"{s} {w:6.2f} (greedy {wers[name]['greedy'][s]:6.2f})"
                                               for s, w in wers[name]["lm"].items()), flush=True)
@@ -234,21 +167,6 @@ def main(argv=None) -> int:
     print(f"\nRESULTS: {args.results_md}\nplot:    {png}\n"
           f"hypotheses: <model folder>/{os.path.relpath(hyps_folder('.', args.data_folder))}/<set>[_greedy].csv")
     return 0
-
-
-def stage_commands(exp_folder: str) -> str:
-    """The distinct commands run.sh logged, with paths relative to the repository root."""
-    path = os.path.join(exp_folder, "commands.sh")
-    if not os.path.exists(path):
-        return "(no results/commands.sh: stages were run by hand)"
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))) + os.sep
-    lines = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip().replace(root, "")
-            if line and line not in lines:
-                lines.append(line)
-    return "\n".join(lines)
 
 
 def render_results(args, models, wers, params, speed, eval_seconds):
@@ -350,7 +268,7 @@ computed beforehand); each model measured in its own process.
 ```
 What run.sh ran, in order, from `recipes/mini/ASR` (its `results/commands.sh`; data and result paths shown relative to the repository root):
 ```
-{stage_commands(args.exp_folder)}
+{stage_commands(args.exp_folder, REPO_ROOT)}
 ```
 """
     width = max(len(n) for n in names)
