@@ -43,7 +43,7 @@ from speechbrain_cald.bench.speed import call_peak_mb
 from speechbrain_cald.data.audio import speech_datasets
 from speechbrain_cald.data.tokens import load_tokens
 from speechbrain_cald.decoders.kenlm_search import LM_DECODERS, kenlm_ctc_searcher
-from speechbrain_cald.evaluation.report import count_params, machine, read_stage_times, stage_commands, stage_time_lines
+from speechbrain_cald.evaluation.report import add_report_arguments, count_params, machine, parse_pairs, report_tail
 from speechbrain_cald.evaluation.wer import corpus_wer, write_alignments, write_hyps
 from speechbrain_cald.inference import export_encoder_asr, load_encoder_asr, load_trained_model
 from speechbrain_cald.tasks.ctc import ctc_greedy_transcripts
@@ -129,23 +129,10 @@ def longform(asr, tokens, dataset, searcher, max_seconds: Optional[float]) -> Li
     return rows
 
 
-def _parse_pairs(items: Sequence[str], what: str) -> Dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"{what}: expected name=value, got '{item}'")
-        k, v = item.split("=", 1)
-        out[k] = v
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exp", required=True, help="the experiment folder (commands.sh, stage_times.tsv)")
-    p.add_argument("--models", nargs="+", required=True, help="name=folder ...; the first is the reference (teacher)")
-    p.add_argument("--data_root", required=True, help="what $data_root stands for in the manifests (--data_folder)")
+    add_report_arguments(p, title="ASR recipe")
     p.add_argument("--tokens", required=True, help="the tokens folder of stage 1")
-    p.add_argument("--sets", nargs="+", required=True, help="split=manifest.csv ... (test splits)")
     p.add_argument("--longform", nargs="*", default=[], help="name=manifest.csv of whole recordings, decoded in one pass")
     p.add_argument("--longform_max_s", nargs="*", default=[], help="model=seconds: skip that model's recordings longer than this")
     p.add_argument("--lm", default="", help="word n-gram (ARPA or KenLM binary); empty: greedy only")
@@ -155,24 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
     p.add_argument("--beam_size", type=int, default=32)
     p.add_argument("--unk_score_offset", type=float, default=-10.0)
-    p.add_argument("--batch_seconds", type=float, default=120.0, help="padded audio seconds per decoding batch")
-    p.add_argument("--bench_seconds", type=float, nargs="*", default=[10, 30, 60, 120, 240])
-    p.add_argument("--bench_repeats", type=int, default=3)
-    p.add_argument("--results_md", required=True)
-    p.add_argument("--title", default="ASR recipe")
-    p.add_argument("--stage_times", default="")
-    p.add_argument("--command", default="", help="the command line shown in RESULTS.md")
-    p.add_argument("--repo_root", default="", help="shown relative in the logged commands")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     t_start = time.time()
-    models = _parse_pairs(args.models, "--models")
-    sets = _parse_pairs(args.sets, "--sets")
-    long_sets = _parse_pairs(args.longform, "--longform")
-    long_max = {k: float(v) for k, v in _parse_pairs(args.longform_max_s, "--longform_max_s").items()}
+    models = parse_pairs(args.models, "--models")
+    sets = parse_pairs(args.sets, "--sets")
+    long_sets = parse_pairs(args.longform, "--longform")
+    long_max = {k: float(v) for k, v in parse_pairs(args.longform_max_s, "--longform_max_s").items()}
     tokens = load_tokens(args.tokens)
     searcher = None
     if args.lm:
@@ -286,10 +265,7 @@ def render(args, models, sets, long_sets, results, speed, png, eval_seconds) -> 
                   "Batch 1, no grad, the transformer / linear-time layers only (the CNN feature encoder and "
                   "projection computed beforehand), random audio; each model in its own process.\n",
                   speed_table(speed), "", f"![encoder time vs audio length]({os.path.basename(png)})", ""]
-    parts += ["## Stage timings\n", "\n".join(stage_time_lines(read_stage_times(args.stage_times), eval_seconds)), "",
-              "## Commands\n", "```", args.command or " ".join(sys.argv), "```",
-              "What run.sh ran, in order (its `commands.sh`):", "```",
-              stage_commands(args.exp, args.repo_root or None), "```", ""]
+    parts += report_tail(args, eval_seconds)
     return "\n".join(parts)
 
 

@@ -41,7 +41,7 @@ from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_tab
 from speechbrain_cald.data.labels import load_label_encoder
 from speechbrain_cald.data.validate import validate_manifests
 from speechbrain_cald.evaluation.asr import batches_by_seconds
-from speechbrain_cald.evaluation.report import count_params, machine, read_stage_times, stage_commands, stage_time_lines
+from speechbrain_cald.evaluation.report import add_report_arguments, count_params, machine, parse_pairs, report_tail
 from speechbrain_cald.inference import export_encoder_classifier, load_encoder_classifier, load_trained_model
 from speechbrain_cald.tasks.classification_metrics import ClassificationScores
 from speechbrain_cald.tasks.utterance import known_label, utterance_dataset
@@ -80,39 +80,18 @@ def classify(classifier, dataset, labels: Sequence[str], batch_seconds: float) -
     return scores
 
 
-def _parse_pairs(items: Sequence[str], what: str) -> Dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"{what}: expected name=value, got '{item}'")
-        key, value = item.split("=", 1)
-        out[key] = value
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exp", required=True, help="the experiment folder (commands.sh, stage_times.tsv)")
-    p.add_argument("--models", nargs="+", required=True, help="name=folder ...; the first is the reference (teacher)")
-    p.add_argument("--data_root", required=True, help="what $data_root stands for in the manifests (--data_folder)")
-    p.add_argument("--sets", nargs="+", required=True, help="split=manifest.csv ... (evaluation splits)")
-    p.add_argument("--batch_seconds", type=float, default=120.0, help="padded audio seconds per batch")
+    add_report_arguments(p, title="Utterance classification")
     p.add_argument("--confusions", type=int, default=10, help="most confused label pairs listed per model")
-    p.add_argument("--bench_seconds", type=float, nargs="*", default=[10, 30, 60, 120, 240])
-    p.add_argument("--bench_repeats", type=int, default=3)
-    p.add_argument("--results_md", required=True)
-    p.add_argument("--title", default="Utterance classification")
-    p.add_argument("--stage_times", default="")
-    p.add_argument("--command", default="", help="the command line shown in RESULTS.md")
-    p.add_argument("--repo_root", default="", help="shown relative in the logged commands")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     t_start = time.time()
-    models = _parse_pairs(args.models, "--models")
-    sets = _parse_pairs(args.sets, "--sets")
+    models = parse_pairs(args.models, "--models")
+    sets = parse_pairs(args.sets, "--sets")
     results: Dict[str, dict] = {}
     savedir = tempfile.mkdtemp(prefix="cald_encoder_classifier_")
     reference_labels = None
@@ -201,10 +180,7 @@ def render(args, models: Dict[str, str], sets: Dict[str, str], results: Dict[str
                   "Batch 1, no grad, the transformer / linear-time layers only (the CNN feature encoder and "
                   "projection computed beforehand), random audio; each model in its own process.\n",
                   speed_table(speed), "", f"![encoder time vs audio length]({os.path.basename(png)})", ""]
-    lines += ["## Stage timings\n", "\n".join(stage_time_lines(read_stage_times(args.stage_times), eval_seconds)), "",
-              "## Commands\n", "```", args.command or " ".join(sys.argv), "```",
-              "What run.sh ran, in order (its `commands.sh`):", "```",
-              stage_commands(args.exp, args.repo_root or None), "```", ""]
+    lines += report_tail(args, eval_seconds)
     return "\n".join(lines)
 
 

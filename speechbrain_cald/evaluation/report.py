@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
-from typing import Dict, List, Optional
+import sys
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["count_params", "machine", "read_stage_times", "stage_commands", "stage_time_lines"]
+__all__ = [
+    "add_report_arguments",
+    "count_params",
+    "machine",
+    "parse_pairs",
+    "read_stage_times",
+    "report_tail",
+    "stage_commands",
+    "stage_time_lines",
+]
 
 
 def count_params(module: nn.Module) -> int:
@@ -75,3 +86,46 @@ def stage_commands(exp_folder: str, root: Optional[str] = None) -> str:
             if line and line not in lines:
                 lines.append(line)
     return "\n".join(lines)
+
+
+def parse_pairs(items: Sequence[str], what: str) -> Dict[str, str]:
+    """``["name=value", ...]`` -> dict (order kept); a usage error naming ``what`` otherwise.
+
+    Example
+    -------
+    >>> parse_pairs(["teacher=results/teacher", "test=data/test.csv"], "--models")
+    {'teacher': 'results/teacher', 'test': 'data/test.csv'}
+    """
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"{what}: expected name=value, got '{item}'")
+        key, value = item.split("=", 1)
+        out[key] = value
+    return out
+
+
+def add_report_arguments(parser: argparse.ArgumentParser, title: str) -> argparse.ArgumentParser:
+    """The options every stage-4 evaluation shares: models, data, splits, speed bench, RESULTS.md and its context."""
+    p = parser
+    p.add_argument("--exp", required=True, help="the experiment folder (commands.sh, stage_times.tsv)")
+    p.add_argument("--models", nargs="+", required=True, help="name=folder ...; the first is the reference (teacher)")
+    p.add_argument("--data_root", required=True, help="what $data_root stands for in the manifests (--data_folder)")
+    p.add_argument("--sets", nargs="+", required=True, help="split=manifest.csv ... (evaluation splits)")
+    p.add_argument("--batch_seconds", type=float, default=120.0, help="padded audio seconds per batch")
+    p.add_argument("--bench_seconds", type=float, nargs="*", default=[10, 30, 60, 120, 240])
+    p.add_argument("--bench_repeats", type=int, default=3)
+    p.add_argument("--results_md", required=True)
+    p.add_argument("--title", default=title)
+    p.add_argument("--stage_times", default="")
+    p.add_argument("--command", default="", help="the command line shown in RESULTS.md")
+    p.add_argument("--repo_root", default="", help="shown relative in the logged commands")
+    return p
+
+
+def report_tail(args: argparse.Namespace, eval_seconds: float) -> List[str]:
+    """RESULTS.md's last sections: stage timings, the command line and what run.sh ran."""
+    return ["## Stage timings\n", "\n".join(stage_time_lines(read_stage_times(args.stage_times), eval_seconds)), "",
+            "## Commands\n", "```", args.command or " ".join(sys.argv), "```",
+            "What run.sh ran, in order (its `commands.sh`):", "```",
+            stage_commands(args.exp, args.repo_root or None), "```", ""]
