@@ -38,19 +38,24 @@ import torch
 from torch.utils.data import DataLoader
 from speechbrain.dataio.batch import PaddedBatch
 
-from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
 from speechbrain_cald.bench.speed import call_peak_mb
 from speechbrain_cald.data.audio import speech_datasets
 from speechbrain_cald.data.tokens import load_tokens
 from speechbrain_cald.decoders.kenlm_search import LM_DECODERS, kenlm_ctc_searcher
-from speechbrain_cald.evaluation.report import add_report_arguments, count_params, machine, parse_pairs, report_tail
+from speechbrain_cald.evaluation.report import (
+    add_report_arguments,
+    bench_exported_encoders,
+    count_params,
+    machine,
+    parse_pairs,
+    report_tail,
+    speed_section,
+)
 from speechbrain_cald.evaluation.wer import corpus_wer, write_alignments, write_hyps
 from speechbrain_cald.inference import export_encoder_asr, load_encoder_asr, load_trained_model
 from speechbrain_cald.tasks.ctc import ctc_greedy_transcripts
 
 __all__ = ["batches_by_seconds", "decode", "main"]
-
-SPEED_FACTORY = "speechbrain_cald.bench.asr_speed:encoder_asr_factory"
 
 
 def batches_by_seconds(durations: Sequence[float], max_seconds: float) -> List[List[int]]:
@@ -196,14 +201,7 @@ def main(argv=None) -> int:
         print(f"{name:24s} WER {wer_line}  (greedy: " + "  ".join(f"{w.wer:.2f}" for w in res["wer"]["greedy"].values()) + ")",
               flush=True)
         del asr
-    speed = {}
-    if args.bench_seconds:
-        for name, folder in models.items():
-            speed[name] = run_isolated(SPEED_FACTORY, os.path.join(folder, "inference"), args.bench_seconds, args.bench_repeats)
-            print(f"{name:24s} encoder ms: " + "  ".join(f"{r['seconds']:g}s {r['ms']:.0f}" for r in speed[name]), flush=True)
-    md_dir = os.path.dirname(os.path.abspath(args.results_md))
-    os.makedirs(md_dir, exist_ok=True)
-    png = plot_speed(speed, os.path.join(md_dir, "speed_vs_length.png")) if speed else None
+    speed, png = bench_exported_encoders(args, models)
     with open(args.results_md, "w", encoding="utf-8") as f:
         f.write(render(args, models, sets, long_sets, results, speed, png, time.time() - t_start))
     print(f"\nRESULTS: {args.results_md}\nalignments: <model folder>/wer_<split>.txt; EncoderASR folders: <model folder>/inference/")
@@ -260,11 +258,7 @@ def render(args, models, sets, long_sets, results, speed, png, eval_seconds) -> 
             parts.append(f"| {n} | {len(done)} of {len(s['rows'])}{note} | {audio:.0f} | {s['greedy'].cell()} | {lm_cell} | "
                          f"{enc:.2f} | {enc / audio:.3f} | {max(r['peak_mb'] for r in done):,.0f} |")
         parts.append("")
-    if speed:
-        parts += ["## Encoder time (median ms) and peak memory rise (MB) vs audio length\n",
-                  "Batch 1, no grad, the transformer / linear-time layers only (the CNN feature encoder and "
-                  "projection computed beforehand), random audio; each model in its own process.\n",
-                  speed_table(speed), "", f"![encoder time vs audio length]({os.path.basename(png)})", ""]
+    parts += speed_section(speed, png)
     parts += report_tail(args, eval_seconds)
     return "\n".join(parts)
 

@@ -37,18 +37,23 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from torch.utils.data import DataLoader
 
-from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
 from speechbrain_cald.data.labels import load_label_encoder
 from speechbrain_cald.data.validate import validate_manifests
 from speechbrain_cald.evaluation.asr import batches_by_seconds
-from speechbrain_cald.evaluation.report import add_report_arguments, count_params, machine, parse_pairs, report_tail
+from speechbrain_cald.evaluation.report import (
+    add_report_arguments,
+    bench_exported_encoders,
+    count_params,
+    machine,
+    parse_pairs,
+    report_tail,
+    speed_section,
+)
 from speechbrain_cald.inference import export_encoder_classifier, load_encoder_classifier, load_trained_model
 from speechbrain_cald.tasks.classification_metrics import ClassificationScores
 from speechbrain_cald.tasks.utterance import known_label, utterance_dataset
 
 __all__ = ["classify", "main"]
-
-SPEED_FACTORY = "speechbrain_cald.bench.asr_speed:encoder_asr_factory"  # any HFSpeechEncoder model's layers
 
 
 def classify(classifier, dataset, labels: Sequence[str], batch_seconds: float) -> ClassificationScores:
@@ -123,14 +128,7 @@ def main(argv=None) -> int:
         print(f"{name:28s} " + "  ".join(f"{s} accuracy {v['accuracy']:.2f} macro-F1 {v['macro_f1']:.2f}"
                                          for s, v in res["summary"].items()), flush=True)
         del classifier
-    speed = {}
-    if args.bench_seconds:
-        for name, folder in models.items():
-            speed[name] = run_isolated(SPEED_FACTORY, os.path.join(folder, "inference"), args.bench_seconds, args.bench_repeats)
-            print(f"{name:28s} encoder ms: " + "  ".join(f"{r['seconds']:g}s {r['ms']:.0f}" for r in speed[name]), flush=True)
-    md_dir = os.path.dirname(os.path.abspath(args.results_md))
-    os.makedirs(md_dir, exist_ok=True)
-    png = plot_speed(speed, os.path.join(md_dir, "speed_vs_length.png")) if speed else None
+    speed, png = bench_exported_encoders(args, models)
     text = render(args, models, sets, results, speed, png, time.time() - t_start)
     with open(args.results_md + ".tmp", "w", encoding="utf-8") as f:
         f.write(text)
@@ -175,11 +173,7 @@ def render(args, models: Dict[str, str], sets: Dict[str, str], results: Dict[str
               "utterances, and their share of the target's utterances.\n"]
     for n in names:
         lines += [f"**{n}**\n", results[n]["scores"][last].confusion_markdown(args.confusions), ""]
-    if speed:
-        lines += ["## Encoder time (median ms) and peak memory rise (MB) vs audio length\n",
-                  "Batch 1, no grad, the transformer / linear-time layers only (the CNN feature encoder and "
-                  "projection computed beforehand), random audio; each model in its own process.\n",
-                  speed_table(speed), "", f"![encoder time vs audio length]({os.path.basename(png)})", ""]
+    lines += speed_section(speed, png)
     lines += report_tail(args, eval_seconds)
     return "\n".join(lines)
 

@@ -6,18 +6,22 @@ import argparse
 import os
 import platform
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
+
 __all__ = [
     "add_report_arguments",
+    "bench_exported_encoders",
     "count_params",
     "machine",
     "parse_pairs",
     "read_stage_times",
     "report_tail",
+    "speed_section",
     "stage_commands",
     "stage_time_lines",
 ]
@@ -129,3 +133,33 @@ def report_tail(args: argparse.Namespace, eval_seconds: float) -> List[str]:
             "## Commands\n", "```", args.command or " ".join(sys.argv), "```",
             "What run.sh ran, in order (its `commands.sh`):", "```",
             stage_commands(args.exp, args.repo_root or None), "```", ""]
+
+
+# times the encoder layers of any exported folder whose model sits on an HFSpeechEncoder
+SPEED_FACTORY = "speechbrain_cald.bench.asr_speed:encoder_asr_factory"
+
+
+def bench_exported_encoders(args: argparse.Namespace, models: Dict[str, str]) -> Tuple[Dict[str, list], Optional[str]]:
+    """Encoder time and memory vs length of each model's ``inference/`` folder (own process each), and the plot.
+
+    Returns ``(rows per model, path of speed_vs_length.png beside --results_md)``; nothing
+    when ``--bench_seconds`` is empty.
+    """
+    speed: Dict[str, list] = {}
+    for name, folder in models.items() if args.bench_seconds else ():
+        speed[name] = run_isolated(SPEED_FACTORY, os.path.join(folder, "inference"), args.bench_seconds, args.bench_repeats)
+        print(f"{name:28s} encoder ms: " + "  ".join(f"{r['seconds']:g}s {r['ms']:.0f}" for r in speed[name]), flush=True)
+    md_dir = os.path.dirname(os.path.abspath(args.results_md))
+    os.makedirs(md_dir, exist_ok=True)
+    png = plot_speed(speed, os.path.join(md_dir, "speed_vs_length.png")) if speed else None
+    return speed, png
+
+
+def speed_section(speed: Dict[str, list], png: Optional[str]) -> List[str]:
+    """RESULTS.md's speed and memory section (empty without measurements)."""
+    if not speed:
+        return []
+    return ["## Encoder time (median ms) and peak memory rise (MB) vs audio length\n",
+            "Batch 1, no grad, the transformer / linear-time layers only (the CNN feature encoder and "
+            "projection computed beforehand), random audio; each model in its own process.\n",
+            speed_table(speed), "", f"![encoder time vs audio length]({os.path.basename(png)})", ""]
