@@ -457,7 +457,8 @@ def mamba2_add_reversed(mixer: Mamba2, x: torch.Tensor, out: torch.Tensor) -> to
     >>> x, out = torch.randn(2, 10, 16), torch.zeros(2, 10, 16)
     >>> with torch.no_grad():
     ...     _ = mamba2_add_reversed(mixer, x, out)
-    ...     torch.allclose(out, mixer(x.flip(1)).flip(1), atol=1e-6)
+    ...     y = mixer(x.flip(1)).flip(1)  # the same up to rounding (accumulated into out):
+    ...     bool((out - y).abs().max() <= 512 * torch.finfo(y.dtype).eps * y.abs().max())
     True
     """
     mixer._check_input(x, None, None)
