@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # recipes/lib/classification_stages.sh: stages 1-4 of the utterance-classification recipes
-# (SLURP/SLU, VoxCeleb1/SpeakerID). Source it after recipes/lib/stages.sh; after
-# parse_options, `classification_setup "$@"` sets
+# (SLURP/SLU, VoxCeleb1/SpeakerID). Source it after recipes/lib/stages.sh; before
+# parse_options, `classification_options` declares --eval_args and --results_title; after
+# it, `classification_setup "$@"` sets
 #
 #   data_folder, pretrained_dir, exp, results_md, split_file   made absolute
 #   data               <exp>/data: manifests of stage 0, label encoder of stage 1
@@ -22,6 +23,12 @@
 # ($exp/teacher), stage 3 each student of $students ($exp/<yaml>_<guide>), stage 4
 # RESULTS.md at $results_md through speechbrain_cald.evaluation.classification.
 
+classification_options() {
+    : "${eval_args:=}" "${results_title:=}"
+    options_help[eval_args]="extra options of the evaluation, e.g. '--bench_seconds 10 30'"
+    options_help[results_title]="title of RESULTS.md (default: the recipe's; say so when the data is tiny)"
+}
+
 classification_setup() {
     local v
     # the stages run from the recipe folder: paths given relative to here are made absolute
@@ -39,7 +46,7 @@ classification_setup() {
 }
 
 classification_stages() {
-    local teacher_yaml="$1" title="$2" entry plan name g out
+    local teacher_yaml="$1" title="${results_title:-$2}" entry plan name g out
     shift 2
     local eval_sets=("$@") models=("teacher=$exp/teacher")
 

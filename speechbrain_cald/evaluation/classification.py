@@ -167,7 +167,8 @@ def render(args, models: Dict[str, str], sets: Dict[str, str], results: Dict[str
         lines.append(f"| {n} | {size['layers'] / 1e6:.2f} M{share} | {size['total'] / 1e6:.2f} M | "
                      f"{size['ckpt_mb']:.1f} MB | " + " | ".join(cells) + " |")
     counts = ", ".join(f"{s} {results[ref]['summary'][s]['n']:,}" for s in split_names)
-    lines += ["", f"Utterances: {counts}. Per-utterance predictions: `<model folder>/predictions_<split>.csv`.\n",
+    lines += ["", f"Corpus `{args.data_root}`; utterances: {counts}. "
+                  "Per-utterance predictions: `<model folder>/predictions_<split>.csv`.\n",
               f"## Most confused label pairs ({last})\n",
               "The errors each model makes most often: target label, the label it was taken for, how many "
               "utterances, and their share of the target's utterances.\n"]

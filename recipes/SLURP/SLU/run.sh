@@ -16,8 +16,8 @@ source "$recipe_dir/../../lib/classification_stages.sh"
 stage=0; stop_stage=4
 students="slurp_mamba slurp_linformer"
 use_synthetic=true;  options_help[use_synthetic]="train on train_synthetic.jsonl too (recordings in slurp_synth): true|false"
-eval_args="";        options_help[eval_args]="extra options of the evaluation, e.g. '--bench_seconds 10 30'"
 corpus_options
+classification_options
 parse_options "$@"
 require_options data_folder pretrained_dir
 [[ "$use_synthetic" == true || "$use_synthetic" == false ]] || die_usage "--use_synthetic takes true or false (got '$use_synthetic')"

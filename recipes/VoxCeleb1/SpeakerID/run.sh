@@ -17,8 +17,8 @@ source "$recipe_dir/../../lib/classification_stages.sh"
 stage=0; stop_stage=4
 students="voxceleb1_mamba voxceleb1_linformer"
 split_file="";   options_help[split_file]="iden_split.txt when not in <data_folder> or <data_folder>/meta"
-eval_args="";    options_help[eval_args]="extra options of the evaluation, e.g. '--bench_seconds 10 30'"
 corpus_options
+classification_options
 parse_options "$@"
 require_options data_folder pretrained_dir
 classification_setup "$@"

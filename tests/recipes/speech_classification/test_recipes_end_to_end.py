@@ -12,6 +12,8 @@ import subprocess
 
 from pathlib import Path
 
+import pytest
+
 from speechbrain_cald.data.labels import load_label_encoder
 from speechbrain_cald.data.manifest import read_manifest
 
@@ -54,6 +56,7 @@ def _load_and_classify(inference, savedir, wav, labels):
     assert text[0] in labels and labels.index(text[0]) == int(index[0])
 
 
+@pytest.mark.slow  # ~60 s on 2 quiet cores
 def test_slurp_recipe_stages_0_to_4(slurp_corpus, tiny_wav2vec2, tmp_path):
     corpus, written = slurp_corpus
     exp = tmp_path / "exp"
@@ -84,6 +87,7 @@ def test_slurp_recipe_stages_0_to_4(slurp_corpus, tiny_wav2vec2, tmp_path):
     _load_and_classify(exp / "slurp_mamba_target" / "inference", tmp_path / "sb", wav, labels)
 
 
+@pytest.mark.slow  # ~60 s on 2 quiet cores
 def test_voxceleb1_recipe_stages_0_to_4(voxceleb1_corpus, tiny_wav2vec2, tmp_path):
     corpus, entries = voxceleb1_corpus
     exp = tmp_path / "exp"
