@@ -29,8 +29,8 @@ def write_manifest(path: str, rows: Iterable[Dict[str, object]], fields: Sequenc
         Each with the keys of ``fields``; ``duration`` in seconds
         (written with 3 decimals), ``wav`` e.g. ``$data_root/wav/test/x.wav``.
     fields : sequence of str
-        The columns, in order (default ``MANIFEST_FIELDS``, the ASR columns);
-        SpeechBrain needs ``ID`` first.
+        The columns, in order (default ``MANIFEST_FIELDS``, the ASR columns; e.g. with
+        ``start``, ``stop`` for segments of longer recordings); SpeechBrain needs ``ID`` first.
 
     Returns
     -------

@@ -8,14 +8,14 @@ manifests, never silently dropped; a split with none of its recordings on
 disk is an error. A malformed index line is a ``CorpusError`` naming the file
 and the line.
 
-``preparation_is_current`` / ``mark_prepared`` let ``train.py`` call the
-preparation on every run (through ``run_on_main``) and skip it when the
-manifests were written from the same corpus with the same options.
+A preparation records its options with ``speechbrain_cald.data.prepared``, so
+``train.py`` calls it on every run (through ``run_on_main``) and it is skipped
+when the manifests were written from the same corpus with the same options;
+``file_signature`` puts the index files' size and time among those options.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections import OrderedDict
@@ -33,13 +33,9 @@ __all__ = [
     "file_signature",
     "find_recording",
     "write_classification_manifests",
-    "mark_prepared",
-    "preparation_is_current",
     "relative_to_root",
     "run_preparation",
 ]
-
-PREPARE_STAMP = "prepare_options.json"
 
 
 class CorpusError(ValueError):
@@ -226,52 +222,6 @@ class MissingRecordings:
         elif folder:
             self.write_lists(folder)
         return text
-
-
-def _stamp_path(save_folder: str) -> str:
-    return os.path.join(save_folder, PREPARE_STAMP)
-
-
-def preparation_is_current(save_folder: str, options: Mapping, outputs: Iterable[str]) -> bool:
-    """True when every output exists and the last preparation used the same ``options``.
-
-    Arguments
-    ---------
-    save_folder : str
-        Where the manifests (and the stamp ``prepare_options.json``) are.
-    options : mapping
-        JSON-able description of the preparation (corpus folder, options, file
-        sizes of the index files...).
-    outputs : iterable of str
-        Files the preparation writes.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> d = tempfile.mkdtemp(); out = os.path.join(d, "train.csv")
-    >>> open(out, "w").close()
-    >>> preparation_is_current(d, {"a": 1}, [out])
-    False
-    >>> mark_prepared(d, {"a": 1})
-    >>> preparation_is_current(d, {"a": 1}, [out]), preparation_is_current(d, {"a": 2}, [out])
-    (True, False)
-    """
-    if not all(os.path.exists(p) for p in outputs):
-        return False
-    try:
-        with open(_stamp_path(save_folder), encoding="utf-8") as f:
-            return json.load(f) == json.loads(json.dumps(dict(options)))
-    except (OSError, ValueError):
-        return False
-
-
-def mark_prepared(save_folder: str, options: Mapping) -> None:
-    """Write the stamp ``preparation_is_current`` compares with (atomically)."""
-    os.makedirs(save_folder, exist_ok=True)
-    path = _stamp_path(save_folder)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(dict(options), f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
 
 
 def file_signature(path: str) -> Optional[List[float]]:

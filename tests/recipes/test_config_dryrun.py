@@ -28,18 +28,18 @@ TINY_VALUES = {
     "num_workers": 0,
 }
 
-# placeholder name -> a fixture that makes a tiny stand-in (a pretrained model folder)
-FIXTURE_VALUES = {
-    "pretrained_dir": "tiny_pretrained_speech_model",
-}
 
-
-@pytest.fixture(scope="session")
-def tiny_pretrained_speech_model(tmp_path_factory):
-    """A random 2-layer wav2vec2 saved with save_pretrained (what the speech recipes' pretrained_dir holds)."""
+def _tiny_speech_model(path: Path) -> None:
+    """A tiny random wav2vec2 saved with save_pretrained: what speech recipes' `pretrained_dir` points to."""
     from speechbrain_cald.testing.speech import save_tiny_speech_model
 
-    return save_tiny_speech_model(str(tmp_path_factory.mktemp("pretrained") / "wav2vec2"))
+    save_tiny_speech_model(str(path), "wav2vec2")
+
+
+# placeholder folders that must hold something to build the YAML: name -> filler
+TINY_FOLDERS = {
+    "pretrained_dir": _tiny_speech_model,
+}
 
 
 class _PlaceholderFinder(yaml.SafeLoader):
@@ -84,6 +84,8 @@ def tiny_overrides(keys, tmp_path: Path) -> dict:
         else:  # folders and files: a fresh temporary path
             path = tmp_path / key
             path.mkdir(parents=True, exist_ok=True)
+            if key in TINY_FOLDERS:
+                TINY_FOLDERS[key](path)
             out[key] = str(path)
     return out
 
@@ -93,12 +95,10 @@ def test_configs_exist():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(ROOT)) for p in CONFIGS])
-def test_config_builds(config: Path, tmp_path: Path, monkeypatch, request):
+def test_config_builds(config: Path, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative output folders land in tmp
     text = config.read_text()
-    keys = placeholder_keys(text)
-    overrides = tiny_overrides([k for k in keys if k not in FIXTURE_VALUES], tmp_path)
-    overrides.update({k: request.getfixturevalue(FIXTURE_VALUES[k]) for k in keys if k in FIXTURE_VALUES})
+    overrides = tiny_overrides(placeholder_keys(text), tmp_path)
     if is_object_fragment(text):
         host = tmp_path / "host.yaml"
         host.write_text(f"fragment: !include:{config}\n")

@@ -34,13 +34,12 @@ from typing import Dict, List, Optional
 
 from tqdm import tqdm
 
+from speechbrain_cald.data.prepared import already_prepared, mark_prepared
 from speechbrain_cald.data.preparation import (
     CorpusError,
     MissingRecordings,
     audio_duration,
     file_signature,
-    mark_prepared,
-    preparation_is_current,
     relative_to_root,
     run_preparation,
     write_classification_manifests,
@@ -152,7 +151,7 @@ def prepare_slurp(data_folder: str, save_folder: str, use_synthetic: bool = True
         "use_synthetic": bool(use_synthetic),
         "index": {split: file_signature(index_file(data_folder, split)) for split in splits},
     }
-    if preparation_is_current(save_folder, options, paths.values()):
+    if already_prepared(save_folder, "slurp", options, paths.values()):
         print(f"SLURP manifests in {save_folder} are up to date (same corpus and options): skipped")
         return paths
     missing = MissingRecordings(
@@ -163,7 +162,7 @@ def prepare_slurp(data_folder: str, save_folder: str, use_synthetic: bool = True
     rows = {split: read_split(data_folder, split, "synth" if split == SYNTHETIC else "real", missing) for split in splits}
     train_splits = ["train"] + ([SYNTHETIC] if use_synthetic else [])
     written = write_classification_manifests(save_folder, rows, FIELDS, train_splits, missing, required=SPLITS)
-    mark_prepared(save_folder, options)
+    mark_prepared(save_folder, "slurp", options)
     return written
 
 

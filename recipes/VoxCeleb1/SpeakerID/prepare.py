@@ -32,13 +32,12 @@ from typing import Dict, List, Optional
 
 from tqdm import tqdm
 
+from speechbrain_cald.data.prepared import already_prepared, mark_prepared
 from speechbrain_cald.data.preparation import (
     CorpusError,
     MissingRecordings,
     audio_duration,
     file_signature,
-    mark_prepared,
-    preparation_is_current,
     relative_to_root,
     run_preparation,
     write_classification_manifests,
@@ -115,7 +114,7 @@ def prepare_voxceleb1(
         "corpus": "VoxCeleb1", "version": MANIFEST_VERSION, "data_folder": os.path.abspath(data_folder),
         "split_list": os.path.abspath(list_path), "signature": file_signature(list_path),
     }
-    if preparation_is_current(save_folder, options, paths.values()):
+    if already_prepared(save_folder, "voxceleb1", options, paths.values()):
         print(f"VoxCeleb1 manifests in {save_folder} are up to date (same corpus and split list): skipped")
         return paths
     folders = [os.path.join(data_folder, sub) for sub in WAV_FOLDERS]
@@ -142,7 +141,7 @@ def prepare_voxceleb1(
     written = write_classification_manifests(
         save_folder, rows, FIELDS, ["train"], missing, required=list(SPLITS.values())
     )
-    mark_prepared(save_folder, options)
+    mark_prepared(save_folder, "voxceleb1", options)
     return written
 
 
