@@ -148,12 +148,6 @@ class UtteranceBrain(DistillBrain):
 
     labels: List[str] = []
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # SpeechBrain 1.1 parses --optimizer_step_limit=N from the command line as a string
-        if isinstance(self.optimizer_step_limit, str):
-            self.optimizer_step_limit = int(self.optimizer_step_limit)
-
     def prepare_batch(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
