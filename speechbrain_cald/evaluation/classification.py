@@ -26,7 +26,6 @@ For every trained model folder (``hyperparams.yaml`` + ``model.ckpt`` +
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import tempfile
@@ -34,21 +33,11 @@ import time
 from typing import Dict, List, Sequence
 
 import torch
-from speechbrain.dataio.batch import PaddedBatch
-from torch.utils.data import DataLoader
 
 from speechbrain_cald.data.labels import load_label_encoder
 from speechbrain_cald.data.validate import validate_manifests
-from speechbrain_cald.evaluation.asr import batches_by_seconds
-from speechbrain_cald.evaluation.report import (
-    add_report_arguments,
-    bench_exported_encoders,
-    count_params,
-    machine,
-    parse_pairs,
-    report_tail,
-    speed_section,
-)
+from speechbrain_cald.evaluation.batches import loader_by_seconds
+from speechbrain_cald.evaluation import report
 from speechbrain_cald.inference import export_encoder_classifier, load_encoder_classifier, load_trained_model
 from speechbrain_cald.tasks.classification_metrics import ClassificationScores
 from speechbrain_cald.tasks.utterance import known_label, utterance_dataset
@@ -74,11 +63,9 @@ def classify(classifier, dataset, labels: Sequence[str], batch_seconds: float) -
     -------
     ClassificationScores
     """
-    durations = [float(dataset.data[i]["duration"]) for i in dataset.data_ids]
-    loader = DataLoader(dataset, batch_sampler=batches_by_seconds(durations, batch_seconds), collate_fn=PaddedBatch)
     scores = ClassificationScores(labels)
     with torch.no_grad():
-        for batch in loader:
+        for batch in loader_by_seconds(dataset, batch_seconds):
             wavs, wav_lens = batch.sig
             _, _, index, _ = classifier.classify_batch(wavs, wav_lens)
             scores.append(batch.id, index.cpu(), batch.label_id.data[:, 0])
@@ -87,16 +74,14 @@ def classify(classifier, dataset, labels: Sequence[str], batch_seconds: float) -
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_report_arguments(p, title="Utterance classification")
+    report.add_report_arguments(p, title="Utterance classification")
     p.add_argument("--confusions", type=int, default=10, help="most confused label pairs listed per model")
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     t_start = time.time()
-    models = parse_pairs(args.models, "--models")
-    sets = parse_pairs(args.sets, "--sets")
+    args, models, sets = report.parse_report_arguments(build_parser(), argv)
     results: Dict[str, dict] = {}
     savedir = tempfile.mkdtemp(prefix="cald_encoder_classifier_")
     reference_labels = None
@@ -113,8 +98,7 @@ def main(argv=None) -> int:
             raise ValueError(f"{folder}: its label encoder differs from the first model's: they were trained on other data")
         inference = export_encoder_classifier(model, label_file, os.path.join(folder, "inference"),
                                               note=f"from {os.path.abspath(folder)}")
-        size = dict(layers=count_params(model.encoder.model.encoder), total=count_params(model),
-                    ckpt_mb=os.path.getsize(os.path.join(folder, "model.ckpt")) / 2**20)
+        size = report.model_size(model, folder)
         del model
         classifier = load_encoder_classifier(inference, os.path.join(savedir, name))
         res = dict(size=size, scores={}, summary={})
@@ -128,11 +112,8 @@ def main(argv=None) -> int:
         print(f"{name:28s} " + "  ".join(f"{s} accuracy {v['accuracy']:.2f} macro-F1 {v['macro_f1']:.2f}"
                                          for s, v in res["summary"].items()), flush=True)
         del classifier
-    speed, png = bench_exported_encoders(args, models)
-    text = render(args, models, sets, results, speed, png, time.time() - t_start)
-    with open(args.results_md + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(args.results_md + ".tmp", args.results_md)
+    speed, png = report.bench_exported_encoders(args, models)
+    report.write_results(args.results_md, render(args, models, sets, results, speed, png, time.time() - t_start))
     print(f"\nRESULTS: {args.results_md}\npredictions: <model folder>/predictions_<split>.csv; "
           "EncoderClassifier folders: <model folder>/inference/")
     return 0
@@ -145,27 +126,17 @@ def render(args, models: Dict[str, str], sets: Dict[str, str], results: Dict[str
     ref = names[0]
     split_names = list(sets)
     last = split_names[-1]
-    lines: List[str] = [
-        f"# {args.title}: results\n",
-        f"Measured {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {machine()}.",
+    lines: List[str] = report.results_header(
+        args.title,
         "Every number comes from the model's exported `inference/` folder loaded by SpeechBrain's "
         "`EncoderClassifier.from_hparams`, on whole utterances. Accuracy and macro-F1 (mean F1 over the labels "
         "among the references or the predictions) in %, computed by our code and again by SpeechBrain's "
-        "`ClassificationStats` and scikit-learn (or a per-class count), which agree.\n",
-        "## Accuracy and macro-F1 per split\n",
-        "| model | encoder layers: params | all params | model.ckpt | "
-        + " | ".join(f"{s}: accuracy | {s}: macro-F1" for s in split_names) + " |",
-        "|---|---:|---:|---:|" + "---:|---:|" * len(split_names),
-    ]
-    for n in names:
-        size = results[n]["size"]
-        share = f" ({100 * size['layers'] / results[ref]['size']['layers']:.0f}%)" if n != ref else ""
-        cells = []
-        for s in split_names:
-            v = results[n]["summary"][s]
-            cells += [f"{v['accuracy']:.2f}", f"{v['macro_f1']:.2f}"]
-        lines.append(f"| {n} | {size['layers'] / 1e6:.2f} M{share} | {size['total'] / 1e6:.2f} M | "
-                     f"{size['ckpt_mb']:.1f} MB | " + " | ".join(cells) + " |")
+        "`ClassificationStats` and scikit-learn (or a per-class count), which agree.\n")
+    columns = [f"{s}: {metric}" for s in split_names for metric in ("accuracy", "macro-F1")]
+    cells = {n: [f"{results[n]['summary'][s][key]:.2f}" for s in split_names for key in ("accuracy", "macro_f1")]
+             for n in names}
+    lines += ["## Accuracy and macro-F1 per split\n"]
+    lines += report.model_table({n: results[n]["size"] for n in names}, columns, cells)
     counts = ", ".join(f"{s} {results[ref]['summary'][s]['n']:,}" for s in split_names)
     lines += ["", f"Corpus `{args.data_root}`; utterances: {counts}. "
                   "Per-utterance predictions: `<model folder>/predictions_<split>.csv`.\n",
@@ -174,8 +145,8 @@ def render(args, models: Dict[str, str], sets: Dict[str, str], results: Dict[str
               "utterances, and their share of the target's utterances.\n"]
     for n in names:
         lines += [f"**{n}**\n", results[n]["scores"][last].confusion_markdown(args.confusions), ""]
-    lines += speed_section(speed, png)
-    lines += report_tail(args, eval_seconds)
+    lines += report.speed_section(speed, png)
+    lines += report.report_tail(args, eval_seconds)
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import platform
 import sys
@@ -18,12 +19,17 @@ __all__ = [
     "bench_exported_encoders",
     "count_params",
     "machine",
+    "model_size",
+    "model_table",
     "parse_pairs",
+    "parse_report_arguments",
     "read_stage_times",
     "report_tail",
+    "results_header",
     "speed_section",
     "stage_commands",
     "stage_time_lines",
+    "write_results",
 ]
 
 
@@ -52,6 +58,55 @@ def machine() -> str:
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"speechbrain {sb.__version__}; load average at evaluation {load}")
+
+
+def results_header(title: str, method: str) -> List[str]:
+    """RESULTS.md's first lines: the title, when and where it was measured, a loaded-machine warning, ``method``."""
+    lines = [f"# {title}: results\n",
+             f"Measured {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {machine()}."]
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        lines.append(f"**Loaded machine** (load average {load:.1f} on {os.cpu_count()} cores): the timings below "
+                     "are not results; re-run on a quiet machine.\n")
+    return lines + [method]
+
+
+def model_size(model: nn.Module, folder: str) -> Dict[str, float]:
+    """Parameters of the encoder layers (what a student changes) and of the whole model, and ``model.ckpt``'s MB."""
+    return dict(layers=count_params(model.encoder.model.encoder), total=count_params(model),
+                ckpt_mb=os.path.getsize(os.path.join(folder, "model.ckpt")) / 2**20)
+
+
+def model_table(
+    sizes: Dict[str, Dict[str, float]], columns: Sequence[str], cells: Dict[str, Sequence[str]]
+) -> List[str]:
+    """A markdown table, one row per model (the first is the reference): sizes, then ``cells`` under ``columns``.
+
+    Example
+    -------
+    >>> sizes = {"teacher": dict(layers=4e6, total=5e6, ckpt_mb=20.0),
+    ...          "student": dict(layers=1e6, total=2e6, ckpt_mb=8.0)}
+    >>> print("\\n".join(model_table(sizes, ["test"], {"teacher": ["9.1"], "student": ["9.9"]})))
+    | model | encoder layers: params | all params | model.ckpt | test |
+    |---|---:|---:|---:|---:|
+    | teacher | 4.00 M | 5.00 M | 20.0 MB | 9.1 |
+    | student | 1.00 M (25%) | 2.00 M | 8.0 MB | 9.9 |
+    """
+    ref = next(iter(sizes))
+    lines = ["| model | encoder layers: params | all params | model.ckpt | " + " | ".join(columns) + " |",
+             "|---|---:|---:|---:|" + "---:|" * len(columns)]
+    for name, size in sizes.items():
+        share = f" ({100 * size['layers'] / sizes[ref]['layers']:.0f}%)" if name != ref else ""
+        lines.append(f"| {name} | {size['layers'] / 1e6:.2f} M{share} | {size['total'] / 1e6:.2f} M | "
+                     f"{size['ckpt_mb']:.1f} MB | " + " | ".join(cells[name]) + " |")
+    return lines
+
+
+def write_results(path: str, text: str) -> None:
+    """Write RESULTS.md atomically (a reader never sees half a file)."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 def read_stage_times(path: Optional[str]) -> Dict[str, float]:
@@ -127,6 +182,14 @@ def add_report_arguments(parser: argparse.ArgumentParser, title: str) -> argpars
     return p
 
 
+def parse_report_arguments(
+    parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None
+) -> Tuple[argparse.Namespace, Dict[str, str], Dict[str, str]]:
+    """A stage-4 command line (``add_report_arguments``'s options): ``(args, models, sets)``, the last two as dicts."""
+    args = parser.parse_args(argv)
+    return args, parse_pairs(args.models, "--models"), parse_pairs(args.sets, "--sets")
+
+
 def report_tail(args: argparse.Namespace, eval_seconds: float) -> List[str]:
     """RESULTS.md's last sections: stage timings, the command line and what run.sh ran."""
     return ["## Stage timings\n", "\n".join(stage_time_lines(read_stage_times(args.stage_times), eval_seconds)), "",
@@ -148,7 +211,7 @@ def bench_exported_encoders(args: argparse.Namespace, models: Dict[str, str]) ->
     speed: Dict[str, list] = {}
     for name, folder in models.items() if args.bench_seconds else ():
         speed[name] = run_isolated(SPEED_FACTORY, os.path.join(folder, "inference"), args.bench_seconds, args.bench_repeats)
-        print(f"{name:28s} encoder ms: " + "  ".join(f"{r['seconds']:g}s {r['ms']:.0f}" for r in speed[name]), flush=True)
+        print(f"{name:24s} encoder ms: " + "  ".join(f"{r['seconds']:g}s {r['ms']:.0f}" for r in speed[name]), flush=True)
     md_dir = os.path.dirname(os.path.abspath(args.results_md))
     os.makedirs(md_dir, exist_ok=True)
     png = plot_speed(speed, os.path.join(md_dir, "speed_vs_length.png")) if speed else None
@@ -160,6 +223,6 @@ def speed_section(speed: Dict[str, list], png: Optional[str]) -> List[str]:
     if not speed:
         return []
     return ["## Encoder time (median ms) and peak memory rise (MB) vs audio length\n",
-            "Batch 1, no grad, the transformer / linear-time layers only (the CNN feature encoder and "
-            "projection computed beforehand), random audio; each model in its own process.\n",
+            "On the CPU, batch 1, no grad, the transformer / linear-time layers only (the CNN feature encoder "
+            "and projection computed beforehand), random audio; each model in its own process.\n",
             speed_table(speed), "", f"![encoder time vs audio length]({os.path.basename(png)})", ""]
