@@ -1,4 +1,4 @@
-"""Trained CTC models as folders SpeechBrain's own ``EncoderASR`` loads offline.
+"""Trained models as folders SpeechBrain's own ``EncoderASR`` / ``EncoderClassifier`` load offline.
 
 ``export_encoder_asr(model, tokens, folder)`` writes
 
@@ -16,6 +16,10 @@ Then, with no network::
     from speechbrain.inference.ASR import EncoderASR
     asr = EncoderASR.from_hparams(source="results/librispeech_mamba_target/inference", savedir="/tmp/asr")
     asr.transcribe_file("talk.flac")   # a long recording goes through a linear-time student in one pass
+
+``export_encoder_classifier(model, label_encoder_file, folder)`` writes the same
+for an utterance classifier (``EncoderClassifier``: ``classify_file``), with
+``label_encoder.ckpt`` instead of the tokenizer.
 
 ``load_trained_model(folder)`` rebuilds a recipe's trained model from its
 ``hyperparams.yaml`` + ``model.ckpt`` (what stage 4 exports from).
@@ -52,7 +56,6 @@ def load_trained_model(folder: str, key: str = "model") -> Tuple[Dict[str, Any],
 
 def _yaml_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
-
 
 
 def _model_lines(model: nn.Module, head_class: str, head_args: Dict[str, Any]) -> List[str]:
@@ -92,6 +95,55 @@ def _model_lines(model: nn.Module, head_class: str, head_args: Dict[str, Any]) -
         lines += ["model: !ref <architecture>"]
     return lines
 
+
+def _write_folder(
+    folder: str,
+    interface: str,
+    writer: str,
+    model: nn.Module,
+    head_class: str,
+    head_args: Dict[str, Any],
+    slots: List[str],
+    modules: List[str],
+    companion: Tuple[str, str],
+    note: str,
+) -> str:
+    """Write an inference folder SpeechBrain's ``interface`` (``EncoderASR``...) loads: YAML, ``model.ckpt``, a companion.
+
+    The YAML is a header (naming ``writer``, the public function), the model (:func:`_model_lines`), the interface's ``slots``,
+    ``modules`` (names of slots) and a ``pretrainer`` loading ``model`` and the companion
+    ``(name, source file)`` from ``model.ckpt`` and ``<name>.ckpt``.
+    """
+    name, source = companion
+    os.makedirs(folder, exist_ok=True)
+    lines = [
+        f"# An {interface} folder written by speechbrain_cald.inference.{writer}.",
+        f"# {note}" if note else "#",
+        f"# Load offline: {interface}.from_hparams(source=<this folder>, savedir=<any folder>)",
+        *_model_lines(model, head_class, head_args),
+        *slots,
+        "modules:",
+        *(f"    {m}: !ref <{m}>" for m in modules),
+        "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer",
+        "    loadables:",
+        "        model: !ref <model>",
+        f"        {name}: !ref <{name}>",
+    ]
+    _atomic_write(os.path.join(folder, "hyperparams.yaml"), lambda p: open(p, "w").write("\n".join(lines) + "\n"))
+    _atomic_write(os.path.join(folder, "model.ckpt"), lambda p: torch.save(model.state_dict(), p))
+    _atomic_write(os.path.join(folder, f"{name}.ckpt"), lambda p: shutil.copyfile(source, p))
+    return folder
+
+
+def _from_hparams(interface, folder: str, savedir: str, device: str):
+    """``interface.from_hparams`` on an exported folder (offline; files linked into ``savedir``)."""
+    if not os.path.exists(os.path.join(folder, "hyperparams.yaml")):
+        raise FileNotFoundError(
+            f"'{folder}' is not an exported {interface.__name__} folder (no hyperparams.yaml): run stage 4"
+        )
+    return interface.from_hparams(source=os.path.abspath(folder), savedir=os.path.abspath(savedir), run_opts={"device": device})
+
+
 def export_encoder_asr(model: nn.Module, tokens, folder: str, note: str = "") -> str:
     """Write an ``EncoderASR`` folder for a ``CTCModel`` (teacher or converted student).
 
@@ -115,34 +167,16 @@ def export_encoder_asr(model: nn.Module, tokens, folder: str, note: str = "") ->
         raise TypeError(f"export_encoder_asr: expected a CTCModel over an HFSpeechEncoder, found {type(model).__name__}")
     if len(tokens) != model.ctc_lin.out_features:
         raise ValueError(f"export_encoder_asr: {len(tokens)} tokens but the CTC head has {model.ctc_lin.out_features} outputs")
-    os.makedirs(folder, exist_ok=True)
-    lines = [
-        "# An EncoderASR folder written by speechbrain_cald.inference.export_encoder_asr.",
-        f"# {note}" if note else "#",
-        "# Load offline: EncoderASR.from_hparams(source=<this folder>, savedir=<any folder>)",
-        *_model_lines(model, "speechbrain_cald.lobes.hf_speech.CTCModel", {"n_tokens": model.ctc_lin.out_features}),
-    ]
-    if tokens.kind == "char":
-        tokenizer = ["tokenizer: !new:speechbrain.dataio.encoder.CTCTextEncoder"]
-    else:
-        tokenizer = ["tokenizer: !new:sentencepiece.SentencePieceProcessor"]
-    lines += [
+    tokenizer = "speechbrain.dataio.encoder.CTCTextEncoder" if tokens.kind == "char" else "sentencepiece.SentencePieceProcessor"
+    slots = [
         "encoder: !new:speechbrain_cald.lobes.hf_speech.CTCLogProbs",
         "    model: !ref <model>",
-        *tokenizer,
+        f"tokenizer: !new:{tokenizer}",
         "decoding_function: !name:speechbrain.decoders.ctc_greedy_decode",
         f"    blank_id: {tokens.blank_index}",
-        "modules:",
-        "    encoder: !ref <encoder>",
-        "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer",
-        "    loadables:",
-        "        model: !ref <model>",
-        "        tokenizer: !ref <tokenizer>",
     ]
-    _atomic_write(os.path.join(folder, "hyperparams.yaml"), lambda p: open(p, "w").write("\n".join(lines) + "\n"))
-    _atomic_write(os.path.join(folder, "model.ckpt"), lambda p: torch.save(model.state_dict(), p))
-    _atomic_write(os.path.join(folder, "tokenizer.ckpt"), lambda p: shutil.copyfile(tokens.path, p))
-    return folder
+    return _write_folder(folder, "EncoderASR", "export_encoder_asr", model, "speechbrain_cald.lobes.hf_speech.CTCModel",
+                         {"n_tokens": model.ctc_lin.out_features}, slots, ["encoder"], ("tokenizer", tokens.path), note)
 
 
 def _atomic_write(path: str, write) -> None:
@@ -154,9 +188,7 @@ def load_encoder_asr(folder: str, savedir: str, device: str = "cpu"):
     """``EncoderASR.from_hparams`` on an exported folder (offline; files linked into ``savedir``)."""
     from speechbrain.inference.ASR import EncoderASR
 
-    if not os.path.exists(os.path.join(folder, "hyperparams.yaml")):
-        raise FileNotFoundError(f"'{folder}' is not an exported EncoderASR folder (no hyperparams.yaml): run stage 4")
-    return EncoderASR.from_hparams(source=os.path.abspath(folder), savedir=os.path.abspath(savedir), run_opts={"device": device})
+    return _from_hparams(EncoderASR, folder, savedir, device)
 
 
 def export_encoder_classifier(model: nn.Module, label_encoder_file: str, folder: str, note: str = "") -> str:
@@ -173,10 +205,8 @@ def export_encoder_classifier(model: nn.Module, label_encoder_file: str, folder:
         Over an :class:`HFSpeechEncoder`; a student carries ``cald_conversion``.
     label_encoder_file : str
         The model's label encoder (``CategoricalEncoder`` text file).
-    folder : str
-        Output folder (created; replaced files are written aside then renamed).
-    note : str
-        A line for the YAML's header (where the model came from).
+    folder, note : str
+        The output folder and the header line, as for :func:`export_encoder_asr`.
 
     Returns
     -------
@@ -191,13 +221,8 @@ def export_encoder_classifier(model: nn.Module, label_encoder_file: str, folder:
             f"export_encoder_classifier: expected an UtteranceClassifier over an HFSpeechEncoder, found {type(model).__name__}"
         )
     load_label_encoder(label_encoder_file, expect=model.n_classes)  # the head and the labels agree
-    os.makedirs(folder, exist_ok=True)
     adapters = "speechbrain_cald.tasks.classification"
-    lines = [
-        "# An EncoderClassifier folder written by speechbrain_cald.inference.export_encoder_classifier.",
-        f"# {note}" if note else "#",
-        "# Load offline: EncoderClassifier.from_hparams(source=<this folder>, savedir=<any folder>)",
-        *_model_lines(model, f"{adapters}.UtteranceClassifier", {"n_classes": model.n_classes}),
+    slots = [
         f"compute_features: !new:{adapters}.PassThrough",
         f"mean_var_norm: !new:{adapters}.PassThrough",
         f"embedding_model: !new:{adapters}.UtteranceEmbedding",
@@ -205,30 +230,16 @@ def export_encoder_classifier(model: nn.Module, label_encoder_file: str, folder:
         f"classifier: !new:{adapters}.UtteranceLogProbs",
         "    model: !ref <model>",
         "label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder",
-        "modules:",
-        "    compute_features: !ref <compute_features>",
-        "    mean_var_norm: !ref <mean_var_norm>",
-        "    embedding_model: !ref <embedding_model>",
-        "    classifier: !ref <classifier>",
-        "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer",
-        "    loadables:",
-        "        model: !ref <model>",
-        "        label_encoder: !ref <label_encoder>",
     ]
-    _atomic_write(os.path.join(folder, "hyperparams.yaml"), lambda p: open(p, "w").write("\n".join(lines) + "\n"))
-    _atomic_write(os.path.join(folder, "model.ckpt"), lambda p: torch.save(model.state_dict(), p))
-    _atomic_write(os.path.join(folder, "label_encoder.ckpt"), lambda p: shutil.copyfile(label_encoder_file, p))
-    return folder
+    modules = ["compute_features", "mean_var_norm", "embedding_model", "classifier"]
+    return _write_folder(folder, "EncoderClassifier", "export_encoder_classifier", model, f"{adapters}.UtteranceClassifier",
+                         {"n_classes": model.n_classes}, slots, modules, ("label_encoder", label_encoder_file), note)
 
 
 def load_encoder_classifier(folder: str, savedir: str, device: str = "cpu"):
     """``EncoderClassifier.from_hparams`` on an exported folder (offline; files linked into ``savedir``)."""
     from speechbrain.inference.classifiers import EncoderClassifier
 
-    if not os.path.exists(os.path.join(folder, "hyperparams.yaml")):
-        raise FileNotFoundError(f"'{folder}' is not an exported EncoderClassifier folder (no hyperparams.yaml): run stage 4")
-    classifier = EncoderClassifier.from_hparams(
-        source=os.path.abspath(folder), savedir=os.path.abspath(savedir), run_opts={"device": device}
-    )
+    classifier = _from_hparams(EncoderClassifier, folder, savedir, device)
     classifier.hparams.label_encoder.expect_len(len(classifier.hparams.label_encoder))
     return classifier
