@@ -12,6 +12,8 @@ A preparation records its options with ``speechbrain_cald.data.prepared``, so
 ``train.py`` calls it on every run (through ``run_on_main``) and it is skipped
 when the manifests were written from the same corpus with the same options;
 ``file_signature`` puts the index files' size and time among those options.
+``prepare_classification_corpus`` is that whole frame for a corpus whose recipe
+gives only how to read its index.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from __future__ import annotations
 import os
 import sys
 from collections import OrderedDict
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import soundfile as sf
 
 from speechbrain_cald.data.labels import UnseenLabelError, check_known_labels
 from speechbrain_cald.data.manifest import write_manifest
+from speechbrain_cald.data.prepared import already_prepared, mark_prepared
 
 __all__ = [
     "CorpusError",
@@ -32,6 +35,7 @@ __all__ = [
     "audio_duration",
     "file_signature",
     "find_recording",
+    "prepare_classification_corpus",
     "write_classification_manifests",
     "relative_to_root",
     "run_preparation",
@@ -286,6 +290,65 @@ def write_classification_manifests(
     counts = ", ".join(f"{split} {len(split_rows):,}" for split, split_rows in rows.items())
     print(f"{missing.corpus}: {len(known):,} labels in {train_what}; utterances: {counts} -> {save_folder}", flush=True)
     return paths
+
+
+def prepare_classification_corpus(
+    corpus: str,
+    data_folder: str,
+    save_folder: str,
+    splits: Sequence[str],
+    options: Callable[[], Mapping[str, Any]],
+    read: Callable[[MissingRecordings], Mapping[str, List[Dict[str, object]]]],
+    fields: Sequence[str],
+    train_splits: Sequence[str],
+    required: Sequence[str],
+    hint: str = "",
+    skip_prep: bool = False,
+) -> Dict[str, str]:
+    """An utterance-classification preparation (SLURP, VoxCeleb1): skipped when current, else read, check, write.
+
+    Arguments
+    ---------
+    corpus : str
+        The corpus name (messages; ``<corpus lower-case>_options.json`` records the options).
+    data_folder, save_folder : str
+        The corpus root as distributed; where ``<split>.csv`` go.
+    splits : sequence of str
+        The manifests written.
+    options : callable
+        ``() -> dict``: what the manifests depend on besides the corpus path (a
+        version, the index files' :func:`file_signature`); called once the corpus
+        folder is known to exist. The preparation is skipped while these and the
+        manifests are unchanged.
+    read : callable
+        ``(MissingRecordings) -> {split: rows}``: the manifest rows, counting listed
+        recordings found or missing (see :func:`write_classification_manifests`).
+    fields, train_splits, required
+        As for :func:`write_classification_manifests`.
+    hint : str
+        Where the recordings were looked for (said when some are missing).
+    skip_prep : bool
+        Only return the paths (the manifests are there).
+
+    Returns
+    -------
+    dict
+        split -> manifest path.
+    """
+    paths = {split: os.path.join(save_folder, f"{split}.csv") for split in splits}
+    if skip_prep:
+        return paths
+    if not os.path.isdir(data_folder):
+        raise CorpusError(f"{corpus}: data_folder '{data_folder}' is not a folder")
+    recorded = {"corpus": corpus, "data_folder": os.path.abspath(data_folder), **options()}
+    name = corpus.lower()
+    if already_prepared(save_folder, name, recorded, paths.values()):
+        print(f"{corpus} manifests in {save_folder} are up to date (same corpus and options): skipped")
+        return paths
+    missing = MissingRecordings(corpus, hint=hint)
+    written = write_classification_manifests(save_folder, read(missing), fields, train_splits, missing, required)
+    mark_prepared(save_folder, name, recorded)
+    return written
 
 
 def run_preparation(prepare: Callable[..., Dict[str, str]], **kwargs) -> int:

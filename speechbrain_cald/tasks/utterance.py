@@ -1,8 +1,9 @@
 """Utterance classification from speech: what the SLURP and VoxCeleb1 recipes share.
 
-A recipe's ``train.py`` prepares its corpus (``run_on_main``) and hands the
-manifests to :func:`fit_utterance_classifier`, which
+A recipe's ``train.py`` hands its corpus preparation and split names to
+:func:`fit_utterance_classifier`, which
 
+0. prepares the corpus on the main process (skipped when its manifests are current);
 1. writes the label encoder of the training manifests (``label_encoder_file``)
    and gives the model (and a teacher) one output per label;
 2. builds the datasets: training utterances as random fixed-length crops when
@@ -28,7 +29,7 @@ from __future__ import annotations
 import os
 import shutil
 from types import SimpleNamespace
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import speechbrain as sb
 import torch
@@ -195,23 +196,32 @@ def _check_teacher_labels(hparams: Mapping, encoder) -> None:
         )
 
 
-def fit_utterance_classifier(exp, train_csvs: Sequence[str], valid_csv: str) -> UtteranceBrain:
-    """Label encoder, heads, datasets, training and export: the body of a classification ``train.py``.
+def fit_utterance_classifier(
+    exp, prepare: Callable[..., Mapping[str, str]], train_splits: Sequence[str], valid_split: str
+) -> UtteranceBrain:
+    """Preparation, label encoder, heads, datasets, training and export: the body of a classification ``train.py``.
 
     Arguments
     ---------
     exp : speechbrain_cald.experiment.Experiment
         What ``start_experiment`` returned.
-    train_csvs : sequence of str
-        The training manifests (their labels make the label set).
-    valid_csv : str
-        The validation manifest (best checkpoint by its accuracy).
+    prepare : callable
+        The corpus preparation, ``prepare(skip_prep=False) -> {split: manifest}``:
+        run on the main process (it skips itself when current), then again with
+        ``skip_prep=True`` for the paths.
+    train_splits : sequence of str
+        The training splits (their labels make the label set).
+    valid_split : str
+        The validation split (best checkpoint by its accuracy).
 
     Returns
     -------
     UtteranceBrain
         After training; ``<output_folder>/model.ckpt`` and ``label_encoder.txt`` are written.
     """
+    run_on_main(prepare)
+    manifests = prepare(skip_prep=True)  # the paths only
+    train_csvs, valid_csv = [manifests[split] for split in train_splits], manifests[valid_split]
     hp = exp.hparams
     label_file = hp["label_encoder_file"]
     run_on_main(write_label_encoder, args=[label_file, list(train_csvs)])

@@ -34,16 +34,8 @@ from typing import Dict, List, Optional
 
 from tqdm import tqdm
 
-from speechbrain_cald.data.prepared import already_prepared, mark_prepared
-from speechbrain_cald.data.preparation import (
-    CorpusError,
-    MissingRecordings,
-    audio_duration,
-    file_signature,
-    relative_to_root,
-    run_preparation,
-    write_classification_manifests,
-)
+from speechbrain_cald.data import preparation as prep
+from speechbrain_cald.data.preparation import CorpusError, MissingRecordings
 
 SPLITS = ("train", "devel", "test")  # SLURP's own split names
 SYNTHETIC = "train_synthetic"
@@ -109,8 +101,8 @@ def read_split(data_folder: str, split: str, kind: str, missing: MissingRecordin
                 continue
             rows.append({
                 "ID": f"{slurp_id}_{os.path.splitext(os.path.basename(name))[0]}",
-                "duration": audio_duration(wav),
-                "wav": relative_to_root(wav, data_folder),
+                "duration": prep.audio_duration(wav),
+                "wav": prep.relative_to_root(wav, data_folder),
                 "label": label,
                 "scenario": record.get("scenario", ""),
                 "action": record.get("action", ""),
@@ -138,32 +130,23 @@ def prepare_slurp(data_folder: str, save_folder: str, use_synthetic: bool = True
     Returns
     -------
     dict
-        split -> manifest path.
+        SLURP's split names (``train_synthetic`` too with ``use_synthetic``) -> manifest path.
     """
     splits = list(SPLITS) + ([SYNTHETIC] if use_synthetic else [])
-    paths = {split: os.path.join(save_folder, f"{split}.csv") for split in splits}
-    if skip_prep:
-        return paths
-    if not os.path.isdir(data_folder):
-        raise CorpusError(f"SLURP: data_folder '{data_folder}' is not a folder")
-    options = {
-        "corpus": "SLURP", "version": MANIFEST_VERSION, "data_folder": os.path.abspath(data_folder),
-        "use_synthetic": bool(use_synthetic),
-        "index": {split: file_signature(index_file(data_folder, split)) for split in splits},
-    }
-    if already_prepared(save_folder, "slurp", options, paths.values()):
-        print(f"SLURP manifests in {save_folder} are up to date (same corpus and options): skipped")
-        return paths
-    missing = MissingRecordings(
-        "SLURP",
+    return prep.prepare_classification_corpus(
+        "SLURP", data_folder, save_folder, splits,
+        options=lambda: {
+            "version": MANIFEST_VERSION, "use_synthetic": bool(use_synthetic),
+            "index": {split: prep.file_signature(index_file(data_folder, split)) for split in splits},
+        },
+        read=lambda missing: {
+            split: read_split(data_folder, split, "synth" if split == SYNTHETIC else "real", missing) for split in splits
+        },
+        fields=FIELDS, train_splits=["train"] + ([SYNTHETIC] if use_synthetic else []), required=SPLITS,
         hint=f"recordings are looked for in {data_folder}/[audio/]slurp_real and .../slurp_synth "
              "(the slurp_real / slurp_synth archives unpacked)",
+        skip_prep=skip_prep,
     )
-    rows = {split: read_split(data_folder, split, "synth" if split == SYNTHETIC else "real", missing) for split in splits}
-    train_splits = ["train"] + ([SYNTHETIC] if use_synthetic else [])
-    written = write_classification_manifests(save_folder, rows, FIELDS, train_splits, missing, required=SPLITS)
-    mark_prepared(save_folder, "slurp", options)
-    return written
 
 
 def parse_bool(value: str) -> bool:
@@ -180,8 +163,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--save_folder", required=True, help="where the manifests go (<exp>/data)")
     p.add_argument("--use_synthetic", type=parse_bool, default=True, help="prepare train_synthetic too (true|false)")
     args = p.parse_args(argv)
-    return run_preparation(prepare_slurp, data_folder=args.data_folder, save_folder=args.save_folder,
-                           use_synthetic=args.use_synthetic)
+    return prep.run_preparation(prepare_slurp, data_folder=args.data_folder, save_folder=args.save_folder,
+                                use_synthetic=args.use_synthetic)
 
 
 if __name__ == "__main__":

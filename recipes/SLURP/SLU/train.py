@@ -1,27 +1,21 @@
 #!/usr/bin/env python3
-"""Train a SLURP intent classifier: the wav2vec2-family teacher or a CALD student.
+"""Train a SLURP intent classifier: the wav2vec2-family teacher or a CALD student, as the YAML says.
 
-The YAML decides which. ``hparams/slurp_teacher.yaml`` fine-tunes the local
-pretrained checkpoint with a classification head (``guide: unguided``,
-snapshots kept as waypoints); ``hparams/slurp_mamba.yaml`` /
-``slurp_linformer.yaml`` convert it (``to_linear_time``) and train the student
-under the guide it names. SLURP is prepared first (``prepare.py``, on the main
-process only, skipped when the manifests are current); the rest, label encoder
-to exported model, is ``speechbrain_cald.tasks.utterance``.
+``hparams/slurp_teacher.yaml`` fine-tunes the local pretrained checkpoint with a
+classification head (snapshots kept as waypoints); ``slurp_mamba.yaml`` and
+``slurp_linformer.yaml`` convert that teacher and train the student under their
+guide. Everything after the corpus's own ``prepare.py`` (run on the main process,
+skipped when current: label encoder, training, export) is
+``speechbrain_cald.tasks.utterance``'s. The README lists every command; a student:
 
-    python train.py hparams/slurp_teacher.yaml --data_folder=/data/SLURP \\
-        --pretrained_dir=/models/wav2vec2-large-lv60 --output_folder=results/teacher
-    python train.py hparams/slurp_mamba.yaml --data_folder=/data/SLURP \\
-        --pretrained_dir=/models/wav2vec2-large-lv60 --teacher_folder=results/teacher \\
-        --output_folder=results/slurp_mamba_target [--guide=waypoint]
-    torchrun --nproc_per_node=4 train.py hparams/slurp_mamba.yaml ...
+    python train.py hparams/slurp_mamba.yaml --data_folder=/data/SLURP --pretrained_dir=/models/w2v2 \\
+        --teacher_folder=results/teacher --output_folder=results/slurp_mamba_target [--guide=waypoint]
 """
 
 from __future__ import annotations
 
+import functools
 import sys
-
-from speechbrain.utils.distributed import run_on_main
 
 from prepare import SYNTHETIC, prepare_slurp
 from speechbrain_cald.experiment import start_experiment
@@ -31,11 +25,9 @@ from speechbrain_cald.tasks.utterance import fit_utterance_classifier
 def main(argv):
     exp = start_experiment(argv)
     hp = exp.hparams
-    kwargs = dict(data_folder=hp["data_folder"], save_folder=hp["prepare_folder"], use_synthetic=hp["use_synthetic"])
-    run_on_main(prepare_slurp, kwargs=kwargs)
-    manifests = prepare_slurp(**kwargs, skip_prep=True)  # the paths only
-    train = [manifests["train"]] + ([manifests[SYNTHETIC]] if hp["use_synthetic"] else [])
-    fit_utterance_classifier(exp, train, manifests["devel"])
+    synthetic = hp["use_synthetic"]  # SLURP's synthetic recordings are training data too
+    prepare = functools.partial(prepare_slurp, hp["data_folder"], hp["prepare_folder"], synthetic)
+    fit_utterance_classifier(exp, prepare, ["train"] + ([SYNTHETIC] if synthetic else []), "devel")
 
 
 if __name__ == "__main__":

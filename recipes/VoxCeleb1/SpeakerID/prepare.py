@@ -32,16 +32,8 @@ from typing import Dict, List, Optional
 
 from tqdm import tqdm
 
-from speechbrain_cald.data.prepared import already_prepared, mark_prepared
-from speechbrain_cald.data.preparation import (
-    CorpusError,
-    MissingRecordings,
-    audio_duration,
-    file_signature,
-    relative_to_root,
-    run_preparation,
-    write_classification_manifests,
-)
+from speechbrain_cald.data import preparation as prep
+from speechbrain_cald.data.preparation import CorpusError, MissingRecordings
 
 SPLITS = {"1": "train", "2": "dev", "3": "test"}  # iden_split.txt's codes -> manifest names
 FIELDS = ["ID", "duration", "wav", "label", "video"]
@@ -83,6 +75,28 @@ def read_split_list(path: str) -> List[tuple]:
     return entries
 
 
+def read_splits(data_folder: str, list_path: str, folders: List[str], missing: MissingRecordings) -> Dict[str, List[dict]]:
+    """Manifest rows of each split (``train``, ``dev``, ``test``): one per listed file found in ``folders``."""
+    shown = os.path.relpath(list_path, data_folder)
+    rows: Dict[str, List[dict]] = {name: [] for name in SPLITS.values()}
+    for code, relpath, n in tqdm(read_split_list(list_path), desc="VoxCeleb1", unit="utt", dynamic_ncols=True):
+        split = SPLITS[code]
+        where = f"{shown} line {n}"
+        wav = missing.locate(split, relpath, folders, where)
+        if wav is None:
+            continue
+        speaker, video, utt = relpath.split("/")
+        rows[split].append({
+            "ID": f"{speaker}--{video}--{os.path.splitext(utt)[0]}",
+            "duration": prep.audio_duration(wav),
+            "wav": prep.relative_to_root(wav, data_folder),
+            "label": speaker,
+            "video": video,
+            "where": where,
+        })
+    return rows
+
+
 def prepare_voxceleb1(
     data_folder: str, save_folder: str, split_list: Optional[str] = None, skip_prep: bool = False
 ) -> Dict[str, str]:
@@ -97,52 +111,26 @@ def prepare_voxceleb1(
     split_list : str, optional
         The identification split file, if not in one of the usual places.
     skip_prep : bool
-        Do nothing (the manifests are already there).
+        Only return the paths.
 
     Returns
     -------
     dict
-        split -> manifest path.
+        ``train``, ``dev``, ``test`` (codes 1, 2, 3) -> manifest path.
     """
-    paths = {name: os.path.join(save_folder, f"{name}.csv") for name in SPLITS.values()}
-    if skip_prep:
-        return paths
-    if not os.path.isdir(data_folder):
-        raise CorpusError(f"VoxCeleb1: data_folder '{data_folder}' is not a folder")
-    list_path = split_file(data_folder, split_list)
-    options = {
-        "corpus": "VoxCeleb1", "version": MANIFEST_VERSION, "data_folder": os.path.abspath(data_folder),
-        "split_list": os.path.abspath(list_path), "signature": file_signature(list_path),
-    }
-    if already_prepared(save_folder, "voxceleb1", options, paths.values()):
-        print(f"VoxCeleb1 manifests in {save_folder} are up to date (same corpus and split list): skipped")
-        return paths
     folders = [os.path.join(data_folder, sub) for sub in WAV_FOLDERS]
-    missing = MissingRecordings(
-        "VoxCeleb1", hint=f"files are looked for under {', '.join(folders)} (the dev and test wav archives unpacked)"
+
+    def options() -> dict:
+        path = split_file(data_folder, split_list)
+        return {"version": MANIFEST_VERSION, "split_list": os.path.abspath(path), "signature": prep.file_signature(path)}
+
+    return prep.prepare_classification_corpus(
+        "VoxCeleb1", data_folder, save_folder, list(SPLITS.values()), options,
+        read=lambda missing: read_splits(data_folder, split_file(data_folder, split_list), folders, missing),
+        fields=FIELDS, train_splits=["train"], required=list(SPLITS.values()),
+        hint=f"files are looked for under {', '.join(folders)} (the dev and test wav archives unpacked)",
+        skip_prep=skip_prep,
     )
-    shown = os.path.relpath(list_path, data_folder)
-    rows: Dict[str, List[dict]] = {name: [] for name in SPLITS.values()}
-    for code, relpath, n in tqdm(read_split_list(list_path), desc="VoxCeleb1", unit="utt", dynamic_ncols=True):
-        split = SPLITS[code]
-        where = f"{shown} line {n}"
-        wav = missing.locate(split, relpath, folders, where)
-        if wav is None:
-            continue
-        speaker, video, utt = relpath.split("/")
-        rows[split].append({
-            "ID": f"{speaker}--{video}--{os.path.splitext(utt)[0]}",
-            "duration": audio_duration(wav),
-            "wav": relative_to_root(wav, data_folder),
-            "label": speaker,
-            "video": video,
-            "where": where,
-        })
-    written = write_classification_manifests(
-        save_folder, rows, FIELDS, ["train"], missing, required=list(SPLITS.values())
-    )
-    mark_prepared(save_folder, "voxceleb1", options)
-    return written
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -151,8 +139,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--save_folder", required=True, help="where the manifests go (<exp>/data)")
     p.add_argument("--split_file", default=None, help="iden_split.txt if not in <data_folder>[/meta]")
     args = p.parse_args(argv)
-    return run_preparation(prepare_voxceleb1, data_folder=args.data_folder, save_folder=args.save_folder,
-                           split_list=args.split_file)
+    return prep.run_preparation(prepare_voxceleb1, data_folder=args.data_folder, save_folder=args.save_folder,
+                                split_list=args.split_file)
 
 
 if __name__ == "__main__":
