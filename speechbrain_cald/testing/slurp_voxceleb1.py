@@ -42,26 +42,34 @@ import soundfile as sf
 
 from speechbrain_cald.data.espeak import synthesize
 
-__all__ = ["SLURP_SENTENCES", "write_slurp_sample", "write_voxceleb1_sample"]
+__all__ = ["SLURP_SENTENCES", "manifest_pairs", "write_slurp_sample", "write_voxceleb1_sample"]
 
-# intent -> (scenario, action, sentences); "iot_hue_lightoff" keeps an underscore in its action
-SLURP_SENTENCES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
-    "alarm_set": ("alarm", "set", (
-        "wake me up at seven in the morning", "set an alarm for six", "please set my alarm for nine tomorrow",
-        "i need an alarm at five thirty", "alarm for eight am please", "wake me at noon")),
-    "weather_query": ("weather", "query", (
-        "what is the weather like today", "will it rain tomorrow", "is it going to be sunny this weekend",
-        "how cold is it outside", "tell me the forecast for london", "do i need an umbrella")),
-    "play_music": ("play", "music", (
-        "play some jazz music", "put on my favourite song", "play the latest album by the beatles",
-        "i want to hear some rock", "start my morning playlist", "play something relaxing")),
-    "iot_hue_lightoff": ("iot", "hue_lightoff", (
-        "turn off the lights", "switch the kitchen lights off", "lights off in the bedroom",
-        "please turn the lamp off", "shut off all the lights", "turn the living room lights off")),
-    "calendar_query": ("calendar", "query", (
-        "what is on my calendar today", "do i have any meetings tomorrow", "when is my next appointment",
-        "what does my week look like", "am i free on friday afternoon", "read my schedule for monday")),
-}
+# Sentences per intent (SLURP's "<scenario>_<action>"; "iot_hue_lightoff" keeps an underscore in its action).
+_SLURP_TEXT = """
+alarm_set: wake me up at seven in the morning / set an alarm for six / please set my alarm for nine tomorrow /
+    i need an alarm at five thirty / alarm for eight am please / wake me at noon
+weather_query: what is the weather like today / will it rain tomorrow / is it going to be sunny this weekend /
+    how cold is it outside / tell me the forecast for london / do i need an umbrella
+play_music: play some jazz music / put on my favourite song / play the latest album by the beatles /
+    i want to hear some rock / start my morning playlist / play something relaxing
+iot_hue_lightoff: turn off the lights / switch the kitchen lights off / lights off in the bedroom /
+    please turn the lamp off / shut off all the lights / turn the living room lights off
+calendar_query: what is on my calendar today / do i have any meetings tomorrow / when is my next appointment /
+    what does my week look like / am i free on friday afternoon / read my schedule for monday
+"""
+
+
+def _intents(text: str) -> Dict[str, Tuple[str, str, Tuple[str, ...]]]:
+    """intent -> (scenario, action, sentences) from ``intent: sentence / sentence ...`` entries."""
+    table = {}
+    for entry in text.replace("/\n    ", "/ ").strip().splitlines():
+        intent, sentences = entry.split(": ", 1)
+        scenario, action = intent.split("_", 1)
+        table[intent] = (scenario, action, tuple(s.strip() for s in sentences.split(" / ")))
+    return table
+
+
+SLURP_SENTENCES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = _intents(_SLURP_TEXT)
 
 VOICES = (
     "en-us+m3", "en-gb+f2", "en-gb-scotland+m1", "en-029+f4", "en-us+m7", "en-gb-x-rp+f3",
@@ -220,6 +228,16 @@ def write_voxceleb1_sample(
         for e in entries:
             f.write(f"{e['split']} {e['relpath']}\n")
     return entries
+
+
+def manifest_pairs(path: str, data_root: str) -> List[Tuple[str, str]]:
+    """Sorted ``(audio path, label)`` of a prepared manifest, ``$data_root`` resolved to ``data_root``.
+
+    What a test compares with the recordings a writer above laid down.
+    """
+    from speechbrain_cald.data.manifest import read_manifest
+
+    return sorted((row["wav"].replace("$data_root", str(data_root)), row["label"]) for row in read_manifest(path))
 
 
 def main(argv=None) -> None:

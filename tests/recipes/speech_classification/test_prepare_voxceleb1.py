@@ -8,12 +8,9 @@ import pytest
 from speechbrain_cald.data.labels import UnseenLabelError
 from speechbrain_cald.data.manifest import read_manifest
 from speechbrain_cald.data.preparation import CorpusError
+from speechbrain_cald.testing.slurp_voxceleb1 import manifest_pairs
 
 SPLIT_NAMES = {"1": "train", "2": "dev", "3": "test"}
-
-
-def _rows(path, data_root):
-    return sorted((r["wav"].replace("$data_root", str(data_root)), r["label"]) for r in read_manifest(path))
 
 
 def test_manifests_follow_the_split_list(voxceleb1_prepare, voxceleb1_corpus, tmp_path):
@@ -22,7 +19,7 @@ def test_manifests_follow_the_split_list(voxceleb1_prepare, voxceleb1_corpus, tm
     assert {k: os.path.basename(v) for k, v in paths.items()} == {"train": "train.csv", "dev": "dev.csv", "test": "test.csv"}
     for code, split in SPLIT_NAMES.items():
         expected = sorted((e["path"], e["speaker"]) for e in entries if e["split"] == code)
-        assert _rows(paths[split], root) == expected
+        assert manifest_pairs(paths[split], root) == expected
     row = read_manifest(paths["dev"])[0]
     speaker, video, utt = row["wav"].split("/")[-3:]
     assert row["ID"] == f"{speaker}--{video}--{utt[:-4]}" and row["label"] == speaker and row["video"] == video
@@ -66,19 +63,6 @@ def test_unseen_speaker_names_the_line(voxceleb1_prepare, voxceleb1_corpus, copy
         f.write("3 id10999/abcdefghijk/00001.wav\n")
     with pytest.raises(UnseenLabelError, match=rf"test: label 'id10999' of iden_split.txt line {len(entries) + 1} "
                                                r"does not occur in the training split"):
-        voxceleb1_prepare.prepare_voxceleb1(str(root), str(tmp_path / "data"))
-
-
-@pytest.mark.parametrize("bad, message", [
-    ("4 id10001/abc/00001.wav", r"iden_split.txt line 1: expected '<1\|2\|3> <speaker>/<video>/<nnnnn>.wav'"),
-    ("1 id10001/00001.wav", r"iden_split.txt line 1: 'id10001/00001.wav' is not <speaker>/<video>/<nnnnn>.wav"),
-    ("1", r"iden_split.txt line 1: expected"),
-])
-def test_malformed_split_lines(voxceleb1_prepare, voxceleb1_corpus, copy_of, tmp_path, bad, message):
-    root = copy_of(voxceleb1_corpus[0])
-    text = (root / "iden_split.txt").read_text()
-    (root / "iden_split.txt").write_text(bad + "\n" + text)
-    with pytest.raises(CorpusError, match=message):
         voxceleb1_prepare.prepare_voxceleb1(str(root), str(tmp_path / "data"))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from speechbrain_cald.data.labels import load_label_encoder
-from speechbrain_cald.data.manifest import read_manifest
+from speechbrain_cald.testing.slurp_voxceleb1 import manifest_pairs
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -23,15 +23,18 @@ STEPS = ["--optimizer_step_limit=2", "--number_of_epochs=1", "--num_workers=0", 
          "--decay_steps=2"]
 
 
-def _run_recipe(recipe, corpus, model, exp, extra_args, timeout=600):
+def _run_recipe(recipe, corpus, model, tmp_path, tiny, *extra_args, teacher_extra=(), timeout=600):
+    """``./run.sh --recipe RECIPE`` stages 0-4 with the smoke settings ``STEPS + tiny``: ``(exp, RESULTS.md text)``."""
+    exp = tmp_path / "exp"
     results_md = exp / "report" / "R.md"
     cmd = ["bash", str(ROOT / "run.sh"), "--skip-setup", "--recipe", recipe, "--data_folder", str(corpus),
            "--pretrained_dir", str(model), "--exp", str(exp), "--results_md", str(results_md),
-           "--eval_args=--bench_seconds 1 --bench_repeats 1", *extra_args]
+           "--eval_args=--bench_seconds 1 --bench_repeats 1", "--teacher_args=" + " ".join(STEPS + tiny + list(teacher_extra)),
+           "--student_args=" + " ".join(STEPS + tiny), *extra_args]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return results_md, proc.stdout
+    return exp, results_md.read_text()
 
 
 def _results_rows(text, model):
@@ -59,20 +62,14 @@ def _load_and_classify(inference, savedir, wav, labels):
 @pytest.mark.slow  # ~60 s on 2 quiet cores
 def test_slurp_recipe_stages_0_to_4(slurp_corpus, tiny_wav2vec2, tmp_path):
     corpus, written = slurp_corpus
-    exp = tmp_path / "exp"
-    tiny = STEPS + ["--max_batch_length=8", "--num_buckets=2"]
-    results_md, out = _run_recipe("SLURP/SLU", corpus, tiny_wav2vec2, exp, [
-        "--teacher_args=" + " ".join(tiny + ["--snapshot_interval=1"]), "--student_args=" + " ".join(tiny),
-    ])
+    exp, text = _run_recipe("SLURP/SLU", corpus, tiny_wav2vec2, tmp_path, ["--max_batch_length=8", "--num_buckets=2"],
+                            teacher_extra=["--snapshot_interval=1"])
     # stage 0: SLURP's split names, exactly the written recordings with their intents
     for split in ("train", "devel", "test", "train_synthetic"):
-        rows = read_manifest(exp / "data" / f"{split}.csv")
-        got = sorted((r["wav"].replace("$data_root", str(corpus)), r["label"]) for r in rows)
-        assert got == sorted((w["path"], w["intent"]) for w in written[split])
+        assert manifest_pairs(exp / "data" / f"{split}.csv", corpus) == sorted((w["path"], w["intent"]) for w in written[split])
     labels = sorted({w["intent"] for w in written["train"]})
     assert list(load_label_encoder(str(exp / "data" / "label_encoder.txt")).lab2ind) == labels
     assert (exp / "teacher" / "snapshots" / "step_00000002.ckpt").exists()
-    text = results_md.read_text()
     assert text.startswith("# SLURP intent classification: results")
     for model, folder in [("teacher", "teacher"), ("slurp_mamba_target", "slurp_mamba_target"),
                           ("slurp_linformer_target", "slurp_linformer_target")]:
@@ -90,17 +87,12 @@ def test_slurp_recipe_stages_0_to_4(slurp_corpus, tiny_wav2vec2, tmp_path):
 @pytest.mark.slow  # ~60 s on 2 quiet cores
 def test_voxceleb1_recipe_stages_0_to_4(voxceleb1_corpus, tiny_wav2vec2, tmp_path):
     corpus, entries = voxceleb1_corpus
-    exp = tmp_path / "exp"
-    tiny = STEPS + ["--batch_size=4", "--train_crop_seconds=1.0"]
-    results_md, out = _run_recipe("VoxCeleb1/SpeakerID", corpus, tiny_wav2vec2, exp, [
-        "--teacher_args=" + " ".join(tiny), "--student_args=" + " ".join(tiny),
-        "--students", "voxceleb1_mamba voxceleb1_linformer:waypoint",
-    ])
+    exp, text = _run_recipe("VoxCeleb1/SpeakerID", corpus, tiny_wav2vec2, tmp_path,
+                            ["--batch_size=4", "--train_crop_seconds=1.0"],
+                            "--students", "voxceleb1_mamba voxceleb1_linformer:waypoint")
     for code, split in (("1", "train"), ("2", "dev"), ("3", "test")):
-        rows = read_manifest(exp / "data" / f"{split}.csv")
-        got = sorted((r["wav"].replace("$data_root", str(corpus)), r["label"]) for r in rows)
-        assert got == sorted((e["path"], e["speaker"]) for e in entries if e["split"] == code)
-    text = results_md.read_text()
+        expected = sorted((e["path"], e["speaker"]) for e in entries if e["split"] == code)
+        assert manifest_pairs(exp / "data" / f"{split}.csv", corpus) == expected
     assert text.startswith("# VoxCeleb1 speaker identification: results")
     for model in ("teacher", "voxceleb1_mamba_target", "voxceleb1_linformer_waypoint"):
         cells = _results_rows(text, model)
