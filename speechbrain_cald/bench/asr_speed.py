@@ -26,13 +26,10 @@ Example
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import importlib
 import importlib.util
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,37 +38,11 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
+from speechbrain_cald.bench.memory import call_peak_mb
+
 __all__ = ["measure_speed", "run_isolated", "load_factory", "speed_table", "plot_speed"]
 
 Factory = Callable[[str], Tuple[Callable[[torch.Tensor], object], Callable[[float], torch.Tensor]]]
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def _proc_status_mb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0  # kB
-    raise KeyError(key)
-
-
-def _call_peak_mb(call: Callable[[], object]) -> float:
-    """Resident memory a call adds at its peak (Linux); NaN-free fallback elsewhere."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap pages back to the OS
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current resident set
-        base = _proc_status_mb("VmRSS")
-    except (OSError, KeyError):
-        base = _peak_rss_mb()
-        call()
-        return max(0.0, _peak_rss_mb() - base)
-    call()
-    return max(0.0, _proc_status_mb("VmHWM") - base)
 
 
 def measure_speed(
@@ -105,7 +76,7 @@ def measure_speed(
         x = make_input(sec)
         with torch.no_grad():
             encode(x)  # warm-up: lazy initialisation
-            peak = _call_peak_mb(lambda: encode(x))
+            peak = call_peak_mb(lambda: encode(x))
             times: List[float] = []
             start = time.perf_counter()
             while len(times) < repeats:
@@ -210,17 +181,30 @@ def speed_table(results: Dict[str, List[Dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def plot_speed(results: Dict[str, List[Dict[str, float]]], path: str, title: str = "Encoder inference time vs audio length") -> str:
-    """PNG: time (and peak memory) versus audio length, one line per model.
+def plot_speed(
+    results: Dict[str, List[Dict[str, float]]],
+    path: str,
+    title: str = "Encoder inference time vs audio length",
+    x: Tuple[str, str] = ("seconds", "audio length (s)"),
+    panels: Sequence[Tuple[str, str, str]] = (
+        ("ms", "encoder time (ms, median)", ""),
+        ("peak_mb", "peak memory rise (MB)", "Peak memory vs audio length"),
+    ),
+) -> str:
+    """PNG: one panel per measured quantity versus length, one line per model.
 
     Arguments
     ---------
     results : dict
-        Model name -> rows of :func:`measure_speed`.
+        Model name -> rows (dicts holding ``x[0]`` and every panel's key).
     path : str
         The PNG to write.
     title : str
-        Figure title.
+        Title of the first panel.
+    x : (key, label)
+        The row key on the horizontal axis and its label.
+    panels : sequence of (key, y label, title)
+        What each panel plots (an empty title: ``title`` for the first panel).
 
     Returns
     -------
@@ -232,14 +216,11 @@ def plot_speed(results: Dict[str, List[Dict[str, float]]], path: str, title: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, rows in results.items():
-        xs = [r["seconds"] for r in rows]
-        ax_t.plot(xs, [r["ms"] for r in rows], marker="o", label=name)
-        ax_m.plot(xs, [r["peak_mb"] for r in rows], marker="o", label=name)
-    ax_t.set(xlabel="audio length (s)", ylabel="encoder time (ms, median)", title=title)
-    ax_m.set(xlabel="audio length (s)", ylabel="peak memory rise (MB)", title="Peak memory vs audio length")
-    for ax in (ax_t, ax_m):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (key, ylabel, panel_title) in zip(axes[0], panels):
+        for name, rows in results.items():
+            ax.plot([r[x[0]] for r in rows], [r[key] for r in rows], marker="o", label=name)
+        ax.set(xlabel=x[1], ylabel=ylabel, title=panel_title or title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -28,20 +28,17 @@ checks every line, and writes one SpeechBrain-style CSV manifest per split,
 is skipped when its sources (paths, sizes, modification times) are unchanged.
 Tokenisation (stage 1) is :mod:`speechbrain_cald.data.token_blocks`.
 
-Command line::
-
-    python -m speechbrain_cald.data.text_corpus --data_folder /data/pile --save_folder exp/data
+Command line: ``python -m speechbrain_cald.data.token_blocks --data_folder D --save_folder S``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import glob
 import io
 import json
 import os
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 __all__ = [
     "CorpusFormatError",
@@ -349,19 +346,3 @@ def read_corpus_manifest(path: str) -> List[Dict[str, str]]:
     if rows and set(MANIFEST_FIELDS) - set(rows[0]):
         raise ValueError(f"corpus manifest '{path}': expected columns {MANIFEST_FIELDS}, found {sorted(rows[0])}")
     return rows
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Stage 0 of an LM recipe: check the corpus and write one manifest per split."""
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--data_folder", required=True, help="corpus root: train/*.jsonl[.zst], val.jsonl[.zst], test.jsonl[.zst]")
-    p.add_argument("--save_folder", required=True, help="where <split>.csv go (an LM recipe's <exp>/data)")
-    args = p.parse_args(argv)
-    try:
-        prepare_text_corpus(args.data_folder, args.save_folder)
-    except (CorpusFormatError, FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}")
-
-
-if __name__ == "__main__":
-    main()

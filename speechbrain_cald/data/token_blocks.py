@@ -18,8 +18,10 @@ consecutive non-overlapping blocks of ``block_size`` tokens (the tail that does
 not fill a block is dropped): a map-style dataset, so SpeechBrain's loaders
 shuffle it, shard it across DDP processes and resume it mid-epoch.
 
-Command line (stage 1)::
+Command line (stage 0: ``--data_folder`` only; stage 1: ``--tokenizer`` only;
+both: what ``train.py`` does through ``run_on_main``)::
 
+    python -m speechbrain_cald.data.token_blocks --data_folder /data/pile --save_folder exp/data
     python -m speechbrain_cald.data.token_blocks --save_folder exp/data --tokenizer /models/pythia-1b
 """
 
@@ -34,10 +36,25 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from speechbrain_cald.data.text_corpus import SPLITS, iter_documents, read_corpus_manifest, source_signature
+from speechbrain_cald.data.text_corpus import (
+    SPLITS,
+    CorpusFormatError,
+    iter_documents,
+    prepare_text_corpus,
+    read_corpus_manifest,
+    source_signature,
+)
 from speechbrain_cald.pretrained import local_source
 
-__all__ = ["TokenBlocks", "load_tokenizer", "shard_paths", "tokenize_split", "tokenize_splits", "tokenizer_signature"]
+__all__ = [
+    "TokenBlocks",
+    "load_tokenizer",
+    "prepare_lm_data",
+    "shard_paths",
+    "tokenize_split",
+    "tokenize_splits",
+    "tokenizer_signature",
+]
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
@@ -267,15 +284,29 @@ class TokenBlocks(torch.utils.data.Dataset):
         return {"id": f"block_{index}", "tokens": torch.from_numpy(block)}
 
 
+def prepare_lm_data(
+    data_folder: str, save_folder: str, tokenizer_source: str, splits: Sequence[str] = SPLITS, verbose: bool = True
+) -> Dict[str, Dict[str, object]]:
+    """Stages 0 and 1 of an LM recipe: manifests, then token shards (each skipped when up to date)."""
+    prepare_text_corpus(data_folder, save_folder, splits, verbose=verbose)
+    return tokenize_splits(save_folder, tokenizer_source, splits, verbose=verbose)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Stage 1 of an LM recipe: tokenise every split listed in <save_folder>/<split>.csv."""
+    """Stages 0 / 1 of an LM recipe: check the corpus and write manifests; tokenise every split."""
     p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--save_folder", required=True, help="an LM recipe's <exp>/data (stage 0's manifests)")
-    p.add_argument("--tokenizer", required=True, help="local folder with the checkpoint's tokenizer")
+    p.add_argument("--data_folder", help="corpus root (train/*.jsonl[.zst], val..., test...): writes <split>.csv")
+    p.add_argument("--save_folder", required=True, help="an LM recipe's <exp>/data")
+    p.add_argument("--tokenizer", help="local folder with the checkpoint's tokenizer: writes tokens/<split>.bin")
     args = p.parse_args(argv)
+    if not args.data_folder and not args.tokenizer:
+        p.error("give --data_folder (manifests), --tokenizer (token shards) or both")
     try:
-        tokenize_splits(args.save_folder, args.tokenizer)
-    except (ValueError, FileNotFoundError) as err:
+        if args.data_folder:
+            prepare_text_corpus(args.data_folder, args.save_folder)
+        if args.tokenizer:
+            tokenize_splits(args.save_folder, args.tokenizer)
+    except (CorpusFormatError, ValueError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}")
 
 

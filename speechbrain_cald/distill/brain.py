@@ -35,7 +35,7 @@ Hooks a recipe overrides (task-specific parts)
 Hparams keys read (defaults in ``DistillConfig``)
 -------------------------------------------------
 ``guide``, ``guides``, ``alpha_layer``, ``alpha_logits``, ``layer_loss``, ``temperature``,
-``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``teacher_train_mode``,
+``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``tap_skip_last``, ``teacher_train_mode``,
 ``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``,
 ``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
 ``train_logger``; plus SpeechBrain's own run options
@@ -108,7 +108,7 @@ from speechbrain_cald.distill.checkpoint import RNGState, make_atomic
 from speechbrain_cald.distill.guides import Guide, select_guide
 from speechbrain_cald.distill.losses import LAYER_LOSS_DEFAULTS, layer_distill_loss, logits_distill_loss
 from speechbrain_cald.distill.snapshots import save_snapshot
-from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, unwrap
+from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, tapped_layers, unwrap
 
 __all__ = ["DistillBrain", "DistillConfig", "DistillPredictions", "ModelOutput"]
 
@@ -186,6 +186,9 @@ class DistillConfig:
     tap_layers, teacher_tap_layers : str, optional
         Dotted path of the layers ``ModuleList`` inside ``model`` / ``teacher``
         (default: the convert family registry; teacher defaults to ``tap_layers``).
+    tap_skip_last : int
+        Leave the outputs of the last ``tap_skip_last`` layers out of the layer
+        loss, on both sides (``taps.tapped_layers``; the CALD LM reference: 1).
     teacher_train_mode : bool
         Run the teacher with dropout active (CALD reference) or in eval mode.
     snapshot_interval : int
@@ -220,6 +223,7 @@ class DistillConfig:
     layer_map: Optional[Sequence[int]] = None
     tap_layers: Optional[str] = None
     teacher_tap_layers: Optional[str] = None
+    tap_skip_last: int = 0
     teacher_train_mode: bool = True
     snapshot_interval: int = 0
     snapshot_dir: Optional[str] = None
@@ -324,10 +328,12 @@ class DistillBrain(sb.Brain):
         self.student_taps: Optional[LayerTaps] = None
         self.teacher_taps: Optional[LayerTaps] = None
         if self.guide.needs_teacher:
-            student_layers = find_layers(modules["model"], self.cfg.tap_layers)
+            skip = self.cfg.tap_skip_last
+            student_layers = tapped_layers(find_layers(modules["model"], self.cfg.tap_layers), skip)
             self.student_taps = LayerTaps(student_layers, active=False)
             teacher_path = self.cfg.teacher_tap_layers or self.cfg.tap_layers
-            self.teacher_taps = LayerTaps(find_layers(modules["teacher"], teacher_path), active=False)
+            teacher_layers = tapped_layers(find_layers(modules["teacher"], teacher_path), skip)
+            self.teacher_taps = LayerTaps(teacher_layers, active=False)
         self.last_terms: Dict[str, float] = {}
         self.running = _RunningTerms()
         self.stage_summaries: Dict[Stage, Dict[str, float]] = {}
