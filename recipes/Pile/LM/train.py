@@ -59,7 +59,7 @@ def main(argv):
     prepared = hparams["prepared_folder"]
     run_on_main(
         prepare_lm_data,
-        kwargs={"data_folder": hparams["data_folder"], "save_folder": prepared, "tokenizer_source": hparams["tokenizer_dir"]},
+        kwargs={"data_folder": hparams["corpus_folder"], "save_folder": prepared, "tokenizer_source": hparams["tokenizer_dir"]},
     )
     block = hparams["block_size"]
     train = TokenBlocks(shard_paths(prepared, "train")["bin"], block, hparams.get("train_blocks"))

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The mini LM recipe, the offline default of the LM path: GCIDE dictionary text
+# (Debian dict-gcide) -> BPE -> a small GPT-NeoX trained from scratch -> CALD Mamba
+# students (target-guided, unguided) -> perplexity and generation speed vs prompt length.
+# Runs from any directory; outputs go to data/ and results/ beside this file.
+#
+#   ./run.sh --recipe mini/LM                          # stages 0-4
+#   bash recipes/mini/LM/run.sh --stage 3 --guide waypoint
+#   bash recipes/mini/LM/run.sh --help
+recipe_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+recipe_script="${BASH_SOURCE[0]}"
+recipe_description="Mini LM: GCIDE text, GPT-NeoX teacher from scratch, CALD Mamba students, evaluation.
+Stages: 0 corpus + manifests, 1 BPE + token shards, 2 teacher, 3 students, 4 evaluation."
+source "$recipe_dir/../../lib/stages.sh"
+
+stage=0; stop_stage=4
+data="$recipe_dir/data";          options_help[data]="corpus/ and tokenizer/ (stages 0-1 write, later stages read)"
+exp="$recipe_dir/results";        options_help[exp]="experiment folder: data/ (manifests, token shards), teacher/, students, logs"
+max_train=40000;                  options_help[max_train]="GCIDE training entries kept (0: all ~117k)"
+gcide=/usr/share/dictd/gcide.dict.dz; options_help[gcide]="the GCIDE dictionary (Debian dict-gcide, GPL-2+)"
+vocab_size=4096;                  options_help[vocab_size]="BPE vocabulary (the YAMLs' vocab_size must match)"
+students="mini_mamba mini_mamba:unguided"; options_help[students]="students to train/evaluate: yaml names, name:guide pins a guide"
+guide="";                         options_help[guide]="guide for students without a pinned one (default: the YAML's): unguided|target|trajectory|waypoint|hybrid"
+teacher_args="";                  options_help[teacher_args]="extra hparams overrides for the teacher, e.g. '--train_blocks=800'"
+student_args="";                  options_help[student_args]="extra hparams overrides for every student"
+bench_prompt_lengths="128 500 1000 2000"; options_help[bench_prompt_lengths]="prompt lengths of the generation benchmark"
+check_faster_at=2000;             options_help[check_faster_at]="target: students generate faster than the teacher after a prompt this long"
+eval_args="";                     options_help[eval_args]="extra options for speechbrain_cald.tasks.lm_report"
+results_md="$recipe_dir/RESULTS.md"; options_help[results_md]="where stage 4 writes the results table"
+parse_options "$@"
+cli_args=""
+if [ $# -gt 0 ]; then cli_args="$(printf ' %q' "$@")"; fi
+
+stage_times="$exp/stage_times.tsv"
+stage_commands="$exp/commands.sh"
+cd "$recipe_dir"
+block_size="$(sed -n 's/^block_size: *\([0-9]*\).*/\1/p' hparams/mini_mamba.yaml | head -1)"
+
+if stage 0 "GCIDE corpus (Debian dict-gcide) in the Pile's layout, manifests" "$data/corpus/val.jsonl" "$exp/data/train.csv"; then
+    run python prepare.py corpus --data_folder "$data" --max_train "$max_train" --gcide "$gcide"
+    run python -m speechbrain_cald.data.token_blocks --data_folder "$data/corpus" --save_folder "$exp/data"
+    stage_done
+fi
+
+if stage 1 "BPE tokenizer of the training text, token shards" "$data/tokenizer/tokenizer.json" "$exp/data/tokens/train.bin"; then
+    run python prepare.py tokenizer --data_folder "$data" --vocab_size "$vocab_size"
+    run python -m speechbrain_cald.data.token_blocks --save_folder "$exp/data" --tokenizer "$data/tokenizer"
+    stage_done
+fi
+
+if stage 2 "Train the GPT-NeoX teacher from scratch (with waypoint snapshots)" "$exp/teacher/model.ckpt"; then
+    # shellcheck disable=SC2086  # *_args are lists of overrides
+    run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/teacher" $teacher_args
+    stage_done
+fi
+
+for entry in $students; do
+    plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
+    if stage 3 "CALD student $name, guide $g" "$out/model.ckpt"; then
+        # shellcheck disable=SC2086
+        run python train.py "hparams/$name.yaml" --data_folder="$data" --teacher_folder="$exp/teacher" \
+            --output_folder="$out" ${g:+--guide=$g} $student_args
+        stage_done
+    fi
+done
+
+if stage 4 "Evaluate: perplexity, generation speed and memory vs prompt length"; then
+    models=("teacher=$exp/teacher")
+    for entry in $students; do
+        plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
+        models+=("${name#mini_}_${g}=$out")
+    done
+    # shellcheck disable=SC2086
+    run python -m speechbrain_cald.tasks.lm_report --data_folder "$exp/data" --exp_folder "$exp" \
+        --models "${models[@]}" --results_md "$results_md" --title "Mini LM recipe: results" \
+        --block_size "$block_size" --bench_prompt_lengths $bench_prompt_lengths --bench_new_tokens 32 \
+        --check_ppl_within 15 --check_faster_at "$check_faster_at" --check_minutes 15 \
+        --stage_times "$stage_times" --command "./run.sh --recipe mini/LM$cli_args" $eval_args
+    stage_done
+fi
