@@ -10,7 +10,7 @@ For each prompt length P, with transformers' ``generate`` (greedy, batch 1,
   (so each step's model call and bookkeeping, nothing of the prompt), median
   over repeats;
 - ``peak_mb``: resident memory the N-token call added at its peak
-  (:mod:`speechbrain_cald.bench.memory`; activations, cache, workspace;
+  (``speechbrain_cald.bench.speed.call_peak_mb``; activations, cache, workspace;
   on a GPU the rise of ``torch.cuda.max_memory_allocated``);
 - ``cache_mb``: what the cache holds after the prompt and N tokens (keys and
   values of every attention layer; the mixers' recurrent states).
@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from speechbrain_cald.bench.memory import measure_call
+from speechbrain_cald.bench.speed import call_peak_mb
 
 __all__ = ["cache_nbytes", "generation_table", "load_causal_lm", "measure_generation", "plot_generation", "run_isolated"]
 
@@ -80,7 +80,9 @@ def cache_nbytes(cache) -> int:
 def _measure(call, device: torch.device):
     """``(call(), peak MB it added)``: resident memory on CPU, allocated memory on CUDA."""
     if device.type != "cuda":
-        return measure_call(call)
+        kept = []
+        peak = call_peak_mb(lambda: kept.append(call()))
+        return kept[0], peak
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
@@ -216,13 +218,12 @@ def generation_table(results: Dict[str, List[Dict[str, float]]]) -> str:
 
 def plot_generation(results: Dict[str, List[Dict[str, float]]], path: str) -> str:
     """PNG: decoding tokens/s, peak memory and cache size versus prompt length."""
-    from speechbrain_cald.bench.asr_speed import plot_speed
+    from speechbrain_cald.bench.speed import plot_speed
 
     return plot_speed(
-        results, path, title="Decoding speed vs prompt length",
-        x=("prompt", "prompt length (tokens)"),
+        results, path, xlabel="prompt length (tokens)", key="prompt",
         panels=(
-            ("tok_s", "new tokens per second (greedy, batch 1)", ""),
+            ("tok_s", "new tokens per second (greedy, batch 1)", "Decoding speed vs prompt length"),
             ("peak_mb", "peak memory rise while generating (MB)", "Peak memory vs prompt length"),
             ("cache_mb", "KV cache / recurrent state (MB)", "Cache size vs prompt length"),
         ),

@@ -35,7 +35,8 @@ Hooks a recipe overrides (task-specific parts)
 Hparams keys read (defaults in ``DistillConfig``)
 -------------------------------------------------
 ``guide``, ``guides``, ``alpha_layer``, ``alpha_logits``, ``layer_loss``, ``temperature``,
-``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``tap_skip_last``, ``teacher_train_mode``,
+``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``tap_embeddings``, ``tap_skip_last``,
+``teacher_train_mode``,
 ``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``,
 ``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
 ``train_logger``; plus SpeechBrain's own run options
@@ -107,6 +108,7 @@ from tqdm import tqdm
 from speechbrain_cald.distill.checkpoint import RNGState, make_atomic
 from speechbrain_cald.distill.guides import Guide, select_guide
 from speechbrain_cald.distill.losses import LAYER_LOSS_DEFAULTS, layer_distill_loss, logits_distill_loss
+from speechbrain_cald.distill.run_safety import SafeRunMixin
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, tapped_layers, unwrap
 
@@ -186,9 +188,18 @@ class DistillConfig:
     tap_layers, teacher_tap_layers : str, optional
         Dotted path of the layers ``ModuleList`` inside ``model`` / ``teacher``
         (default: the convert family registry; teacher defaults to ``tap_layers``).
+    tap_embeddings : bool
+        Also distil the input of the first tapped layer, as state 0 before the
+        layer outputs (``LayerTaps(include_input=True)``): for BERT / RoBERTa
+        the embedding output, so RoBERTa-base gives the 13 states the CALD GLUE
+        reference distils. False (speech and LM references): layer outputs only.
+        A ``layer_map`` then indexes these L + 1 states.
     tap_skip_last : int
-        Leave the outputs of the last ``tap_skip_last`` layers out of the layer
-        loss, on both sides (``taps.tapped_layers``; the CALD LM reference: 1).
+        Leave the outputs of the last ``tap_skip_last`` layers out, on both sides
+        (``taps.tapped_layers``): the CALD LM reference distils neither the
+        embedding nor the last layer's output (``tap_embeddings: False``,
+        ``tap_skip_last: 1``). With both options, one selection of states:
+        ``[input of layer 0] + outputs of layers 0 .. L - 1 - tap_skip_last``.
     teacher_train_mode : bool
         Run the teacher with dropout active (CALD reference) or in eval mode.
     snapshot_interval : int
@@ -223,6 +234,7 @@ class DistillConfig:
     layer_map: Optional[Sequence[int]] = None
     tap_layers: Optional[str] = None
     teacher_tap_layers: Optional[str] = None
+    tap_embeddings: bool = False
     tap_skip_last: int = 0
     teacher_train_mode: bool = True
     snapshot_interval: int = 0
@@ -269,12 +281,13 @@ class _RunningTerms:
         return {k: self.sums[k] / self.counts[k] for k in self.sums}
 
 
-class DistillBrain(sb.Brain):
+class DistillBrain(SafeRunMixin, sb.Brain):
     """A SpeechBrain Brain for CALD: task loss + layerwise (and logits) distillation.
 
     Arguments are those of ``speechbrain.Brain``; ``modules`` holds ``model``
     and (for guided runs) ``teacher``. See the module docstring for the hooks
-    to override and the hparams keys.
+    to override and the hparams keys, and ``run_safety.SafeRunMixin`` for what
+    makes runs resumable exactly (sampler epochs), NaN-proof and tidy.
 
     Example
     -------
@@ -328,12 +341,12 @@ class DistillBrain(sb.Brain):
         self.student_taps: Optional[LayerTaps] = None
         self.teacher_taps: Optional[LayerTaps] = None
         if self.guide.needs_teacher:
-            skip = self.cfg.tap_skip_last
+            skip, with_input = self.cfg.tap_skip_last, bool(self.cfg.tap_embeddings)
             student_layers = tapped_layers(find_layers(modules["model"], self.cfg.tap_layers), skip)
-            self.student_taps = LayerTaps(student_layers, active=False)
+            self.student_taps = LayerTaps(student_layers, active=False, include_input=with_input)
             teacher_path = self.cfg.teacher_tap_layers or self.cfg.tap_layers
             teacher_layers = tapped_layers(find_layers(modules["teacher"], teacher_path), skip)
-            self.teacher_taps = LayerTaps(teacher_layers, active=False)
+            self.teacher_taps = LayerTaps(teacher_layers, active=False, include_input=with_input)
         self.last_terms: Dict[str, float] = {}
         self.running = _RunningTerms()
         self.stage_summaries: Dict[Stage, Dict[str, float]] = {}
@@ -435,6 +448,7 @@ class DistillBrain(sb.Brain):
         self.rng_state.apply_pending()
         should_step = (self.step % self.grad_accumulation_factor) == 0
         self.on_fit_batch_start(batch, should_step)
+        self._current_batch = batch  # named by a non-finite gradient's message
         with self.no_sync(not should_step):
             with self.training_ctx:
                 outputs = self.compute_forward(batch, Stage.TRAIN)
@@ -442,21 +456,15 @@ class DistillBrain(sb.Brain):
                 teacher_loss = self.teacher_objective(outputs, batch)
             to_backward = loss if teacher_loss is None else loss + teacher_loss
             scaled = self.scaler.scale(to_backward / self.grad_accumulation_factor)
-            self.check_loss_isfinite(scaled)
+            if not self.all_finite(scaled):  # never back-propagated, no step (SafeRunMixin)
+                self.skip_nonfinite_batch(batch, "non-finite loss")
+                return loss.detach().cpu()
             scaled.backward()
         if should_step:
             self.optimizers_step()
         self.running.add(self.last_terms)
         self.on_fit_batch_end(batch, outputs, loss, should_step)
         return loss.detach().cpu()
-
-    def check_loss_isfinite(self, loss):
-        """SpeechBrain's check, with the terms of the offending batch in the warning."""
-        if not torch.isfinite(loss):
-            logger.warning(
-                "non-finite loss at optimizer step %d, terms %s", self.optimizer_step, self.last_terms
-            )
-        super().check_loss_isfinite(loss)
 
     def init_optimizers(self):
         """The student optimizer over every module but the teacher; the guide's teacher optimizer."""
@@ -496,7 +504,10 @@ class DistillBrain(sb.Brain):
         teacher_steps = bool(self.optimizers_dict) and "teacher" in self.freeze_optimizers(
             self.optimizers_dict
         )
+        before = self.optimizer_step
         super().optimizers_step()
+        if self.optimizer_step == before:  # skipped: a non-finite gradient (SafeRunMixin)
+            return
         if teacher_steps:
             self.guide.after_teacher_step()
         if self.cfg.lr_scheduler is not None and self.opt_class is not None:
@@ -555,9 +566,8 @@ class DistillBrain(sb.Brain):
         self.on_stage_start(Stage.TRAIN, epoch)
         self.modules.train()
         self.zero_grad()
-        self.nonfinite_count = 0
-        if self.train_sampler is not None and hasattr(self.train_sampler, "set_epoch"):
-            self.train_sampler.set_epoch(epoch)
+        self.nonfinite_count, self.nonfinite_batches = 0, []
+        self.set_sampler_epoch(train_set, epoch)  # also a batch_sampler= of the recipe's (SafeRunMixin)
         last_ckpt_time = time.time()
         steps_since_ckpt = 0
         with tqdm(
@@ -576,7 +586,8 @@ class DistillBrain(sb.Brain):
                 self.step += 1
                 steps_since_ckpt += 1
                 loss = self.fit_batch(batch)
-                self.avg_train_loss = self.update_average(loss, self.avg_train_loss)
+                if torch.isfinite(loss):  # a skipped non-finite batch does not poison the average
+                    self.avg_train_loss = self.update_average(loss, self.avg_train_loss)
                 t.set_postfix(train_loss=self.avg_train_loss, **self.running.means(), refresh=False)  # shown at tqdm's own pace
                 if self.profiler is not None:
                     self.profiler.step()

@@ -27,7 +27,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -36,35 +35,12 @@ import torch
 
 from speechbrain_cald.bench.generation import generation_table, load_causal_lm, plot_generation, run_isolated
 from speechbrain_cald.data.token_blocks import TokenBlocks, load_tokenizer, shard_paths
+from speechbrain_cald.evaluation.report import count_params, machine, read_stage_times, stage_commands, stage_time_lines
 from speechbrain_cald.tasks.lm_eval import lambada_accuracy, multiple_choice_accuracy, perplexity_two_ways
 
-__all__ = ["machine", "main", "model_folder", "read_stage_times"]
+__all__ = ["main", "model_folder"]
 
-
-def machine() -> str:
-    """CPU / GPU, cores, torch version and load average, for the results header."""
-    cpu = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__} ({torch.get_num_threads()} threads); "
-            f"load average at evaluation {load}")
-
-
-def read_stage_times(path: Optional[str]) -> Dict[str, float]:
-    """Latest time (s) of each stage title in run.sh's ``stage_times.tsv``."""
-    times: Dict[str, float] = {}
-    if path and os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) == 3:
-                    times[f"{parts[0]}\t{parts[1]}"] = float(parts[2])
-    return times
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def model_folder(folder: str) -> str:
@@ -90,10 +66,9 @@ def _pairs(values: Sequence[str], what: str) -> Dict[str, str]:
 
 
 def _count_parameters(model: torch.nn.Module) -> Tuple[int, int]:
-    """(all parameters, those of the token mixers / attentions)."""
-    total = sum(p.numel() for p in model.parameters())
+    """(all parameters, those of the attentions / token mixers)."""
     mixing = sum(p.numel() for n, p in model.named_parameters() if ".attention." in n)
-    return total, mixing
+    return count_params(model), mixing
 
 
 def evaluate_models(args, models: Dict[str, str]) -> Dict[str, dict]:
@@ -133,21 +108,6 @@ def evaluate_models(args, models: Dict[str, str]) -> Dict[str, dict]:
     if not choice_files:
         print("zero-shot multiple choice: skipped (no --choice_files name=path given)")
     return results
-
-
-def stage_commands(exp_folder: str) -> str:
-    """The distinct commands run.sh logged (``<exp>/commands.sh``)."""
-    path = os.path.join(exp_folder, "commands.sh")
-    if not os.path.exists(path):
-        return "(no commands.sh in the experiment folder: stages were run by hand)"
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + os.sep
-    lines: List[str] = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip().replace(root, "")
-            if line and line not in lines:
-                lines.append(line)
-    return "\n".join(lines)
 
 
 def _checks(args, results, speed) -> List[Tuple[str, bool, str]]:
@@ -203,10 +163,9 @@ def render(args, results, speed, eval_seconds) -> Tuple[str, str]:
                      f"log-likelihood / per byte ({items}).\n\n" + "\n".join(zs_lines))
     else:
         zero_shot = "No task files were given (`--lambada_file`, `--choice_files name=path`): skipped."
-    times = read_stage_times(args.stage_times)
-    time_lines = ["| stage | seconds |", "|---|---:|"] + [f"| {k.replace(chr(9), ': ', 1)} | {v:.0f} |" for k, v in times.items() if not k.startswith("4\t")]
-    total = sum(v for k, v in times.items() if not k.startswith("4\t")) + eval_seconds
-    time_lines += [f"| 4: evaluation (this run) | {eval_seconds:.0f} |", f"| **total** | **{total:.0f}** ({total / 60:.1f} min) |"]
+    times = {k: v for k, v in read_stage_times(args.stage_times).items() if not k.startswith("4\t")}
+    time_lines = stage_time_lines(times, eval_seconds)
+    total = sum(times.values()) + eval_seconds
     checks = _checks(args, results, speed)
     if args.check_minutes is not None and times:
         checks.append((f"whole run within {args.check_minutes:g} minutes", total <= 60 * args.check_minutes, f"{total / 60:.1f} min"))
@@ -255,7 +214,7 @@ own `labels=` loss, which agreed to within 1e-4 (relative) for every batch and m
 ```
 What run.sh ran, in order (`<exp>/commands.sh`):
 ```
-{stage_commands(args.exp_folder)}
+{stage_commands(args.exp_folder, ROOT)}
 ```
 """
     width = max(len(n) for n in names)

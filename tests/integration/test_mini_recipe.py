@@ -57,8 +57,10 @@ def test_whole_recipe_end_to_end(tmp_path):
     assert (tmp_path / "data" / "lm_3gram.arpa").exists()
     for name in STUDENT_FOLDERS:
         assert (exp / name / "model.ckpt").exists(), name
-        for hyps in ("hyps_test.csv", "hyps_test_greedy.csv", "hyps_longform.csv"):
-            assert (exp / name / hyps).exists(), (name, hyps)
+        hyps_dirs = list((exp / name / "hyps").glob("data-*"))  # one per data folder evaluated
+        assert len(hyps_dirs) == 1, (name, hyps_dirs)
+        for hyps in ("test.csv", "test_greedy.csv", "longform.csv"):
+            assert (hyps_dirs[0] / hyps).exists(), (name, hyps)
     train_log = (exp / "mini_mamba_target" / "train_log.txt").read_text()
     assert "teacher: target" in train_log and "train layer" in train_log
     assert "train layer" not in (exp / "mini_mamba_unguided" / "train_log.txt").read_text()

@@ -7,7 +7,6 @@ installed); the recipe's own default reads /usr/share/dictd/gcide.dict.dz.
 
 import gzip
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +44,7 @@ def test_dictionary_markup_is_removed(tmp_path):
 
 
 @pytest.mark.slow
-def test_mini_lm_recipe_on_a_slice(tmp_path):
+def test_mini_lm_recipe_on_a_slice(tmp_path, mini):
     gcide = write_dictd(tmp_path / "gcide.dict.dz")
     exp, results = tmp_path / "exp", tmp_path / "RESULTS.md"
     cmd = [
@@ -55,9 +54,7 @@ def test_mini_lm_recipe_on_a_slice(tmp_path):
         "--bench_prompt_lengths", "40", "--check_faster_at", "40",
         "--eval_args", "--eval_blocks 4 --bench_new_tokens 3 --bench_repeats 1 --bench_models teacher mamba_target",
     ]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1")
-    env.setdefault("OMP_NUM_THREADS", "2")
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=mini.recipe_env(TQDM_DISABLE=1), timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     corpus = tmp_path / "data" / "corpus"
     first = json.loads((corpus / "train" / "gcide.jsonl").read_text().splitlines()[0])

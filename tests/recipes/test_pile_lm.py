@@ -5,7 +5,6 @@ Stages 0-4 through run.sh, as a user runs them; every size is shrunk by override
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,20 +22,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from lm_corpus import lm_documents, write_pile_corpus  # noqa: E402
 
 
-def _env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1")
-    env.setdefault("OMP_NUM_THREADS", "2")
-    return env
-
-
-def test_usage_error_names_missing_options():
-    out = subprocess.run(["bash", str(RUN)], capture_output=True, text=True, env=_env())
+def test_usage_error_names_missing_options(mini):
+    out = subprocess.run(["bash", str(RUN)], capture_output=True, text=True, env=mini.recipe_env())
     assert out.returncode == 2
     assert "missing --data_folder --pretrained_dir" in out.stderr
 
 
 @pytest.mark.slow
-def test_pile_recipe_end_to_end(tmp_path, tiny_pythia):
+def test_pile_recipe_end_to_end(tmp_path, tiny_pythia, mini):
     corpus = write_pile_corpus(tmp_path / "pile", lm_documents(400, seed=1))
     exp = tmp_path / "exp"
     results = tmp_path / "RESULTS.md"
@@ -48,7 +41,7 @@ def test_pile_recipe_end_to_end(tmp_path, tiny_pythia):
         "--eval_args", "--block_size 32 --bench_prompt_lengths 24 --bench_new_tokens 3 --bench_repeats 1 "
                        "--bench_models teacher mamba_target",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=mini.recipe_env(TQDM_DISABLE=1), timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
     # stage 0-1: one manifest per split, token shards
