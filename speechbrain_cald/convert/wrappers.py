@@ -130,7 +130,8 @@ class CausalLMAttentionWrapper(HFAttentionWrapper):
             )
         slot = mixer_state_layer(cache, self.layer_idx)
         T = x.shape[1]
-        if position_ids is not None and bool((position_ids[..., 0] != slot.length).any()):
+        # every layer gets the same positions: layer 0 checks them (one check per token, not per layer)
+        if self.layer_idx == 0 and position_ids is not None and bool((position_ids[..., 0] != slot.length).any()):
             raise ValueError(
                 f"layer {self.layer_idx}: the cache has seen {slot.length} tokens but position_ids "
                 f"start at {int(position_ids[..., 0].max())}: feed only the tokens after the cached ones"

@@ -421,20 +421,19 @@ class Mamba(nn.Module):
         if x.dim() != 2 or x.shape[-1] != self.d_model:
             raise ValueError(f"Mamba.step: x must be (B, {self.d_model}), found shape {tuple(x.shape)}")
         self._check_inputs(x[:, None], None, state)
+        # as few operations as possible: at one frame each costs more in overhead than in arithmetic
         compute = torch.promote_types(x.dtype, torch.float32)
         xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, d_inner) each
         window = torch.cat([state.conv[..., 1:].to(xi.dtype), xi.unsqueeze(-1)], dim=-1)  # (B, d_inner, d_conv)
-        xc = (window * self.conv1d.weight.squeeze(1)).sum(-1)
-        if self.conv1d.bias is not None:
-            xc = xc + self.conv1d.bias
-        xc = F.silu(xc)
-        dt, B, C = torch.split(self.x_proj(xc), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.softplus(F.linear(dt, self.dt_proj.weight).to(compute) + self.dt_proj.bias.to(compute))
-        A = -torch.exp(self.A_log.to(compute))
+        xc = torch.linalg.vecdot(window, self.conv1d.weight.squeeze(1))
+        xc = F.silu(xc if self.conv1d.bias is None else xc + self.conv1d.bias)
+        dt, B, C = torch.split(self.x_proj(xc).to(compute), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.softplus(F.linear(dt, self.dt_proj.weight.to(compute), self.dt_proj.bias.to(compute)))
+        xc = xc.to(compute)
         # the same clamp as the chunked scan (decays below exp(-60) are 0 for every purpose)
-        decay = torch.exp((dt.unsqueeze(-1) * A).clamp(min=_MIN_LOG_DECAY))  # (B, d_inner, N)
-        h = state.ssm.to(compute) * decay + (dt * xc.to(compute)).unsqueeze(-1) * B.to(compute).unsqueeze(1)
-        y = (h * C.to(compute).unsqueeze(1)).sum(-1) + xc.to(compute) * self.D.to(compute)
+        decay = (dt.unsqueeze(-1) * -torch.exp(self.A_log.to(compute))).clamp_(min=_MIN_LOG_DECAY).exp_()
+        h = torch.addcmul(state.ssm.to(compute) * decay, (dt * xc).unsqueeze(-1), B.unsqueeze(1))  # (B, d_inner, N)
+        y = torch.addcmul(torch.bmm(h, C.unsqueeze(-1)).squeeze(-1), xc, self.D.to(compute))
         y = y * F.silu(z.to(compute))
         return self.out_proj(y.to(x.dtype)), MambaState(window.to(state.conv.dtype), h)
 

@@ -73,7 +73,8 @@ if stage 4 "Evaluate: perplexity, generation speed and memory vs prompt length";
     # shellcheck disable=SC2086
     run python -m speechbrain_cald.tasks.lm_report --data_folder "$exp/data" --exp_folder "$exp" \
         --models "${models[@]}" --results_md "$results_md" --title "Mini LM recipe: results" \
-        --block_size "$block_size" --bench_prompt_lengths $bench_prompt_lengths --bench_new_tokens 32 \
+        --block_size "$block_size" --eval_blocks 320 --bench_prompt_lengths $bench_prompt_lengths \
+        --bench_new_tokens 64 --bench_repeats 5 \
         --check_ppl_within 15 --check_faster_at "$check_faster_at" --check_minutes 15 \
         --stage_times "$stage_times" --command "./run.sh --recipe mini/LM$cli_args" $eval_args
     stage_done
