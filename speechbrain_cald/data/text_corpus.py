@@ -22,11 +22,12 @@ Stage 0 of an LM recipe (:func:`prepare_text_corpus`) reads every file once,
 checks every line, and writes one SpeechBrain-style CSV manifest per split,
 ``<save_folder>/<split>.csv``, with one row per source file::
 
-    ID, path, format, bytes, documents, characters
+    ID, path, format, bytes, documents, characters[, tokens]
 
-(``path`` is absolute; ``documents`` counts non-empty documents). The manifest
-is skipped when its sources (paths, sizes, modification times) are unchanged.
-Tokenisation (stage 1) is :mod:`speechbrain_cald.data.token_blocks`.
+(``path`` is absolute; ``documents`` counts non-empty documents; ``tokens``,
+the file's tokens with one end-of-text per document, is added by stage 1's
+tokenisation, :mod:`speechbrain_cald.data.token_blocks`). The manifest is
+skipped when its sources (paths, sizes, modification times) are unchanged.
 
 Command line: ``python -m speechbrain_cald.data.token_blocks --data_folder D --save_folder S``.
 """
@@ -50,6 +51,7 @@ __all__ = [
     "prepare_text_corpus",
     "read_corpus_manifest",
     "source_signature",
+    "write_corpus_manifest",
 ]
 
 # file suffix -> format name (longest suffix first when matching)
@@ -57,6 +59,7 @@ FORMATS = {".jsonl.zst": "jsonl.zst", ".jsonl": "jsonl", ".txt": "txt"}
 SPLITS = ("train", "val", "test")
 REQUIRED_SPLITS = ("train", "val")
 MANIFEST_FIELDS = ["ID", "path", "format", "bytes", "documents", "characters"]
+TOKENS_FIELD = "tokens"  # added by the tokenisation (stage 1)
 SIGNATURE_FILE = "corpus_signature.json"
 
 
@@ -323,18 +326,23 @@ def prepare_text_corpus(
                 print(f"  {split}: {path}: {r['documents']:,} documents, {r['characters']:,} characters")
         if not any(r["documents"] for r in rows):
             raise CorpusFormatError(f"corpus split '{split}' ({paths}) holds no non-empty document")
-        tmp = manifests[split] + ".tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, manifests[split])
+        write_corpus_manifest(manifests[split], rows)
     with open(sig_path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(signature, f, indent=1)
     os.replace(sig_path + ".tmp", sig_path)
     if verbose:
         print(f"corpus manifests -> {', '.join(manifests.values())}")
     return manifests
+
+
+def write_corpus_manifest(path: str, rows: Sequence[Dict[str, object]]) -> None:
+    """Write manifest rows atomically (with the ``tokens`` column when the rows have it)."""
+    fields = MANIFEST_FIELDS + ([TOKENS_FIELD] if rows and TOKENS_FIELD in rows[0] else [])
+    with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(path + ".tmp", path)
 
 
 def read_corpus_manifest(path: str) -> List[Dict[str, str]]:

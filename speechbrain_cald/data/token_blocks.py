@@ -9,6 +9,8 @@ and writes one flat token file per split::
     <save_folder>/tokens/<split>.bin    uint16 (vocabulary < 65536) or uint32
     <save_folder>/tokens/<split>.json   counts, dtype, tokenizer, per-file tokens
 
+and adds each file's token count to the split's manifest (a ``tokens`` column).
+
 Nothing is held in memory beyond a batch of documents, so a corpus larger than
 memory tokenises and trains. The shard is rewritten only when its manifest's
 sources or the tokenizer changed.
@@ -43,6 +45,7 @@ from speechbrain_cald.data.text_corpus import (
     prepare_text_corpus,
     read_corpus_manifest,
     source_signature,
+    write_corpus_manifest,
 )
 from speechbrain_cald.pretrained import local_source
 
@@ -203,6 +206,9 @@ def tokenize_split(
     with open(out["meta"] + ".tmp", "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1)
     os.replace(out["meta"] + ".tmp", out["meta"])
+    for row, source in zip(rows, sources):  # the manifest gets each file's token count
+        row["tokens"] = source["tokens"]
+    write_corpus_manifest(manifest, rows)
     if verbose:
         print(f"tokens of {split}: {total:,} tokens ({documents:,} documents) -> {out['bin']}")
     return meta

@@ -131,6 +131,8 @@ def test_token_shards_are_the_tokenizer_output_with_eos_between_documents(corpus
     got = np.fromfile(shard["bin"], dtype=meta["train"]["dtype"])
     assert got.tolist() == want and meta["train"]["documents"] == 30
     assert [s["documents"] for s in meta["train"]["sources"]] == [20, 10]
+    rows = read_corpus_manifest(str(tmp_path / "data" / "train.csv"))
+    assert sum(int(r["tokens"]) for r in rows) == len(want)  # stage 1 adds the token counts
     blocks = TokenBlocks(shard["bin"], block_size=16)
     assert len(blocks) == len(want) // 16
     assert blocks[2]["tokens"].tolist() == want[32:48]
