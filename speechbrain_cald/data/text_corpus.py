@@ -48,6 +48,7 @@ __all__ = [
     "SPLITS",
     "find_split_files",
     "iter_documents",
+    "iter_json_objects",
     "prepare_text_corpus",
     "read_corpus_manifest",
     "source_signature",
@@ -121,7 +122,23 @@ def _lines(path: str) -> Iterator[Tuple[int, str]]:
                 ) from None
 
 
-def _json_documents(path: str) -> Iterator[Tuple[int, str]]:
+def iter_json_objects(path: str) -> Iterator[Tuple[int, dict]]:
+    """``(line number, object)`` per non-blank line of a JSON-lines file (``.jsonl`` / ``.jsonl.zst``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "tasks.jsonl")
+    >>> with open(p, "w") as f:
+    ...     _ = f.write('{"a": 1}\\n[2]\\n')
+    >>> objects = iter_json_objects(p)
+    >>> next(objects)
+    (1, {'a': 1})
+    >>> next(objects)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    speechbrain_cald.data.text_corpus.CorpusFormatError: ...tasks.jsonl:2: expected a JSON object, found list
+    """
     for lineno, line in _lines(path):
         if not line.strip():
             continue
@@ -131,11 +148,15 @@ def _json_documents(path: str) -> Iterator[Tuple[int, str]]:
             raise CorpusFormatError(
                 f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno}): {line.strip()[:80]!r}"
             ) from None
-        if not isinstance(obj, dict) or "text" not in obj:
-            found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-            raise CorpusFormatError(
-                f"{path}:{lineno}: expected a JSON object with a \"text\" field, found {found}"
-            )
+        if not isinstance(obj, dict):
+            raise CorpusFormatError(f"{path}:{lineno}: expected a JSON object, found {type(obj).__name__}")
+        yield lineno, obj
+
+
+def _json_documents(path: str) -> Iterator[Tuple[int, str]]:
+    for lineno, obj in iter_json_objects(path):
+        if "text" not in obj:
+            raise CorpusFormatError(f"{path}:{lineno}: expected a JSON object with a \"text\" field, found {sorted(obj)}")
         text = obj["text"]
         if not isinstance(text, str):
             raise CorpusFormatError(

@@ -22,15 +22,14 @@ sees their concatenation.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from speechbrain_cald.data.text_corpus import CorpusFormatError
+from speechbrain_cald.data.text_corpus import CorpusFormatError, iter_json_objects
 from speechbrain_cald.tasks.lm import next_token_objective
 
 __all__ = [
@@ -121,20 +120,6 @@ def perplexity_two_ways(
 
 
 # ------------------------------------------------------------------ task files
-def _json_lines(path: str) -> Iterator[Tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise CorpusFormatError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(obj, dict):
-                raise CorpusFormatError(f"{path}:{lineno}: expected a JSON object, found {type(obj).__name__}")
-            yield lineno, obj
-
-
 def read_lambada_items(path: str, limit: Optional[int] = None) -> List[Tuple[str, str]]:
     """``(context, " " + last word)`` per ``{"text": ...}`` line of a LAMBADA file.
 
@@ -148,7 +133,7 @@ def read_lambada_items(path: str, limit: Optional[int] = None) -> List[Tuple[str
     [('the cat sat on the', ' mat')]
     """
     items = []
-    for lineno, obj in _json_lines(path):
+    for lineno, obj in iter_json_objects(path):
         text = obj.get("text")
         if not isinstance(text, str) or " " not in text.strip():
             raise CorpusFormatError(f"{path}:{lineno}: expected {{\"text\": \"... last_word\"}} with at least two words")
@@ -176,7 +161,7 @@ def read_choice_items(path: str, limit: Optional[int] = None) -> List[Tuple[str,
     [('open a jar', [' twist the lid', ' eat the lid'], 0)]
     """
     items = []
-    for lineno, obj in _json_lines(path):
+    for lineno, obj in iter_json_objects(path):
         if "goal" in obj and "sol1" in obj:
             context, choices = obj["goal"], [obj[k] for k in ("sol1", "sol2", "sol3") if k in obj]
         else:
