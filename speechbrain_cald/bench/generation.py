@@ -9,9 +9,12 @@ For each prompt length P, with transformers' ``generate`` (greedy, batch 1,
   ``t_k`` the moment the k-th new token's scores reach the logits processors
   (so each step's model call and bookkeeping, nothing of the prompt), median
   over repeats;
-- ``peak_mb``: resident memory the N-token call added at its peak
-  (``speechbrain_cald.bench.speed.call_peak_mb``; activations, cache, workspace;
-  on a GPU the rise of ``torch.cuda.max_memory_allocated``);
+- ``prompt_mb``: memory the prompt pass added at its peak (activations,
+  workspace, the cache it leaves), from the call to the first token;
+- ``decode_mb``: memory the N - 1 decoding steps added at their peak above
+  the memory at the first token: what generating costs per new token
+  (resident set via ``speechbrain_cald.bench.speed.peak_mark`` /
+  ``peak_since``; on a GPU ``torch.cuda.max_memory_allocated``);
 - ``cache_mb``: what the cache holds after the prompt and N tokens (keys and
   values of every attention layer; the mixers' recurrent states).
 
@@ -29,6 +32,7 @@ Command line (one model; prints a JSON list of rows)::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -39,7 +43,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from speechbrain_cald.bench.speed import call_peak_mb
+from speechbrain_cald.bench import speed
 
 __all__ = ["cache_nbytes", "generation_table", "load_causal_lm", "measure_generation", "plot_generation", "run_isolated"]
 
@@ -77,18 +81,25 @@ def cache_nbytes(cache) -> int:
     return total
 
 
-def _measure(call, device: torch.device):
-    """``(call(), peak MB it added)``: resident memory on CPU, allocated memory on CUDA."""
-    if device.type != "cuda":
-        kept = []
-        peak = call_peak_mb(lambda: kept.append(call()))
-        return kept[0], peak
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    result = call()
-    torch.cuda.synchronize(device)
-    return result, (torch.cuda.max_memory_allocated(device) - base) / 2**20
+class _Memory:
+    """Peak-memory windows on the CPU (resident set) or on a CUDA device (allocated memory)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+
+    def mark(self):
+        if not self.cuda:
+            return speed.peak_mark()
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        return torch.cuda.memory_allocated(self.device)
+
+    def since(self, mark) -> float:
+        if not self.cuda:
+            return speed.peak_since(mark)
+        torch.cuda.synchronize(self.device)
+        return max(0.0, (torch.cuda.max_memory_allocated(self.device) - mark) / 2**20)
 
 
 def _prompt(length: int, vocab: int, shard: Optional[str]) -> torch.Tensor:
@@ -105,16 +116,29 @@ def _prompt(length: int, vocab: int, shard: Optional[str]) -> torch.Tensor:
 
 
 class _Stamps:
-    """A logits processor that only notes when each generation step's scores arrive."""
+    """A logits processor that only notes when each generation step's scores arrive.
 
-    def __init__(self):
+    With ``memory``, it also closes the prompt pass's memory window at the
+    first token and opens the decoding steps' one.
+    """
+
+    def __init__(self, memory: Optional["_Memory"] = None, mark=None):
         self.times: List[float] = []
+        self.memory, self.mark = memory, mark
+        self.prompt_mb = self.decode_mb = float("nan")
 
     def __call__(self, input_ids, scores):
         if scores.is_cuda:
             torch.cuda.synchronize(scores.device)
         self.times.append(time.perf_counter())
+        if self.memory is not None and len(self.times) == 1:
+            self.prompt_mb = self.memory.since(self.mark)
+            self.mark = self.memory.mark()
         return scores
+
+    def close(self) -> None:
+        if self.memory is not None:
+            self.decode_mb = self.memory.since(self.mark)
 
 
 @torch.no_grad()
@@ -134,7 +158,7 @@ def measure_generation(
     ...     num_attention_heads=2, intermediate_size=32)).eval()
     >>> rows = measure_generation(lm, [8, 16], new_tokens=4, repeats=1)
     >>> [r["prompt"] for r in rows], sorted(rows[0])
-    ([8, 16], ['cache_mb', 'new_tokens', 'peak_mb', 'prefill_ms', 'prompt', 'repeats', 'tok_s'])
+    ([8, 16], ['cache_mb', 'decode_mb', 'new_tokens', 'prefill_ms', 'prompt', 'prompt_mb', 'repeats', 'tok_s'])
     """
     from transformers import LogitsProcessorList
 
@@ -156,8 +180,12 @@ def measure_generation(
             )
 
         generate()  # warm-up
-        out, peak = _measure(lambda: generate(return_dict_in_generate=True), device)
-        cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+        memory = _Memory(device)
+        gc.collect()
+        watch = _Stamps(memory, memory.mark())
+        out = generate(watch, return_dict_in_generate=True)
+        watch.close()
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         prefill, per_token = [], []
         for _ in range(repeats):
             stamps = _Stamps()
@@ -171,7 +199,7 @@ def measure_generation(
             per_token.append((stamps.times[-1] - stamps.times[0]) / (new_tokens - 1))
         rows.append(dict(
             prompt=length, new_tokens=new_tokens, prefill_ms=1e3 * statistics.median(prefill),
-            tok_s=1.0 / statistics.median(per_token), peak_mb=peak,
+            tok_s=1.0 / statistics.median(per_token), prompt_mb=watch.prompt_mb, decode_mb=watch.decode_mb,
             cache_mb=cache_nbytes(cache) / 2**20 if cache is not None else float("nan"), repeats=repeats,
         ))
     return rows
@@ -198,33 +226,33 @@ def generation_table(results: Dict[str, List[Dict[str, float]]]) -> str:
 
     Example
     -------
-    >>> print(generation_table({"a": [dict(prompt=100, tok_s=50.0, prefill_ms=12.0, peak_mb=3.0, cache_mb=0.5)]}))
-    | model | prompt tokens | decoding tokens/s | prompt pass (ms) | peak memory rise (MB) | cache (MB) |
-    |---|---|---|---|---|---|
-    | a | 100 | 50.0 | 12 | 3.0 | 0.50 |
+    >>> print(generation_table({"a": [dict(prompt=100, tok_s=50.0, prefill_ms=12.0, prompt_mb=3.0, decode_mb=0.1, cache_mb=0.5)]}))
+    | model | prompt tokens | decoding tokens/s | memory while decoding (MB) | cache (MB) | prompt pass (ms) | prompt pass memory (MB) |
+    |---|---:|---:|---:|---:|---:|---:|
+    | a | 100 | 50.0 | 0.1 | 0.50 | 12 | 3.0 |
     """
     lines = [
-        "| model | prompt tokens | decoding tokens/s | prompt pass (ms) | peak memory rise (MB) | cache (MB) |",
-        "|---|---|---|---|---|---|",
+        "| model | prompt tokens | decoding tokens/s | memory while decoding (MB) | cache (MB) | prompt pass (ms) | prompt pass memory (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, rows in results.items():
         for r in rows:
             lines.append(
-                f"| {name} | {r['prompt']:,} | {r['tok_s']:,.1f} | {r['prefill_ms']:,.0f} | "
-                f"{r['peak_mb']:,.1f} | {r['cache_mb']:,.2f} |"
+                f"| {name} | {r['prompt']:,} | {r['tok_s']:,.1f} | {r['decode_mb']:,.1f} | {r['cache_mb']:,.2f} | "
+                f"{r['prefill_ms']:,.0f} | {r['prompt_mb']:,.1f} |"
             )
     return "\n".join(lines)
 
 
 def plot_generation(results: Dict[str, List[Dict[str, float]]], path: str) -> str:
-    """PNG: decoding tokens/s, peak memory and cache size versus prompt length."""
+    """PNG: decoding tokens/s, memory while decoding and cache size versus prompt length."""
     from speechbrain_cald.bench.speed import plot_speed
 
     return plot_speed(
         results, path, xlabel="prompt length (tokens)", key="prompt",
         panels=(
             ("tok_s", "new tokens per second (greedy, batch 1)", "Decoding speed vs prompt length"),
-            ("peak_mb", "peak memory rise while generating (MB)", "Peak memory vs prompt length"),
+            ("decode_mb", "peak memory rise while decoding (MB)", "Decoding memory vs prompt length"),
             ("cache_mb", "KV cache / recurrent state (MB)", "Cache size vs prompt length"),
         ),
     )

@@ -43,7 +43,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["call_peak_mb", "measure_speed", "run_isolated", "load_factory", "speed_table", "plot_speed"]
+__all__ = [
+    "call_peak_mb", "measure_speed", "peak_mark", "peak_since", "run_isolated", "load_factory", "speed_table", "plot_speed",
+]
 
 Factory = Callable[[str], Tuple[Callable[[torch.Tensor], object], Callable[[float], torch.Tensor]]]
 Rows = List[Dict[str, float]]
@@ -61,20 +63,41 @@ def _proc_status_mb(key: str) -> float:
     raise KeyError(key)
 
 
-def call_peak_mb(call: Callable[[], object]) -> float:
-    """Resident memory a call adds at its peak (Linux); NaN-free fallback elsewhere."""
-    gc.collect()
+def peak_mark() -> Tuple[float, bool]:
+    """Start a peak-memory window now: ``(resident MB now, whether the high-water mark was reset)``.
+
+    Hands freed heap pages back to the OS and resets ``VmHWM`` (Linux); elsewhere
+    the window falls back to ``ru_maxrss``, which only grows.
+    """
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap pages back to the OS
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current resident set
-        base = _proc_status_mb("VmRSS")
+        return _proc_status_mb("VmRSS"), True
     except (OSError, KeyError):
-        base = _peak_rss_mb()
-        call()
-        return max(0.0, _peak_rss_mb() - base)
+        return _peak_rss_mb(), False
+
+
+def peak_since(mark: Tuple[float, bool]) -> float:
+    """MB the resident set rose above ``mark`` (from :func:`peak_mark`) at its peak since then.
+
+    Example
+    -------
+    >>> mark = peak_mark()
+    >>> block = bytearray(32 * 2**20)
+    >>> peak_since(mark) >= 0.0
+    True
+    """
+    base, reset = mark
+    return max(0.0, (_proc_status_mb("VmHWM") if reset else _peak_rss_mb()) - base)
+
+
+def call_peak_mb(call: Callable[[], object]) -> float:
+    """Resident memory a call adds at its peak (Linux); NaN-free fallback elsewhere."""
+    gc.collect()
+    mark = peak_mark()
     call()
-    return max(0.0, _proc_status_mb("VmHWM") - base)
+    return peak_since(mark)
 
 
 def measure_speed(

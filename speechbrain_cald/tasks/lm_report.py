@@ -176,8 +176,9 @@ def render(args, results, speed, eval_seconds) -> Tuple[str, str]:
         generation = f"""transformers `generate`, greedy, batch 1, {args.bench_new_tokens} new tokens after a prompt of real text
 (the test split's first tokens); teachers keep a KV cache, students their recurrent states
 (`use_cache=True` for both), on {args.device}. Decoding tokens/s = (N - 1) / (t_N - t_1) with t_k the moment the
-k-th new token's scores were ready (median over {args.bench_repeats} calls); "prompt pass" = t_1 from the call; peak
-memory rise of the whole call; cache = keys and values, or the mixers' states, after it. Each model in its own process.
+k-th new token's scores were ready (median over {args.bench_repeats} calls); memory while decoding = the peak rise of
+memory during the N - 1 decoding steps above the memory at the first token; cache = keys and values, or the mixers'
+states, after the N tokens; "prompt pass" = t_1 and the peak memory it added. Each model in its own process.
 
 {generation_table(speed)}
 
@@ -202,8 +203,8 @@ own `labels=` loss, which agreed to within 1e-4 (relative) for every batch and m
 ## Generation speed and memory vs prompt length
 
 {generation}
-{"## Targets" + chr(10) + chr(10) + check_text + chr(10) if checks else ""}
-## Stage timings
+
+{"## Targets" + chr(10) + chr(10) + check_text + chr(10) + chr(10) if checks else ""}## Stage timings
 
 {chr(10).join(time_lines)}
 
