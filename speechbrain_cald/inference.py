@@ -26,14 +26,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import nn
 
 from speechbrain_cald.lobes.hf_speech import CTCModel, HFSpeechEncoder
 
-__all__ = ["export_encoder_asr", "load_encoder_asr", "load_trained_model"]
+__all__ = ["export_encoder_asr", "export_encoder_classifier", "load_encoder_asr", "load_encoder_classifier", "load_trained_model"]
 
 
 def load_trained_model(folder: str, key: str = "model") -> Tuple[Dict[str, Any], nn.Module]:
@@ -53,6 +53,44 @@ def load_trained_model(folder: str, key: str = "model") -> Tuple[Dict[str, Any],
 def _yaml_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
+
+
+def _model_lines(model: nn.Module, head_class: str, head_args: Dict[str, Any]) -> List[str]:
+    """YAML lines that rebuild ``model`` from scratch: ``sample_rate``, ``architecture`` and ``model``.
+
+    ``architecture`` is ``head_class`` (``CTCModel``, ``UtteranceClassifier``...) over an
+    :class:`HFSpeechEncoder` with the transformers config inline; ``model`` is it, or, for a
+    converted student, it converted again by ``convert_in_place`` with the mixer options
+    the student was trained with. The weights come from ``model.ckpt``.
+    """
+    enc = model.encoder
+    config = enc.config.to_dict()
+    for unused in ("transformers_version", "architectures", "_name_or_path"):
+        config.pop(unused, None)
+    lines = [
+        f"sample_rate: {enc.sample_rate}",
+        f"architecture: !new:{head_class}",
+        "    encoder: !new:speechbrain_cald.lobes.hf_speech.HFSpeechEncoder",
+        f"        config: {_yaml_value(config)}",
+        f"        normalize_waveform: {_yaml_value(enc.normalize_waveform)}",
+        f"        sample_rate: {enc.sample_rate}",
+        "        freeze_feature_encoder: false",
+        *(f"    {key}: {_yaml_value(value)}" for key, value in head_args.items()),
+        "    dropout: 0.0",
+    ]
+    conversion = getattr(model, "cald_conversion", None)
+    if conversion is not None:
+        lines += [
+            "model: !apply:speechbrain_cald.convert.linear_time.convert_in_place",
+            "    model: !ref <architecture>",
+            f"    mixer: {conversion['mixer']}",
+            f"    init: {conversion.get('init', 'default')}",
+            f"    family: {conversion['family']}",
+            f"    mixer_options: {_yaml_value(conversion.get('mixer_options') or {})}",
+        ]
+    else:
+        lines += ["model: !ref <architecture>"]
+    return lines
 
 def export_encoder_asr(model: nn.Module, tokens, folder: str, note: str = "") -> str:
     """Write an ``EncoderASR`` folder for a ``CTCModel`` (teacher or converted student).
@@ -78,36 +116,12 @@ def export_encoder_asr(model: nn.Module, tokens, folder: str, note: str = "") ->
     if len(tokens) != model.ctc_lin.out_features:
         raise ValueError(f"export_encoder_asr: {len(tokens)} tokens but the CTC head has {model.ctc_lin.out_features} outputs")
     os.makedirs(folder, exist_ok=True)
-    enc = model.encoder
-    config = enc.config.to_dict()
-    for unused in ("transformers_version", "architectures", "_name_or_path"):
-        config.pop(unused, None)
-    conversion = getattr(model, "cald_conversion", None)
     lines = [
         "# An EncoderASR folder written by speechbrain_cald.inference.export_encoder_asr.",
         f"# {note}" if note else "#",
         "# Load offline: EncoderASR.from_hparams(source=<this folder>, savedir=<any folder>)",
-        f"sample_rate: {enc.sample_rate}",
-        "architecture: !new:speechbrain_cald.lobes.hf_speech.CTCModel",
-        "    encoder: !new:speechbrain_cald.lobes.hf_speech.HFSpeechEncoder",
-        f"        config: {_yaml_value(config)}",
-        f"        normalize_waveform: {_yaml_value(enc.normalize_waveform)}",
-        f"        sample_rate: {enc.sample_rate}",
-        "        freeze_feature_encoder: false",
-        f"    n_tokens: {model.ctc_lin.out_features}",
-        "    dropout: 0.0",
+        *_model_lines(model, "speechbrain_cald.lobes.hf_speech.CTCModel", {"n_tokens": model.ctc_lin.out_features}),
     ]
-    if conversion is not None:
-        lines += [
-            "model: !apply:speechbrain_cald.convert.linear_time.convert_in_place",
-            "    model: !ref <architecture>",
-            f"    mixer: {conversion['mixer']}",
-            f"    init: {conversion.get('init', 'default')}",
-            f"    family: {conversion['family']}",
-            f"    mixer_options: {_yaml_value(conversion.get('mixer_options') or {})}",
-        ]
-    else:
-        lines += ["model: !ref <architecture>"]
     if tokens.kind == "char":
         tokenizer = ["tokenizer: !new:speechbrain.dataio.encoder.CTCTextEncoder"]
     else:
@@ -143,3 +157,78 @@ def load_encoder_asr(folder: str, savedir: str, device: str = "cpu"):
     if not os.path.exists(os.path.join(folder, "hyperparams.yaml")):
         raise FileNotFoundError(f"'{folder}' is not an exported EncoderASR folder (no hyperparams.yaml): run stage 4")
     return EncoderASR.from_hparams(source=os.path.abspath(folder), savedir=os.path.abspath(savedir), run_opts={"device": device})
+
+
+def export_encoder_classifier(model: nn.Module, label_encoder_file: str, folder: str, note: str = "") -> str:
+    """Write an ``EncoderClassifier`` folder for an ``UtteranceClassifier`` (teacher or converted student).
+
+    ``embedding_model`` is the pooled encoder output ``(B, 1, D)``, ``classifier``
+    the head's log-probabilities ``(B, 1, C)``; the features and normalisation
+    slots pass the waveform through (the encoder normalises it itself). The
+    label encoder (``label_encoder.ckpt``) gives ``classify_batch`` its text labels.
+
+    Arguments
+    ---------
+    model : UtteranceClassifier
+        Over an :class:`HFSpeechEncoder`; a student carries ``cald_conversion``.
+    label_encoder_file : str
+        The model's label encoder (``CategoricalEncoder`` text file).
+    folder : str
+        Output folder (created; replaced files are written aside then renamed).
+    note : str
+        A line for the YAML's header (where the model came from).
+
+    Returns
+    -------
+    str
+        ``folder``.
+    """
+    from speechbrain_cald.data.labels import load_label_encoder
+    from speechbrain_cald.tasks.classification import UtteranceClassifier
+
+    if not isinstance(model, UtteranceClassifier) or not isinstance(model.encoder, HFSpeechEncoder):
+        raise TypeError(
+            f"export_encoder_classifier: expected an UtteranceClassifier over an HFSpeechEncoder, found {type(model).__name__}"
+        )
+    load_label_encoder(label_encoder_file, expect=model.n_classes)  # the head and the labels agree
+    os.makedirs(folder, exist_ok=True)
+    adapters = "speechbrain_cald.tasks.classification"
+    lines = [
+        "# An EncoderClassifier folder written by speechbrain_cald.inference.export_encoder_classifier.",
+        f"# {note}" if note else "#",
+        "# Load offline: EncoderClassifier.from_hparams(source=<this folder>, savedir=<any folder>)",
+        *_model_lines(model, f"{adapters}.UtteranceClassifier", {"n_classes": model.n_classes}),
+        f"compute_features: !new:{adapters}.PassThrough",
+        f"mean_var_norm: !new:{adapters}.PassThrough",
+        f"embedding_model: !new:{adapters}.UtteranceEmbedding",
+        "    model: !ref <model>",
+        f"classifier: !new:{adapters}.UtteranceLogProbs",
+        "    model: !ref <model>",
+        "label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder",
+        "modules:",
+        "    compute_features: !ref <compute_features>",
+        "    mean_var_norm: !ref <mean_var_norm>",
+        "    embedding_model: !ref <embedding_model>",
+        "    classifier: !ref <classifier>",
+        "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer",
+        "    loadables:",
+        "        model: !ref <model>",
+        "        label_encoder: !ref <label_encoder>",
+    ]
+    _atomic_write(os.path.join(folder, "hyperparams.yaml"), lambda p: open(p, "w").write("\n".join(lines) + "\n"))
+    _atomic_write(os.path.join(folder, "model.ckpt"), lambda p: torch.save(model.state_dict(), p))
+    _atomic_write(os.path.join(folder, "label_encoder.ckpt"), lambda p: shutil.copyfile(label_encoder_file, p))
+    return folder
+
+
+def load_encoder_classifier(folder: str, savedir: str, device: str = "cpu"):
+    """``EncoderClassifier.from_hparams`` on an exported folder (offline; files linked into ``savedir``)."""
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    if not os.path.exists(os.path.join(folder, "hyperparams.yaml")):
+        raise FileNotFoundError(f"'{folder}' is not an exported EncoderClassifier folder (no hyperparams.yaml): run stage 4")
+    classifier = EncoderClassifier.from_hparams(
+        source=os.path.abspath(folder), savedir=os.path.abspath(savedir), run_opts={"device": device}
+    )
+    classifier.hparams.label_encoder.expect_len(len(classifier.hparams.label_encoder))
+    return classifier

@@ -18,13 +18,20 @@
 # the two it cannot run without with `require_options data_folder pretrained_dir`.
 # `student_plan NAME[:GUIDE]` resolves one entry of --students.
 #
-# `stage N TITLE OUTPUT...` runs the stage when N lies in [stage, stop_stage] and
-# (--force true or some OUTPUT is missing); it prints what it ran or why it
-# skipped. `stage_done` prints the time taken and where the outputs are, and
+# `stage N TITLE OUTPUT... [--newer_than INPUT...]` runs the stage when N lies in
+# [stage, stop_stage] and (--force true, or some OUTPUT is missing, or some INPUT is
+# newer than an OUTPUT); it prints what it ran or why it skipped. A stage whose
+# result depends on options too (which models stage 4 evaluates) lists a file
+# written by `stamp_file FILE TEXT` among its inputs: the file changes only when TEXT does. `stage_done` prints the time taken and where the outputs are, and
 # appends "N<TAB>title<TAB>seconds" to $stage_times (if set). `run CMD...` echoes a
 # command, logs it to $stage_commands (if set) and runs it.
 
 set -euo pipefail
+
+# OpenMP threads sleep between operator calls instead of spinning: on cores shared with
+# other work, spinning made a training step 80x slower (docs/bench/omp_wait.md). A value
+# the user exported wins.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 # Logs: when stdout is a file or a pipe (nohup, CI, `| tee`), tqdm would write every
 # progress refresh (~10 per second) into it; one line per 30 s keeps the log readable.
@@ -129,23 +136,48 @@ student_plan() {
 
 _stage_n=""; _stage_title=""; _stage_outputs=(); _stage_t0=0
 
-# stage N TITLE [OUTPUT...]: true (0) when the stage should run now.
+# stage N TITLE [OUTPUT...] [--newer_than INPUT...]: true (0) when the stage should run now.
 stage() {
-    local n="$1" title="$2" missing=() out
+    local n="$1" title="$2" missing=() newer=() outputs=() inputs=() out in reading=outputs
     shift 2
-    _stage_n="$n"; _stage_title="$title"; _stage_outputs=("$@")
+    for out in "$@"; do
+        if [ "$out" = --newer_than ]; then reading=inputs
+        elif [ "$reading" = outputs ]; then outputs+=("$out")
+        else inputs+=("$out"); fi
+    done
+    _stage_n="$n"; _stage_title="$title"; _stage_outputs=("${outputs[@]}")
     if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then
         echo "== stage $n: $title: skipped (outside --stage $stage --stop_stage $stop_stage)"
         return 1
     fi
-    for out in "$@"; do [ -e "$out" ] || missing+=("$out"); done
-    if [ "$force" != true ] && [ $# -gt 0 ] && [ ${#missing[@]} -eq 0 ]; then
-        echo "== stage $n: $title: skipped, outputs exist (--force true to redo): $*"
+    for out in "${outputs[@]}"; do [ -e "$out" ] || missing+=("$out"); done
+    if [ ${#missing[@]} -eq 0 ]; then
+        for in in "${inputs[@]}"; do
+            for out in "${outputs[@]}"; do
+                if [ ! -e "$in" ] || [ "$in" -nt "$out" ]; then newer+=("$in"); break; fi
+            done
+        done
+    fi
+    if [ "$force" != true ] && [ ${#outputs[@]} -gt 0 ] && [ ${#missing[@]} -eq 0 ] && [ ${#newer[@]} -eq 0 ]; then
+        echo "== stage $n: $title: skipped, outputs exist${inputs[0]:+ and are newer than its inputs} (--force true to redo): ${outputs[*]}"
         return 1
     fi
-    echo "== stage $n: $title: running"
+    if [ "$force" != true ] && [ ${#newer[@]} -gt 0 ]; then
+        echo "== stage $n: $title: running (changed since its outputs were written: ${newer[*]})"
+    else
+        echo "== stage $n: $title: running"
+    fi
     _stage_t0=$(date +%s.%N)
     return 0
+}
+
+# stamp_file FILE TEXT: write TEXT to FILE unless it holds it already (its time then says
+# when TEXT last changed: an input of `stage ... --newer_than`).
+stamp_file() {
+    if [ ! -f "$1" ] || [ "$(cat "$1")" != "$2" ]; then
+        mkdir -p "$(dirname "$1")"
+        printf '%s\n' "$2" > "$1"
+    fi
 }
 
 # run CMD...: print the command, append it to $stage_commands (if set), run it.

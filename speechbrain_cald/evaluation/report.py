@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
-from typing import Dict, List, Optional
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["count_params", "machine", "read_stage_times", "stage_commands", "stage_time_lines"]
+from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
+
+__all__ = [
+    "add_report_arguments",
+    "bench_exported_encoders",
+    "count_params",
+    "machine",
+    "parse_pairs",
+    "read_stage_times",
+    "report_tail",
+    "speed_section",
+    "stage_commands",
+    "stage_time_lines",
+]
 
 
 def count_params(module: nn.Module) -> int:
@@ -75,3 +90,76 @@ def stage_commands(exp_folder: str, root: Optional[str] = None) -> str:
             if line and line not in lines:
                 lines.append(line)
     return "\n".join(lines)
+
+
+def parse_pairs(items: Sequence[str], what: str) -> Dict[str, str]:
+    """``["name=value", ...]`` -> dict (order kept); a usage error naming ``what`` otherwise.
+
+    Example
+    -------
+    >>> parse_pairs(["teacher=results/teacher", "test=data/test.csv"], "--models")
+    {'teacher': 'results/teacher', 'test': 'data/test.csv'}
+    """
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"{what}: expected name=value, got '{item}'")
+        key, value = item.split("=", 1)
+        out[key] = value
+    return out
+
+
+def add_report_arguments(parser: argparse.ArgumentParser, title: str) -> argparse.ArgumentParser:
+    """The options every stage-4 evaluation shares: models, data, splits, speed bench, RESULTS.md and its context."""
+    p = parser
+    p.add_argument("--exp", required=True, help="the experiment folder (commands.sh, stage_times.tsv)")
+    p.add_argument("--models", nargs="+", required=True, help="name=folder ...; the first is the reference (teacher)")
+    p.add_argument("--data_root", required=True, help="what $data_root stands for in the manifests (--data_folder)")
+    p.add_argument("--sets", nargs="+", required=True, help="split=manifest.csv ... (evaluation splits)")
+    p.add_argument("--batch_seconds", type=float, default=120.0, help="padded audio seconds per batch")
+    p.add_argument("--bench_seconds", type=float, nargs="*", default=[10, 30, 60, 120, 240])
+    p.add_argument("--bench_repeats", type=int, default=3)
+    p.add_argument("--results_md", required=True)
+    p.add_argument("--title", default=title)
+    p.add_argument("--stage_times", default="")
+    p.add_argument("--command", default="", help="the command line shown in RESULTS.md")
+    p.add_argument("--repo_root", default="", help="shown relative in the logged commands")
+    return p
+
+
+def report_tail(args: argparse.Namespace, eval_seconds: float) -> List[str]:
+    """RESULTS.md's last sections: stage timings, the command line and what run.sh ran."""
+    return ["## Stage timings\n", "\n".join(stage_time_lines(read_stage_times(args.stage_times), eval_seconds)), "",
+            "## Commands\n", "```", args.command or " ".join(sys.argv), "```",
+            "What run.sh ran, in order (its `commands.sh`):", "```",
+            stage_commands(args.exp, args.repo_root or None), "```", ""]
+
+
+# times the encoder layers of any exported folder whose model sits on an HFSpeechEncoder
+SPEED_FACTORY = "speechbrain_cald.bench.asr_speed:encoder_asr_factory"
+
+
+def bench_exported_encoders(args: argparse.Namespace, models: Dict[str, str]) -> Tuple[Dict[str, list], Optional[str]]:
+    """Encoder time and memory vs length of each model's ``inference/`` folder (own process each), and the plot.
+
+    Returns ``(rows per model, path of speed_vs_length.png beside --results_md)``; nothing
+    when ``--bench_seconds`` is empty.
+    """
+    speed: Dict[str, list] = {}
+    for name, folder in models.items() if args.bench_seconds else ():
+        speed[name] = run_isolated(SPEED_FACTORY, os.path.join(folder, "inference"), args.bench_seconds, args.bench_repeats)
+        print(f"{name:28s} encoder ms: " + "  ".join(f"{r['seconds']:g}s {r['ms']:.0f}" for r in speed[name]), flush=True)
+    md_dir = os.path.dirname(os.path.abspath(args.results_md))
+    os.makedirs(md_dir, exist_ok=True)
+    png = plot_speed(speed, os.path.join(md_dir, "speed_vs_length.png")) if speed else None
+    return speed, png
+
+
+def speed_section(speed: Dict[str, list], png: Optional[str]) -> List[str]:
+    """RESULTS.md's speed and memory section (empty without measurements)."""
+    if not speed:
+        return []
+    return ["## Encoder time (median ms) and peak memory rise (MB) vs audio length\n",
+            "Batch 1, no grad, the transformer / linear-time layers only (the CNN feature encoder and "
+            "projection computed beforehand), random audio; each model in its own process.\n",
+            speed_table(speed), "", f"![encoder time vs audio length]({os.path.basename(png)})", ""]

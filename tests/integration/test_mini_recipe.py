@@ -71,9 +71,9 @@ def test_whole_recipe_end_to_end(tmp_path):
         assert results.count(row) == 3, row  # LM, greedy and speed tables
     assert (tmp_path / "speed_vs_length.png").stat().st_size > 1000
     assert "Mini ASR recipe: summary" in log and "ms@2s" in log
-    # rerun: every stage is skipped, nothing is retrained
-    again = run_recipe(tmp_path, "--stop_stage", "3")
-    assert again.count("skipped, outputs exist") == 2 + 1 + len(STUDENT_FOLDERS)
+    # rerun: every stage is skipped, nothing is retrained or re-evaluated
+    again = run_recipe(tmp_path)
+    assert again.count("skipped, outputs exist") == 2 + 1 + len(STUDENT_FOLDERS) + 1
     assert "running" not in again
 
 

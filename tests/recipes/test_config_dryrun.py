@@ -29,6 +29,19 @@ TINY_VALUES = {
 }
 
 
+def _tiny_speech_model(path: Path) -> None:
+    """A tiny random wav2vec2 saved with save_pretrained: what speech recipes' `pretrained_dir` points to."""
+    from speechbrain_cald.testing.speech import save_tiny_speech_model
+
+    save_tiny_speech_model(str(path), "wav2vec2")
+
+
+# placeholder folders that must hold something to build the YAML: name -> filler
+TINY_FOLDERS = {
+    "pretrained_dir": _tiny_speech_model,
+}
+
+
 class _PlaceholderFinder(yaml.SafeLoader):
     """A YAML loader that tolerates every hyperpyyaml tag and records placeholders."""
 
@@ -79,6 +92,8 @@ def tiny_overrides(keys, tmp_path: Path, fixtures: dict = None) -> dict:
         else:  # folders and files: a fresh temporary path
             path = tmp_path / key
             path.mkdir(parents=True, exist_ok=True)
+            if key in TINY_FOLDERS:
+                TINY_FOLDERS[key](path)
             out[key] = str(path)
     return out
 

@@ -146,3 +146,42 @@ def test_corpus_recipe_student_plans(corpus_recipe, tmp_path):
 def test_corpus_recipe_bad_guides_and_students(corpus_recipe, args, message):
     out = corpus_recipe("--data_folder", "/d", "--pretrained_dir", "/p", *args)
     assert out.returncode == 2 and message in out.stderr
+
+
+NEWER = r"""
+source "{lib}"
+opt="a"; options_help[opt]="an option the result depends on"
+parse_options "$@"
+stamp_file "{tmp}/options" "$opt"
+if stage 4 "summarise" "{tmp}/summary.txt" --newer_than "{tmp}/model.ckpt" "{tmp}/options"; then
+    cat "{tmp}/model.ckpt" "{tmp}/options" > "{tmp}/summary.txt"; echo ran >> "{tmp}/log"
+    stage_done
+fi
+"""
+
+
+def test_stage_with_inputs_skips_only_while_its_outputs_are_newer(tmp_path):
+    """Stage 4 of a recipe has outputs and inputs: it reran every time (issue 16)."""
+    script = tmp_path / "run.sh"
+    script.write_text(NEWER.format(lib=LIB, tmp=tmp_path))
+    run = lambda *a: subprocess.run(["bash", str(script), *a], capture_output=True, text=True)  # noqa: E731
+    (tmp_path / "model.ckpt").write_text("v1")
+    assert "summarise: running" in run().stdout
+    again = run()
+    assert "skipped, outputs exist and are newer than its inputs" in again.stdout
+    # a newer model: rerun, saying why
+    import os
+    import time
+
+    earlier = time.time() - 10  # the summary was written before the model changed
+    os.utime(tmp_path / "summary.txt", (earlier, earlier))
+    os.utime(tmp_path / "options", (earlier, earlier))
+    out = run()
+    assert f"running (changed since its outputs were written: {tmp_path}/model.ckpt)" in out.stdout
+    assert "skipped" in run().stdout
+    # another option value: the stamp changes, the stage reruns; the same value again: skipped
+    os.utime(tmp_path / "summary.txt", (earlier, earlier))  # not to rest on sub-second file times
+    assert "running" in run("--opt", "b").stdout
+    assert "skipped" in run("--opt", "b").stdout
+    assert (tmp_path / "log").read_text().split() == ["ran", "ran", "ran"]
+    assert (tmp_path / "summary.txt").read_text() == "v1b\n"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# SLURP intent classification with CALD: the corpus as distributed -> manifests ->
+# label encoder -> wav2vec2-family teacher fine-tuned with a classification head ->
+# CALD students (BiMamba2, Linformer) -> accuracy / macro-F1, confusions, speed, RESULTS.md.
+#
+#   ./run.sh --recipe SLURP/SLU --data_folder /data/SLURP --pretrained_dir /models/wav2vec2-large-lv60
+#   bash recipes/SLURP/SLU/run.sh --data_folder ... --pretrained_dir ... --stage 3 --guide waypoint
+#   bash recipes/SLURP/SLU/run.sh --help
+recipe_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+recipe_script="${BASH_SOURCE[0]}"
+recipe_description="SLURP intents: wav2vec2-family teacher, CALD students (BiMamba2, Linformer), accuracy per split.
+Stages: 0 manifests (train, devel, test[, train_synthetic]), 1 label encoder, 2 teacher, 3 students, 4 evaluation."
+source "$recipe_dir/../../lib/stages.sh"
+source "$recipe_dir/../../lib/classification_stages.sh"
+
+stage=0; stop_stage=4
+students="slurp_mamba slurp_linformer"
+use_synthetic=true;  options_help[use_synthetic]="train on train_synthetic.jsonl too (recordings in slurp_synth): true|false"
+corpus_options
+classification_options
+parse_options "$@"
+require_options data_folder pretrained_dir
+[[ "$use_synthetic" == true || "$use_synthetic" == false ]] || die_usage "--use_synthetic takes true or false (got '$use_synthetic')"
+classification_setup "$@"
+train_manifests=("$data/train.csv")
+if [ "$use_synthetic" = true ]; then train_manifests+=("$data/train_synthetic.csv"); fi
+common=(--data_folder="$data_folder" --pretrained_dir="$pretrained_dir" --use_synthetic="$use_synthetic")
+cd "$recipe_dir"
+
+if stage 0 "Manifests of SLURP's splits" "${train_manifests[@]}" "$data/devel.csv" "$data/test.csv"; then
+    run python prepare.py --data_folder "$data_folder" --save_folder "$data" --use_synthetic "$use_synthetic"
+    stage_done
+fi
+
+classification_stages hparams/slurp_teacher.yaml "SLURP intent classification" \
+    devel="$data/devel.csv" test="$data/test.csv"
