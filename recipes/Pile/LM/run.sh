@@ -29,8 +29,6 @@ if [ $# -gt 0 ]; then cli_args="$(printf ' %q' "$@")"; fi
 stage_times="$exp/stage_times.tsv"
 stage_commands="$exp/commands.sh"
 cd "$recipe_dir"
-# the YAMLs' data and token settings, read once (block size for the evaluation)
-block_size="$(sed -n 's/^block_size: *\([0-9]*\).*/\1/p' hparams/pile_mamba.yaml | head -1)"
 
 if stage 0 "Check the corpus, one manifest per split" "$exp/data/train.csv" "$exp/data/val.csv"; then
     run python -m speechbrain_cald.data.token_blocks --data_folder "$data_folder" --save_folder "$exp/data"
@@ -42,35 +40,12 @@ if stage 1 "Tokenise with the checkpoint's tokenizer into token shards" "$exp/da
     stage_done
 fi
 
-if stage 2 "Continued pre-training of the teacher (Std. baseline, waypoints)" "$exp/teacher/model.ckpt"; then
-    # shellcheck disable=SC2086  # *_args are lists of overrides
-    run python train.py hparams/pile_teacher.yaml --data_folder="$data_folder" --pretrained_dir="$pretrained_dir" \
-        --output_folder="$exp/teacher" $teacher_args
-    stage_done
-fi
-
-for entry in $students; do
-    plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
-    if stage 3 "CALD student $name, guide $g" "$out/model.ckpt"; then
-        # shellcheck disable=SC2086
-        run python train.py "hparams/$name.yaml" --data_folder="$data_folder" --pretrained_dir="$pretrained_dir" \
-            --teacher_folder="$exp/teacher" --output_folder="$out" ${g:+--guide=$g} $student_args
-        stage_done
-    fi
-done
-
-if stage 4 "Evaluate: perplexity, zero-shot tasks, generation speed vs prompt length"; then
-    models=("pretrained=$pretrained_dir")
-    [ -d "$exp/teacher/inference" ] && models+=("teacher=$exp/teacher/inference")
-    for entry in $students; do
-        plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
-        models+=("${name#pile_}_${g}=$out")
-    done
-    # shellcheck disable=SC2086
-    run python -m speechbrain_cald.tasks.lm_report --data_folder "$exp/data" --exp_folder "$exp" \
-        --models "${models[@]}" --results_md "$results_md" --title "Pile LM recipe: results" \
-        --block_size "$block_size" ${eval_blocks:+--eval_blocks $eval_blocks} \
-        --lambada_file "$lambada_file" --choice_files $choice_files \
-        --stage_times "$stage_times" --command "./run.sh --recipe Pile/LM$cli_args" $eval_args
-    stage_done
-fi
+# stages 2-4: recipes/lib/lm_stages.sh
+corpus=pile
+common=(--data_folder="$data_folder" --pretrained_dir="$pretrained_dir")
+teacher_title="Continued pre-training of the teacher (Std. baseline, waypoints)"
+reference_models=("pretrained=$pretrained_dir")
+results_title="Pile LM recipe: results"
+# shellcheck disable=SC2206  # choice_files is a list
+report_args=(${eval_blocks:+--eval_blocks "$eval_blocks"} --lambada_file "$lambada_file" --choice_files $choice_files)
+source "$recipe_dir/../../lib/lm_stages.sh"

@@ -34,7 +34,6 @@ if [ $# -gt 0 ]; then cli_args="$(printf ' %q' "$@")"; fi
 stage_times="$exp/stage_times.tsv"
 stage_commands="$exp/commands.sh"
 cd "$recipe_dir"
-block_size="$(sed -n 's/^block_size: *\([0-9]*\).*/\1/p' hparams/mini_mamba.yaml | head -1)"
 
 if stage 0 "GCIDE corpus (Debian dict-gcide) in the Pile's layout, manifests" "$data/corpus/val.jsonl" "$exp/data/train.csv"; then
     run python prepare.py corpus --data_folder "$data" --max_train "$max_train" --gcide "$gcide"
@@ -48,34 +47,13 @@ if stage 1 "BPE tokenizer of the training text, token shards" "$data/tokenizer/t
     stage_done
 fi
 
-if stage 2 "Train the GPT-NeoX teacher from scratch (with waypoint snapshots)" "$exp/teacher/model.ckpt"; then
-    # shellcheck disable=SC2086  # *_args are lists of overrides
-    run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/teacher" $teacher_args
-    stage_done
-fi
-
-for entry in $students; do
-    plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
-    if stage 3 "CALD student $name, guide $g" "$out/model.ckpt"; then
-        # shellcheck disable=SC2086
-        run python train.py "hparams/$name.yaml" --data_folder="$data" --teacher_folder="$exp/teacher" \
-            --output_folder="$out" ${g:+--guide=$g} $student_args
-        stage_done
-    fi
-done
-
-if stage 4 "Evaluate: perplexity, generation speed and memory vs prompt length"; then
-    models=("teacher=$exp/teacher")
-    for entry in $students; do
-        plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
-        models+=("${name#mini_}_${g}=$out")
-    done
-    # shellcheck disable=SC2086
-    run python -m speechbrain_cald.tasks.lm_report --data_folder "$exp/data" --exp_folder "$exp" \
-        --models "${models[@]}" --results_md "$results_md" --title "Mini LM recipe: results" \
-        --block_size "$block_size" --eval_blocks 320 --bench_prompt_lengths $bench_prompt_lengths \
-        --bench_new_tokens 64 --bench_repeats 5 \
-        --check_ppl_within 15 --check_faster_at "$check_faster_at" --check_minutes 15 \
-        --stage_times "$stage_times" --command "./run.sh --recipe mini/LM$cli_args" $eval_args
-    stage_done
-fi
+# stages 2-4: recipes/lib/lm_stages.sh
+corpus=mini
+common=(--data_folder="$data")
+teacher_title="Train the GPT-NeoX teacher from scratch (with waypoint snapshots)"
+reference_models=()
+results_title="Mini LM recipe: results"
+# shellcheck disable=SC2206  # bench_prompt_lengths is a list
+report_args=(--eval_blocks 320 --bench_prompt_lengths $bench_prompt_lengths --bench_new_tokens 64 --bench_repeats 5
+             --check_ppl_within 15 --check_faster_at "$check_faster_at" --check_minutes 15)
+source "$recipe_dir/../../lib/lm_stages.sh"
