@@ -35,7 +35,8 @@ Hooks a recipe overrides (task-specific parts)
 Hparams keys read (defaults in ``DistillConfig``)
 -------------------------------------------------
 ``guide``, ``guides``, ``alpha_layer``, ``alpha_logits``, ``layer_loss``, ``temperature``,
-``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``tap_embeddings``, ``teacher_train_mode``,
+``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``tap_embeddings``, ``tap_skip_last``,
+``teacher_train_mode``,
 ``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``,
 ``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
 ``train_logger``; plus SpeechBrain's own run options
@@ -109,7 +110,7 @@ from speechbrain_cald.distill.guides import Guide, select_guide
 from speechbrain_cald.distill.losses import LAYER_LOSS_DEFAULTS, layer_distill_loss, logits_distill_loss
 from speechbrain_cald.distill.run_safety import SafeRunMixin
 from speechbrain_cald.distill.snapshots import save_snapshot
-from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, unwrap
+from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, tapped_layers, unwrap
 
 __all__ = ["DistillBrain", "DistillConfig", "DistillPredictions", "ModelOutput"]
 
@@ -193,6 +194,12 @@ class DistillConfig:
         the embedding output, so RoBERTa-base gives the 13 states the CALD GLUE
         reference distils. False (speech and LM references): layer outputs only.
         A ``layer_map`` then indexes these L + 1 states.
+    tap_skip_last : int
+        Leave the outputs of the last ``tap_skip_last`` layers out, on both sides
+        (``taps.tapped_layers``): the CALD LM reference distils neither the
+        embedding nor the last layer's output (``tap_embeddings: False``,
+        ``tap_skip_last: 1``). With both options, one selection of states:
+        ``[input of layer 0] + outputs of layers 0 .. L - 1 - tap_skip_last``.
     teacher_train_mode : bool
         Run the teacher with dropout active (CALD reference) or in eval mode.
     snapshot_interval : int
@@ -228,6 +235,7 @@ class DistillConfig:
     tap_layers: Optional[str] = None
     teacher_tap_layers: Optional[str] = None
     tap_embeddings: bool = False
+    tap_skip_last: int = 0
     teacher_train_mode: bool = True
     snapshot_interval: int = 0
     snapshot_dir: Optional[str] = None
@@ -334,11 +342,11 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         self.student_taps: Optional[LayerTaps] = None
         self.teacher_taps: Optional[LayerTaps] = None
         if self.guide.needs_teacher:
-            student_layers = find_layers(modules["model"], self.cfg.tap_layers)
-            with_input = bool(self.cfg.tap_embeddings)
+            skip, with_input = self.cfg.tap_skip_last, bool(self.cfg.tap_embeddings)
+            student_layers = tapped_layers(find_layers(modules["model"], self.cfg.tap_layers), skip)
             self.student_taps = LayerTaps(student_layers, active=False, include_input=with_input)
             teacher_path = self.cfg.teacher_tap_layers or self.cfg.tap_layers
-            teacher_layers = find_layers(modules["teacher"], teacher_path)
+            teacher_layers = tapped_layers(find_layers(modules["teacher"], teacher_path), skip)
             self.teacher_taps = LayerTaps(teacher_layers, active=False, include_input=with_input)
             self._teacher_states = len(teacher_layers) + int(with_input)  # one per layer each forward
         self.last_terms: Dict[str, float] = {}
