@@ -50,6 +50,7 @@ asr_stages() {
         "${common[@]}"
 
     if stage 4 "Evaluate: export, WER per split (greedy, LM), long recordings, speed vs length"; then
+        models=("teacher=$exp/teacher")
         student_models "${corpus}_"
         # shellcheck disable=SC2086
         run python -m speechbrain_cald.evaluation.asr --exp "$exp" --models "${models[@]}" --data_root "$data_folder" \

@@ -36,6 +36,7 @@ classification_stages() {
         "${common[@]}"
 
     if stage 4 "Evaluate: accuracy and macro-F1 per split, confusions, speed and memory vs length"; then
+        models=("teacher=$exp/teacher")
         student_models
         # shellcheck disable=SC2086
         run python -m speechbrain_cald.evaluation.classification --exp "$exp" --data_root "$data_folder" \

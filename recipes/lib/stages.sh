@@ -204,11 +204,11 @@ teacher_and_student_stages() {
     done
 }
 
-# student_models [PREFIX]: set the array `models` to stage 4's models, teacher=$exp/teacher
-# then LABEL=$exp/NAME_GUIDE per student of --students, LABEL being NAME_GUIDE without PREFIX.
+# student_models [PREFIX]: append LABEL=$exp/NAME_GUIDE to the array `models` (stage 4's
+# models, the reference ones set first, e.g. models=("teacher=$exp/teacher")) for each student
+# of --students, LABEL being NAME_GUIDE without PREFIX.
 student_models() {
     local prefix="${1:-}" entry plan name g out
-    models=("teacher=$exp/teacher")
     for entry in $students; do
         plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
         models+=("${name#"$prefix"}_${g}=$out")

@@ -199,6 +199,7 @@ echo "PWD=$PWD"
 for v in data_folder pretrained_dir exp results_md extra data stage_times stage_commands stop_stage results_title \
          repo_root recipe_command; do echo "$v=${{!v}}"; done
 teacher_and_student_stages hparams/t.yaml "Teacher" --data_folder="$data_folder" --k="a b"
+models=("teacher=$exp/teacher")
 student_models s_
 printf 'model %s\n' "${{models[@]}}"
 """
