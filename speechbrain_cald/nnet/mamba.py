@@ -415,7 +415,8 @@ class Mamba(nn.Module):
         >>> x = torch.randn(2, 6, 8)
         >>> y, state = mixer(x[:, :5], return_state=True)
         >>> y6, _ = mixer.step(x[:, 5], state)
-        >>> torch.allclose(y6, mixer(x)[:, 5], atol=1e-5)
+        >>> full = mixer(x)[:, 5]  # one recurrent step vs the scan: the same sums in another order
+        >>> bool((y6 - full).abs().max() <= 512 * torch.finfo(full.dtype).eps * full.abs().max())
         True
         """
         if x.dim() != 2 or x.shape[-1] != self.d_model:

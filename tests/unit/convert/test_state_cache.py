@@ -11,6 +11,7 @@ from transformers import DynamicCache, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from speechbrain_cald.convert import load_student, save_student, to_linear_time
 from speechbrain_cald.convert.state_cache import MixerStateLayer, state_nbytes
+from float_tolerance import NETWORK, assert_close
 
 MIXERS = {
     "mamba": dict(d_state=8, chunk_size=4),
@@ -35,7 +36,8 @@ def test_greedy_steps_with_state_equal_a_full_recompute(mixer):
         seq = prompt
         for step in range(8):
             full = student(seq).logits[:, -1]  # no cache: the reference
-            torch.testing.assert_close(out.logits[:, -1], full, atol=1e-4, rtol=1e-4, msg=f"step {step}")
+            # recurrent steps vs one chunked pass through every layer: the same sums in another order
+            assert_close(out.logits[:, -1], full, factor=NETWORK, msg=f"step {step}")
             token = full.argmax(-1, keepdim=True)
             assert torch.equal(out.logits[:, -1].argmax(-1, keepdim=True), token), f"step {step}"
             seq = torch.cat([seq, token], 1)
