@@ -14,29 +14,12 @@
 
 block_size="$(sed -n 's/^block_size: *\([0-9]*\).*/\1/p' "hparams/${corpus}_mamba.yaml" | head -1)"
 
-if stage 2 "$teacher_title" "$exp/teacher/model.ckpt"; then
-    # shellcheck disable=SC2086  # *_args are lists of overrides
-    run python train.py "hparams/${corpus}_teacher.yaml" "${common[@]}" --output_folder="$exp/teacher" $teacher_args
-    stage_done
-fi
-
-for entry in $students; do
-    plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
-    if stage 3 "CALD student $name, guide $g" "$out/model.ckpt"; then
-        # shellcheck disable=SC2086
-        run python train.py "hparams/$name.yaml" "${common[@]}" --teacher_folder="$exp/teacher" \
-            --output_folder="$out" ${g:+--guide=$g} $student_args
-        stage_done
-    fi
-done
+teacher_and_student_stages "hparams/${corpus}_teacher.yaml" "$teacher_title" "${common[@]}"
 
 if stage 4 "Evaluate: perplexity, zero-shot tasks, generation speed and memory vs prompt length"; then
     models=("${reference_models[@]}")
     [ -d "$exp/teacher/inference" ] && models+=("teacher=$exp/teacher")
-    for entry in $students; do
-        plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
-        models+=("${name#"${corpus}"_}_${g}=$out")
-    done
+    student_models "${corpus}_"
     # shellcheck disable=SC2086
     run python -m speechbrain_cald.tasks.lm_report --data_folder "$exp/data" --exp_folder "$exp" \
         --models "${models[@]}" --results_md "${results_md:-$exp/RESULTS.md}" --title "$results_title" \

@@ -13,22 +13,13 @@ checkpoint, Mamba students by CALD. Stages: 0 manifests, 1 token shards, 2 conti
 of the teacher (Std.), 3 students, 4 perplexity + zero-shot + generation speed -> RESULTS.md."
 source "$recipe_dir/../../lib/stages.sh"
 
-stage=0; stop_stage=4
-students="pile_mamba pile_mamba:unguided"
 eval_blocks=512;   options_help[eval_blocks]="perplexity on the first N blocks of val and test (empty: all)"
 lambada_file="";   options_help[lambada_file]="zero-shot LAMBADA: a {\"text\": ...} JSON-lines file (skipped if empty or absent)"
 choice_files="";   options_help[choice_files]="zero-shot multiple choice: 'name=path ...' of {ctx, endings|choices, label} lines"
-eval_args="";      options_help[eval_args]="extra options for speechbrain_cald.tasks.lm_report, e.g. '--bench_prompt_lengths 512 2000'"
-corpus_options
+corpus_options students="pile_mamba pile_mamba:unguided" results_title="Pile LM recipe: results"
+report_options speechbrain_cald.tasks.lm_report "--bench_prompt_lengths 512 2000"
 parse_options "$@"
-require_options data_folder pretrained_dir
-[ -n "$results_md" ] || results_md="$exp/RESULTS.md"
-cli_args=""
-if [ $# -gt 0 ]; then cli_args="$(printf ' %q' "$@")"; fi
-
-stage_times="$exp/stage_times.tsv"
-stage_commands="$exp/commands.sh"
-cd "$recipe_dir"
+begin_recipe lambada_file
 
 if stage 0 "Check the corpus, one manifest per split" "$exp/data/train.csv" "$exp/data/val.csv"; then
     run python -m speechbrain_cald.data.token_blocks --data_folder "$data_folder" --save_folder "$exp/data"
@@ -45,7 +36,6 @@ corpus=pile
 common=(--data_folder="$data_folder" --pretrained_dir="$pretrained_dir")
 teacher_title="Continued pre-training of the teacher (Std. baseline, waypoints)"
 reference_models=("pretrained=$pretrained_dir")
-results_title="Pile LM recipe: results"
 # shellcheck disable=SC2206  # choice_files is a list
 report_args=(${eval_blocks:+--eval_blocks "$eval_blocks"} --lambada_file "$lambada_file" --choice_files $choice_files)
 source "$recipe_dir/../../lib/lm_stages.sh"
