@@ -49,9 +49,10 @@ asr_stages() {
     teacher_and_student_stages "hparams/${corpus}_teacher.yaml" "Fine-tune the teacher (with waypoint snapshots)" \
         "${common[@]}"
 
-    if stage 4 "Evaluate: export, WER per split (greedy, LM), long recordings, speed vs length"; then
-        models=("teacher=$exp/teacher")
-        student_models "${corpus}_"
+    models=("teacher=$exp/teacher")
+    student_models "${corpus}_"
+    if evaluation_stage "Evaluate: export, WER per split (greedy, LM), long recordings, speed vs length" \
+            "${test_sets[*]} | ${longform_sets[*]} | ${lm:-$lm_built}" "${lm:-$lm_built}" "$data/tokens/tokens.json"; then
         # shellcheck disable=SC2086
         run python -m speechbrain_cald.evaluation.asr --exp "$exp" --models "${models[@]}" --data_root "$data_folder" \
             --tokens "$data/tokens" --sets "${test_sets[@]}" --longform "${longform_sets[@]}" \

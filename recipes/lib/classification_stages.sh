@@ -35,9 +35,10 @@ classification_stages() {
     teacher_and_student_stages "$teacher_yaml" "Fine-tune the wav2vec2-family teacher (with waypoint snapshots)" \
         "${common[@]}"
 
-    if stage 4 "Evaluate: accuracy and macro-F1 per split, confusions, speed and memory vs length"; then
-        models=("teacher=$exp/teacher")
-        student_models
+    models=("teacher=$exp/teacher")
+    student_models
+    if evaluation_stage "Evaluate: accuracy and macro-F1 per split, confusions, speed and memory vs length" \
+            "${eval_sets[*]}" "$data/label_encoder.txt"; then
         # shellcheck disable=SC2086
         run python -m speechbrain_cald.evaluation.classification --exp "$exp" --data_root "$data_folder" \
             --sets "${eval_sets[@]}" --models "${models[@]}" --results_md "$results_md" --title "$results_title" \

@@ -16,10 +16,11 @@ block_size="$(sed -n 's/^block_size: *\([0-9]*\).*/\1/p' "hparams/${corpus}_mamb
 
 teacher_and_student_stages "hparams/${corpus}_teacher.yaml" "$teacher_title" "${common[@]}"
 
-if stage 4 "Evaluate: perplexity, zero-shot tasks, generation speed and memory vs prompt length"; then
-    models=("${reference_models[@]}")
-    [ -d "$exp/teacher/inference" ] && models+=("teacher=$exp/teacher")
-    student_models "${corpus}_"
+models=("${reference_models[@]}")
+[ -d "$exp/teacher/inference" ] && models+=("teacher=$exp/teacher")
+student_models "${corpus}_"
+if evaluation_stage "Evaluate: perplexity, zero-shot tasks, generation speed and memory vs prompt length" \
+        "$block_size | ${report_args[*]}"; then
     # shellcheck disable=SC2086
     run python -m speechbrain_cald.tasks.lm_report --data_folder "$exp/data" --exp_folder "$exp" \
         --models "${models[@]}" --results_md "${results_md:-$exp/RESULTS.md}" --title "$results_title" \

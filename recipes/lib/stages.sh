@@ -215,6 +215,19 @@ student_models() {
     done
 }
 
+# evaluation_stage TITLE OPTIONS [INPUT...]: `stage 4 TITLE $results_md`, run also when a
+# model of the array `models` (LABEL=FOLDER: its model.ckpt), an INPUT or the evaluation's
+# OPTIONS (a text: sets, LM, --eval_args...) changed since RESULTS.md was written.
+evaluation_stage() {
+    local title="$1" options="$2" m inputs=("$exp/.stage4_options")
+    shift 2
+    for m in "${models[@]}"; do [ -e "${m#*=}/model.ckpt" ] && inputs+=("${m#*=}/model.ckpt"); done
+    if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+        stamp_file "$exp/.stage4_options" "${models[*]} | $results_md | ${results_title:-} | ${eval_args:-} | $options"
+    fi
+    stage 4 "$title" "$results_md" --newer_than "${inputs[@]}" "$@"
+}
+
 _stage_n=""; _stage_title=""; _stage_outputs=(); _stage_t0=0
 
 # stage N TITLE [OUTPUT...] [--newer_than INPUT...]: true (0) when the stage should run now.

@@ -261,3 +261,47 @@ def test_begin_recipe_needs_data_and_pretrained_dir_and_keeps_absolute_paths(dri
     assert out.returncode == 0, out.stderr
     assert (v["data_folder"], v["results_md"], v["exp"]) == ("/d", "/r/R.md", str(tmp_path / "recipes" / "C" / "T" / "results"))
     assert "stage 3" in out.stdout and "skipped (outside --stage 0 --stop_stage 2)" in out.stdout
+
+
+EVAL = r"""
+source "{lib}"
+exp="{tmp}/exp"; results_md="$exp/RESULTS.md"; eval_args="${{EVAL_ARGS:-}}"
+parse_options "$@"
+models=("a=$exp/a" "ref=$exp/no_checkpoint_here")
+if evaluation_stage "evaluate" "sets: ${{SETS:-test}}" "{tmp}/lm.arpa"; then
+    echo run >> "{tmp}/log"; touch "$results_md"; stage_done
+fi
+"""
+
+
+def test_evaluation_stage_skips_until_a_model_an_input_or_an_option_changes(tmp_path):
+    import os
+
+    (tmp_path / "exp" / "a").mkdir(parents=True)
+    ckpt, lm, results = tmp_path / "exp" / "a" / "model.ckpt", tmp_path / "lm.arpa", tmp_path / "exp" / "RESULTS.md"
+    ckpt.write_text("w"), lm.write_text("lm")
+    script = tmp_path / "eval.sh"
+    script.write_text(EVAL.format(lib=LIB, tmp=tmp_path))
+
+    def run(**env):
+        out = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={**os.environ, **env})
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def changed_after_results(path):  # RESULTS.md dated back: `path` is now newer than it
+        t = os.stat(path).st_mtime - 10
+        os.utime(results, (t, t))
+
+    run()
+    assert "skipped, outputs exist and are newer" in run()  # a model folder without model.ckpt is fine
+    changed_after_results(ckpt)
+    out = run()
+    assert "running (changed since its outputs were written: " in out and str(ckpt) in out
+    assert "skipped" in run()
+    changed_after_results(lm)
+    out = run()
+    assert "running (changed since its outputs were written: " in out and str(lm) in out
+    assert ".stage4_options" in run(SETS="test other")  # another test set: the options changed
+    assert ".stage4_options" in run(SETS="test other", EVAL_ARGS="--beam 5")
+    assert "skipped" in run(SETS="test other", EVAL_ARGS="--beam 5")
+    assert (tmp_path / "log").read_text().split() == ["run"] * 5
