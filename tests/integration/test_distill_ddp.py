@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent(
     import functools, sys, torch
     from torch import nn
     from speechbrain.utils.checkpoints import Checkpointer
-    from speechbrain.utils.distributed import ddp_init_group
+    from speechbrain_cald.experiment import init_distributed
     from speechbrain.utils.epoch_loop import EpochCounter
     from speechbrain_cald.distill import DistillBrain, ModelOutput, TrajectoryGuide
 
@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent(
                 raise RuntimeError("killed")
 
     KILL, SAVE = int(sys.argv[1]), sys.argv[2]
-    ddp_init_group({"distributed_backend": "gloo"})
+    init_distributed({"device": "cpu", "distributed_backend": "gloo"})
     torch.manual_seed(0)
     teacher, student, counter = Net(), Net(), EpochCounter(2)
     g = torch.Generator().manual_seed(1)
@@ -93,7 +93,7 @@ NAN_SCRIPT = textwrap.dedent(
     """
     import sys, torch
     from torch import nn
-    from speechbrain.utils.distributed import ddp_init_group
+    from speechbrain_cald.experiment import init_distributed
     from speechbrain_cald.distill import DistillBrain, ModelOutput
 
     class Brain(DistillBrain):
@@ -102,7 +102,7 @@ NAN_SCRIPT = textwrap.dedent(
         def task_loss(self, output, batch, stage):
             return nn.functional.cross_entropy(output.logits.transpose(1, 2), batch[1])
 
-    ddp_init_group({"distributed_backend": "gloo"})
+    init_distributed({"device": "cpu", "distributed_backend": "gloo"})
     rank = torch.distributed.get_rank()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
