@@ -168,12 +168,14 @@ PY
 
 install_system_tools() {
     # espeak-ng synthesises the mini corpus; pocketsphinx-testdata holds real LibriVox
-    # utterances used as an extra test set.
+    # utterances used as an extra test set; dict-gcide is the mini LM recipe's English text
+    # (the GNU Collaborative International Dictionary of English, GPL-2+).
     local missing=()
     command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
     [ -d /usr/share/pocketsphinx/test/data/librivox ] || missing+=(pocketsphinx-testdata)
+    [ -f /usr/share/dictd/gcide.dict.dz ] || missing+=(dict-gcide)
     if [ ${#missing[@]} -eq 0 ]; then
-        log "skip: system tools already installed (espeak-ng, pocketsphinx-testdata)"
+        log "skip: system tools already installed (espeak-ng, pocketsphinx-testdata, dict-gcide)"
         return
     fi
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -34,7 +34,7 @@ import math
 import os
 from typing import Dict, List, Optional, Tuple
 
-from speechbrain_cald.data.text_corpus import CorpusInfo, prepare_once
+from speechbrain_cald.data.text_classification_corpus import CorpusInfo, prepare_once
 
 __all__ = ["GLUE_TASKS", "GlueFormatError", "GlueTask", "glue_task", "num_labels", "prepare_glue", "read_glue_split"]
 

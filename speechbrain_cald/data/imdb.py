@@ -24,7 +24,7 @@ import random
 import re
 from typing import Dict, List
 
-from speechbrain_cald.data.text_corpus import CorpusInfo, prepare_once
+from speechbrain_cald.data.text_classification_corpus import CorpusInfo, prepare_once
 
 __all__ = ["IMDB_LABELS", "clean_review", "imdb_root", "prepare_imdb", "read_imdb_split"]
 

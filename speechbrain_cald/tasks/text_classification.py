@@ -42,7 +42,7 @@ from speechbrain.utils import checkpoints
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_cald.convert.positions import max_tokens
-from speechbrain_cald.data.text_corpus import CorpusInfo, load_corpus_info, read_text_manifest
+from speechbrain_cald.data.text_classification_corpus import CorpusInfo, load_corpus_info, read_text_manifest
 from speechbrain_cald.data.text_dataset import TextBatch, TokenizedText, collate_text
 from speechbrain_cald.distill import DistillBrain, ModelOutput
 from speechbrain_cald.distill.snapshots import save_snapshot

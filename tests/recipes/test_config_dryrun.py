@@ -77,11 +77,19 @@ def is_object_fragment(text: str) -> bool:
     return root is not None and root.tag.startswith("!")
 
 
-def tiny_overrides(keys, tmp_path: Path, pretrained_dir=None) -> dict:
+# recipe folder -> {placeholder: fixture naming a tiny checkpoint folder} (YAMLs that load one)
+PRETRAINED_FIXTURES = {
+    "recipes/Pile/LM": {"pretrained_dir": "tiny_pythia"},
+    "recipes/GLUE/TextClassification": {"pretrained_dir": "tiny_roberta"},
+    "recipes/IMDB/TextClassification": {"pretrained_dir": "tiny_roberta"},
+}
+
+
+def tiny_overrides(keys, tmp_path: Path, fixtures: dict = None) -> dict:
     out = {}
     for key in keys:
-        if key == "pretrained_dir" and pretrained_dir is not None:  # text recipes: a tiny model + tokenizer
-            out[key] = pretrained_dir
+        if fixtures and key in fixtures:
+            out[key] = str(fixtures[key])
         elif key in TINY_VALUES:
             out[key] = TINY_VALUES[key]
         else:  # folders and files: a fresh temporary path
@@ -98,12 +106,12 @@ def test_configs_exist():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(ROOT)) for p in CONFIGS])
-def test_config_builds(config: Path, tmp_path: Path, monkeypatch, tiny_text_model):
+def test_config_builds(config: Path, tmp_path: Path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)  # relative output folders land in tmp
     text = config.read_text()
-    keys = placeholder_keys(text)
-    text_model = "pretrained_dir" in keys and "load_text_classifier" in text  # GLUE / IMDB YAMLs
-    overrides = tiny_overrides(keys, tmp_path, tiny_text_model("roberta") if text_model else None)
+    recipe = str(config.parent.parent.relative_to(ROOT))
+    fixtures = {k: request.getfixturevalue(v) for k, v in PRETRAINED_FIXTURES.get(recipe, {}).items()}
+    overrides = tiny_overrides(placeholder_keys(text), tmp_path, fixtures)
     if is_object_fragment(text):
         host = tmp_path / "host.yaml"
         host.write_text(f"fragment: !include:{config}\n")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from speechbrain_cald.data.glue import GLUE_TASKS, GlueFormatError, glue_task, prepare_glue, read_glue_split
-from speechbrain_cald.data.text_corpus import load_corpus_info, read_text_manifest
+from speechbrain_cald.data.text_classification_corpus import load_corpus_info, read_text_manifest
 
 
 @pytest.mark.parametrize("task", sorted(GLUE_TASKS))

@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 
 from speechbrain_cald.data.imdb import clean_review, prepare_imdb, read_imdb_split
-from speechbrain_cald.data.text_corpus import read_text_manifest
+from speechbrain_cald.data.text_classification_corpus import read_text_manifest
 from speechbrain_cald.data.tweets import TWEET_LABELS, prepare_tweets, read_tweets
 
 

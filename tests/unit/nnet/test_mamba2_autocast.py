@@ -3,6 +3,7 @@
 import torch
 
 from speechbrain_cald.nnet import BiMamba2
+from float_tolerance import ELEMENTWISE, assert_close
 
 
 def test_backward_recomputes_under_the_forward_autocast_state():
@@ -29,4 +30,5 @@ def test_inference_under_autocast_matches_float32():
         ref = layer(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = layer(x)  # the no-grad path writes into float32 buffers: autocast must not reach it
-    assert torch.allclose(low.float(), ref, atol=0.1 * float(ref.abs().max()))
+    # the projections run in bfloat16 under autocast: a few bf16 roundings of the output's size
+    assert_close(low.float(), ref, factor=ELEMENTWISE, dtype=torch.bfloat16)
