@@ -7,20 +7,14 @@
 #   bash recipes/GLUE/TextClassification/run.sh ... --stage 3 --guide waypoint
 recipe_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 recipe_script="${BASH_SOURCE[0]}"
-recipe_name="GLUE/TextClassification"
 recipe_description="GLUE: fine-tune a local RoBERTa/BERT on one task, CALD-train Linformer and BiMamba2 students.
 Stages: 0 manifests, 1 (nothing: tokenizer and labels come ready), 2 teacher, 3 students, 4 evaluation."
-source "$recipe_dir/../../lib/stages.sh"
 source "$recipe_dir/../../lib/text_classification.sh"
 
-stage=0; stop_stage=4
 task="";  options_help[task]="GLUE task (required): cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli"
 exp_default="$recipe_dir/results/<task>"
-exp="$exp_default"
-students="glue_linformer glue_mamba"
-corpus_options
-eval_args="";  options_help[eval_args]="extra options for speechbrain_cald.evaluation.text, e.g. '--bench_lengths 128 512'"
-recipe_argv=("$@")
+corpus_options exp="$exp_default" students="glue_linformer glue_mamba"
+text_classification_options "--bench_lengths 128 512"
 parse_options "$@"
 require_options data_folder pretrained_dir task
 case "$task" in
@@ -28,9 +22,10 @@ case "$task" in
     *) die_usage "--task: unknown GLUE task '$task' (expected one of cola sst2 mrpc qqp stsb mnli qnli rte wnli)" ;;
 esac
 [ "$exp" = "$exp_default" ] && exp="$recipe_dir/results/$task"   # one experiment folder per task
+: "${results_title:=GLUE $task}"
+begin_recipe
 
 yaml_prefix=glue
-title="GLUE $task"
 train_args=(--data_folder="$data_folder" --pretrained_dir="$pretrained_dir" --task="$task")
 eval_options=(--bench_lengths 64 128 256 512)
 text_classification_stages

