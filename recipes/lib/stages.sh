@@ -156,15 +156,21 @@ report_options() {
 }
 
 # begin_recipe [PATH_OPTION...]: after parse_options, a usage error without --data_folder
-# and --pretrained_dir. The stages run from the recipe folder, so these, --exp,
-# --results_md and the recipe's own PATH_OPTIONs given relative to the caller's folder
-# are made absolute; then results_md defaults to <exp>/RESULTS.md, data is <exp>/data
-# (stage 0's manifests), run.sh's logs go to <exp> (stage_times.tsv, commands.sh),
-# repo_root and recipe_command (this run's command line, for RESULTS.md) are set, and
-# it cds to the recipe folder.
+# and --pretrained_dir, then recipe_paths PATH_OPTION....
 begin_recipe() {
-    local name
     require_options data_folder pretrained_dir
+    recipe_paths "$@"
+}
+
+# recipe_paths [PATH_OPTION...]: the stages run from the recipe folder, so --data_folder,
+# --pretrained_dir, --exp, --results_md and the recipe's own PATH_OPTIONs given relative
+# to the caller's folder are made absolute; then results_md defaults to <exp>/RESULTS.md,
+# data is <exp>/data (stage 0's manifests), run.sh's logs go to <exp> (stage_times.tsv,
+# commands.sh), repo_root and recipe_command (this run's command line, for RESULTS.md)
+# are set, and it cds to the recipe folder. (A recipe that needs neither folder, e.g. an
+# offline default, calls this instead of begin_recipe.)
+recipe_paths() {
+    local name
     for name in data_folder pretrained_dir exp results_md "$@"; do
         if [ -n "${!name:-}" ] && [[ "${!name}" != /* ]]; then
             printf -v "$name" '%s' "$PWD/${!name}"

@@ -5,4 +5,6 @@ wer      corpus WER computed twice (SpeechBrain ``ErrorRateStats`` and jiwer, wh
 report   machine description, stage timings, logged commands, parameter counts (RESULTS.md parts)
 asr      stage 4 of the CTC ASR corpus recipes: export, WER per split (greedy and LM), long
          recordings in one pass, speed and memory vs length, RESULTS.md
+text     stage 4 of the text-classification recipes (GLUE, IMDB, mini/Text): the corpus's metrics
+         computed twice, truncation counts, full-length inputs, speed and memory vs tokens, RESULTS.md
 """

@@ -139,6 +139,12 @@ def mini():
                            recipe_env=recipe_env, write_noise_corpus=write_noise_corpus)
 
 
+@pytest.fixture
+def tiny_roberta(tiny_text_model):
+    """A tiny random RoBERTa + its tokenizer (tests/conftest.py's ``tiny_text_model``; text recipes)."""
+    return tiny_text_model("roberta")
+
+
 @pytest.fixture(scope="session")
 def tiny_pythia(tmp_path_factory):
     """A random 2-layer GPT-NeoX (hidden 32) with a BPE tokenizer, saved as a checkpoint folder (LM recipes)."""

@@ -26,6 +26,7 @@ TINY_VALUES = {
     "number_of_epochs": 1,
     "batch_size": 2,
     "num_workers": 0,
+    "task": "sst2",  # GLUE recipes
 }
 
 
@@ -79,6 +80,8 @@ def is_object_fragment(text: str) -> bool:
 # recipe folder -> {placeholder: fixture naming a tiny checkpoint folder} (YAMLs that load one)
 PRETRAINED_FIXTURES = {
     "recipes/Pile/LM": {"pretrained_dir": "tiny_pythia"},
+    "recipes/GLUE/TextClassification": {"pretrained_dir": "tiny_roberta"},
+    "recipes/IMDB/TextClassification": {"pretrained_dir": "tiny_roberta"},
 }
 
 
