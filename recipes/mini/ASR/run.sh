@@ -10,11 +10,16 @@
 recipe_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 recipe_script="${BASH_SOURCE[0]}"
 recipe_description="Mini ASR: espeak-ng corpus, conformer CTC teacher, CALD students, evaluation.
-Stages: 0 corpus, 1 units + word LM, 2 teacher, 3 students, 4 evaluation."
+Stages: 0 corpus, 1 units + word LM, 2 pre-training + teacher, 3 students, 4 evaluation."
 source "$recipe_dir/../../lib/stages.sh"
 
-# Students of stage 3/4: hparams/<name>.yaml, optionally <name>:<guide> to pin a guide.
-STUDENTS="mini_mamba mini_mamba:unguided mini_linformer mini_residual mini_recursive"
+# Students of stage 3/4: hparams/<name>.yaml, optionally <name>:<guide> to pin a guide and
+# +<key>=<value> for one hparams override that names a variant (its own folder). The
+# BiMamba2 student under all five CALD guides; the Linformer; the two sharing students,
+# the recursive one with MiniALBERT's objective from averaged teacher layers (ours) and
+# from a fresh shared layer (MiniALBERT's published student).
+STUDENTS="mini_mamba mini_mamba:unguided mini_mamba:trajectory mini_mamba:waypoint mini_mamba:hybrid \
+mini_linformer mini_residual mini_recursive mini_recursive+shared_init=random"
 
 stage=0; stop_stage=4
 data="$recipe_dir/data";          options_help[data]="corpus folder (stage 0 writes, later stages read)"
@@ -22,10 +27,13 @@ exp="$recipe_dir/results";        options_help[exp]="experiment folder (models, 
 n_train=4000;                     options_help[n_train]="training utterances"
 n_valid=150;                      options_help[n_valid]="validation utterances (unseen voices)"
 n_test=300;                       options_help[n_test]="test utterances (unseen voices)"
+n_pretrain=4000;                  options_help[n_pretrain]="pre-training utterances (own sentences and voices)"
+pretrain_epochs=2;                options_help[pretrain_epochs]="epochs of the pre-training run"
 longform="30 60 120";             options_help[longform]="long-form recording lengths in seconds"
-students="$STUDENTS";             options_help[students]="students to train/evaluate: yaml names, name:guide pins a guide"
+students="$STUDENTS";             options_help[students]="students to train/evaluate: yaml names, name:guide pins a guide, +key=value a variant"
 guide="";                         options_help[guide]="guide for students without a pinned one (default: the YAML's): unguided|target|trajectory|waypoint|hybrid"
-teacher_args="";                  options_help[teacher_args]="extra hparams overrides for the teacher, e.g. '--number_of_epochs=2'"
+teacher_args="";                  options_help[teacher_args]="extra hparams overrides for the teacher (and the pre-training run), e.g. '--number_of_epochs=2'"
+pretrain_args="";                 options_help[pretrain_args]="extra hparams overrides for the pre-training run only (after teacher_args)"
 student_args="";                  options_help[student_args]="extra hparams overrides for every student"
 eval_args="";                     options_help[eval_args]="extra options for evaluate.py, e.g. '--bench_seconds 10 30'"
 results_md="$recipe_dir/RESULTS.md"; options_help[results_md]="where stage 4 writes the results table"
@@ -37,8 +45,9 @@ stage_times="$exp/stage_times.tsv"
 stage_commands="$exp/commands.sh"
 cd "$recipe_dir"
 
-if stage 0 "Synthesise the espeak-ng corpus (+ long-form, + LibriVox if installed)" "$data/corpus.json"; then
-    run python prepare.py --data_folder "$data" --n_train "$n_train" --n_valid "$n_valid" --n_test "$n_test" --longform $longform
+if stage 0 "Synthesise the espeak-ng corpus (+ pre-training set, long-form, LibriVox if installed)" "$data/corpus.json"; then
+    run python prepare.py --data_folder "$data" --n_train "$n_train" --n_valid "$n_valid" --n_test "$n_test" \
+        --n_pretrain "$n_pretrain" --longform $longform
     stage_done
 fi
 
@@ -48,18 +57,47 @@ if stage 1 "Character units and a word 3-gram LM of the training transcripts" "$
     stage_done
 fi
 
-if stage 2 "Train the conformer CTC teacher (with waypoint snapshots)" "$exp/teacher/model.ckpt"; then
+# The paper's models are a pretrained transformer fine-tuned on the task: the conformer is
+# first pre-trained on other data (the pre-training corpus), and the teacher is that model
+# fine-tuned on the task. Guides whose networks start from "pretrained" start from it.
+if stage 2 "Pre-train the conformer on the pre-training corpus (the pretrained model)" "$exp/pretrained/model.ckpt"; then
     # shellcheck disable=SC2086  # *_args are lists of overrides
-    run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/teacher" $teacher_args
+    run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/pretrained" \
+        --train_csv="$data/pretrain.csv" --pretrained_ckpt=null --snapshot_interval=0 \
+        --number_of_epochs="$pretrain_epochs" $teacher_args $pretrain_args
     stage_done
 fi
 
+if stage 2 "Fine-tune the pretrained conformer on the task: the CTC teacher (with waypoint snapshots)" "$exp/teacher/model.ckpt"; then
+    # shellcheck disable=SC2086
+    run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/teacher" \
+        --pretrained_ckpt="$exp/pretrained/model.ckpt" $teacher_args
+    stage_done
+fi
+
+# variant_plan NAME[:GUIDE][+KEY=VALUE] -> "yaml guide outdir override model_name": student_plan
+# plus an optional override naming a variant (folder <yaml>_<guide>_<key>-<value>).
+variant_plan() {
+    local entry="$1" variant="" name g out
+    if [[ "$entry" == *+* ]]; then
+        variant="${entry#*+}"; entry="${entry%%+*}"
+        [[ "$variant" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^[:space:]=]+$ ]] || die_usage "student '$1': expected +key=value after the name"
+    fi
+    read -r name g out <<< "$(student_plan "$entry")"
+    if [ -n "$variant" ]; then
+        echo "$name $g ${out}_${variant/=/-} --$variant ${name#mini_}_${g}+$variant"
+    else
+        echo "$name $g $out - ${name#mini_}_${g}"
+    fi
+}
+
 for entry in $students; do
-    plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
-    if stage 3 "CALD student $name, guide $g" "$out/model.ckpt"; then
+    read -r name g out override _ <<< "$(variant_plan "$entry")"
+    [ "$override" = "-" ] && override=""
+    if stage 3 "CALD student $name, guide $g${override:+, $override}" "$out/model.ckpt"; then
         # shellcheck disable=SC2086
         run python train.py "hparams/$name.yaml" --data_folder="$data" --teacher_folder="$exp/teacher" \
-            --output_folder="$out" ${g:+--guide=$g} $student_args
+            --output_folder="$out" ${g:+--guide=$g} $override $student_args
         stage_done
     fi
 done
@@ -67,8 +105,8 @@ done
 if stage 4 "Evaluate: WER (short, long-form, LibriVox), speed and memory vs length" ; then
     models=("teacher=$exp/teacher")
     for entry in $students; do
-        plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
-        models+=("${name#mini_}_${g}=$out")
+        read -r _ _ out _ model_name <<< "$(variant_plan "$entry")"
+        models+=("$model_name=$out")
     done
     # shellcheck disable=SC2086
     run python evaluate.py --data_folder "$data" --exp_folder "$exp" --models "${models[@]}" \
