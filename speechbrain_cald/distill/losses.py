@@ -105,9 +105,10 @@ def layer_distill_loss(
     True
     >>> u = [torch.randn(2, 5, 8) for _ in range(2)]
     >>> mean = layer_distill_loss(s, u, mask)
-    >>> torch.allclose(layer_distill_loss(s, u, mask, feature_reduction="sum"), 8 * mean)
+    >>> tol = 64 * torch.finfo(mean.dtype).eps * 8 * mean  # sums of positive terms in another order
+    >>> bool(abs(layer_distill_loss(s, u, mask, feature_reduction="sum") - 8 * mean) <= tol)
     True
-    >>> torch.allclose(layer_distill_loss(s, u, mask, layer_reduction="sum"), 2 * mean)
+    >>> bool(abs(layer_distill_loss(s, u, mask, layer_reduction="sum") - 2 * mean) <= tol)
     True
     """
     for name, value in (("feature_reduction", feature_reduction), ("layer_reduction", layer_reduction)):

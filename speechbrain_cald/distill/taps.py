@@ -2,7 +2,10 @@
 
 A tap sits on every layer of an ``nn.ModuleList`` (the encoder layers of a
 teacher or student) and keeps each layer's output, i.e. the hidden state after
-the layer's FFN, as CALD distils it. Family knowledge (where the layers are)
+the layer's FFN, as CALD distils it. With ``include_input=True`` it also keeps
+the input of the first layer first: for BERT / RoBERTa the embedding output,
+``hidden_states[0]`` of transformers' ``output_hidden_states``, which the CALD
+GLUE reference distils with the 12 layer outputs (13 states for RoBERTa-base). Family knowledge (where the layers are)
 comes from ``speechbrain_cald.convert`` when a family matches the model, or is
 given explicitly (a ``ModuleList`` or a dotted path such as
 ``"encoder.layers"``), so taps work on any stack of layers.
@@ -179,6 +182,14 @@ class LayerTaps:
         same model, or a second Brain over it, leave these taps alone).
     output_index : int
         Which element of a tuple output to keep (0: the hidden state).
+    include_input : bool
+        Also keep the input of the first layer, as the first state (so a model
+        of L layers gives L + 1 states): the hidden state the first layer is
+        called on (its first positional argument, else its ``hidden_states``
+        keyword, else its first tensor keyword argument), recorded when the
+        first layer is called while no state is kept yet, i.e. once per forward
+        pass when the states are taken after each pass (a recursive model calling
+        one shared layer N times gives its input and N outputs).
 
     Example
     -------
@@ -205,6 +216,11 @@ class LayerTaps:
     >>> second = LayerTaps(pair, output_index=1)
     >>> _ = pair[0]((x, None)); second.states
     [None]
+    >>> with_input = LayerTaps(layers, include_input=True)
+    >>> y = layers[1](layers[0](x))
+    >>> len(with_input.states), torch.equal(with_input.states[0], x)
+    (3, True)
+    >>> with_input.remove()
     """
 
     def __init__(
@@ -213,13 +229,18 @@ class LayerTaps:
         detach: bool = False,
         active: bool = True,
         output_index: int = 0,
+        include_input: bool = False,
     ):
         self.layers = list(layers)
         self.detach = detach
         self.active = active
         self.output_index = output_index
+        self.include_input = include_input
         self.states: List[torch.Tensor] = []
-        self._handles = [layer.register_forward_hook(self._keep) for layer in self.layers]
+        self._handles = []
+        if include_input and self.layers:
+            self._handles.append(self.layers[0].register_forward_pre_hook(self._keep_input, with_kwargs=True))
+        self._handles += [layer.register_forward_hook(self._keep) for layer in self.layers]
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
@@ -229,6 +250,12 @@ class LayerTaps:
             yield
         finally:
             self.active = previous
+
+    def _keep_input(self, module: nn.Module, args, kwargs) -> None:
+        if not self.active or self.states:
+            return
+        state = _hidden_input(module, args, kwargs)
+        self.states.append(state.detach() if self.detach else state)
 
     def _keep(self, module: nn.Module, inputs, output) -> None:
         if not self.active:
@@ -254,3 +281,19 @@ class LayerTaps:
             handle.remove()
         self._handles = []
         self.states = []
+
+
+def _hidden_input(module: nn.Module, args, kwargs) -> torch.Tensor:
+    """The hidden state a layer is called on: first positional argument, else
+    ``hidden_states=``, else the first tensor keyword argument."""
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0]
+    if isinstance(kwargs.get("hidden_states"), torch.Tensor):
+        return kwargs["hidden_states"]
+    for value in kwargs.values():
+        if isinstance(value, torch.Tensor):
+            return value
+    raise TypeError(
+        f"taps (include_input): {type(module).__name__} was called without a tensor argument; "
+        "cannot tell which input is the hidden state"
+    )

@@ -158,7 +158,8 @@ class Mamba(nn.Module):
     (torch.Size([2, 10, 16]), True)
     >>> y1, state = mixer(x[:, :4], return_state=True)
     >>> y2 = mixer(x[:, 4:], state=state)
-    >>> torch.allclose(torch.cat([y1, y2], 1), mixer(x), atol=1e-5)
+    >>> y = mixer(x)  # the same up to rounding (other shapes, other chunk boundaries):
+    >>> bool((torch.cat([y1, y2], 1) - y).abs().max() <= 512 * torch.finfo(y.dtype).eps * y.abs().max())
     True
     """
 

@@ -119,7 +119,8 @@ class Mamba2(torch.nn.Module):
     (torch.Size([2, 10, 16]), True)
     >>> y1, state = mixer(x[:, :6], return_state=True)
     >>> y2 = mixer(x[:, 6:], state=state)
-    >>> torch.allclose(torch.cat([y1, y2], 1), mixer(x), atol=1e-5)
+    >>> y = mixer(x)  # the same up to rounding (other shapes, other chunk boundaries):
+    >>> bool((torch.cat([y1, y2], 1) - y).abs().max() <= 512 * torch.finfo(y.dtype).eps * y.abs().max())
     True
     """
 
@@ -406,7 +407,8 @@ def mamba2_stacked_forward(
     >>> a, b = Mamba2(16, d_state=8, headdim=8), Mamba2(16, d_state=8, headdim=8)
     >>> xs = torch.randn(2, 3, 10, 16)
     >>> ys = mamba2_stacked_forward([a, b], xs)
-    >>> torch.allclose(ys[1], b(xs[1]), atol=1e-5)
+    >>> y = b(xs[1])  # the same up to rounding (one stacked call vs one layer)
+    >>> bool((ys[1] - y).abs().max() <= 512 * torch.finfo(y.dtype).eps * y.abs().max())
     True
     """
     first = mixers[0]

@@ -102,7 +102,7 @@ def low_rank_factors(matrix: torch.Tensor, rank: int) -> Tuple[torch.Tensor, tor
     -------
     >>> m = torch.randn(6, 4)
     >>> A, B = low_rank_factors(m, 4)
-    >>> torch.allclose(A @ B, m, atol=1e-5)
+    >>> bool((A @ B - m).abs().max() <= 512 * torch.finfo(m.dtype).eps * m.abs().max())  # SVD rounding
     True
     >>> A, B = low_rank_factors(m, 2)
     >>> tuple(A.shape), tuple(B.shape)
@@ -238,7 +238,7 @@ class ResidualWeight(nn.Module):
     >>> W = lin.weight.detach().clone()
     >>> S = SharedWeight(torch.zeros(3, 4))
     >>> _ = parametrize.register_parametrization(lin, "weight", ResidualWeight(S, rank=3))
-    >>> torch.allclose(lin.weight, W, atol=1e-6)
+    >>> bool((lin.weight - W).abs().max() <= 512 * torch.finfo(W.dtype).eps * W.abs().max())  # SVD rounding
     True
     """
 

@@ -83,8 +83,10 @@ def test_students_and_evaluation_end_to_end(teacher_run):
     for name in STUDENT_FOLDERS:
         assert (exp / name / "model.ckpt").exists(), name
         assert json.loads((exp / name / "training.json").read_text())["optimizer_steps"] > 0, name
-        for hyps in ("hyps_test.csv", "hyps_test_greedy.csv", "hyps_longform.csv"):
-            assert (exp / name / hyps).exists(), (name, hyps)
+        hyps_dirs = list((exp / name / "hyps").glob("data-*"))  # one per data folder evaluated
+        assert len(hyps_dirs) == 1, (name, hyps_dirs)
+        for hyps in ("test.csv", "test_greedy.csv", "longform.csv"):
+            assert (hyps_dirs[0] / hyps).exists(), (name, hyps)
     assert "CALD student mini_recursive, guide target, --shared_init=random: running" in log
     assert "teacher: target" in (exp / "mini_mamba_target" / "train_log.txt").read_text()
     assert "teacher updates" in (exp / "mini_mamba_trajectory" / "train_log.txt").read_text()

@@ -16,27 +16,27 @@ jiwer, which must agree.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
-import platform
 import shutil
 import sys
 import time
 from types import SimpleNamespace
-from typing import Dict, List
+from typing import Dict
 
-import jiwer
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.metric_stats import ErrorRateStats
 
 from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
 from speechbrain_cald.data.units import load_char_units
-from train import ctc_log_probs, dataio_prepare, transcripts
+from speechbrain_cald.evaluation.report import count_params, machine, read_stage_times, stage_commands
+from speechbrain_cald.evaluation.wer import corpus_wer, hyps_folder, start_hyps_folder, write_hyps
+from speechbrain_cald.files import atomic_write
+from train import ctc_log_probs, dataio_prepare, transcripts, validate_data
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SETS = {  # name -> (manifest, batch size); long-form recordings go one per pass
     "test": ("test.csv", 16),
     "longform": ("longform.csv", 1),
@@ -55,17 +55,6 @@ def load_model(folder: str):
     model = hp["model"]
     model.load_state_dict(torch.load(os.path.join(folder, "model.ckpt"), map_location="cpu"))
     return SimpleNamespace(**hp), model.eval()
-
-
-def corpus_wer(ids: List[str], refs: List[str], hyps: List[str]) -> float:
-    """Corpus WER (%) by SpeechBrain and by jiwer; raises if they disagree."""
-    stats = ErrorRateStats()
-    stats.append(ids, [h.split() for h in hyps], [r.split() for r in refs])
-    wer_sb = stats.summarize("error_rate")
-    wer_jiwer = 100.0 * jiwer.wer(refs, hyps)
-    if abs(wer_sb - wer_jiwer) > 1e-6:
-        raise RuntimeError(f"WER disagreement: SpeechBrain ErrorRateStats {wer_sb:.6f} vs jiwer {wer_jiwer:.6f}")
-    return wer_sb
 
 
 def transcribe(model, hp, dataset, batch_size: int, searcher):
@@ -93,16 +82,6 @@ def load_searcher(decode_yaml: str, lm_path: str, units, overrides: str = ""):
     # per-model expect_len in main() logs SpeechBrain's "expect_len was never called"
     vocab = [units.ind2lab[i] for i in range(len(units.ind2lab))]
     return dec["searcher"](vocab_list=vocab, blank_index=units.lab2ind[units.blank_label])
-
-
-def write_hyps(path: str, ids, refs, hyps) -> None:
-    """Per-utterance CSV: ID, errors, words, reference, hypothesis."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["ID", "word_errors", "ref_words", "ref", "hyp"])
-        for i, r, h in zip(ids, refs, hyps):
-            out = jiwer.process_words(r, h)
-            w.writerow([i, out.substitutions + out.deletions + out.insertions, len(r.split()), r, h])
 
 
 def speed_factory(folder: str):
@@ -143,35 +122,6 @@ GUIDE_ROWS = (
 )
 
 
-def count_params(module: torch.nn.Module) -> int:
-    """Unique parameters: a tensor shared by several layers counts once (``parameters()`` deduplicates)."""
-    return sum(p.numel() for p in module.parameters())
-
-
-def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"speechbrain {sb.__version__}; load average at evaluation {load}")
-
-
-def read_stage_times(path: str) -> Dict[str, float]:
-    """Latest time (s) of each stage title in run.sh's stage_times.tsv."""
-    times: Dict[str, float] = {}
-    if path and os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) == 3:
-                    times[f"{parts[0]}\t{parts[1]}"] = float(parts[2])
-    return times
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_folder", required=True)
@@ -195,34 +145,40 @@ def main(argv=None) -> int:
     searcher = load_searcher(args.decode_hparams, args.lm or os.path.join(args.data_folder, "lm_3gram.arpa"), units,
                              args.decode_overrides)
 
+    manifests = {s: os.path.join(args.data_folder, SETS[s][0]) for s in args.sets}
+    manifests = {s: p for s, p in manifests.items() if os.path.exists(p)}  # e.g. LibriVox without pocketsphinx-testdata
     wers: Dict[str, Dict[str, Dict[str, float]]] = {}
     params: Dict[str, tuple] = {}
+    validated_rates = set()
+    out_dirs = {name: hyps_folder(folder, args.data_folder) for name, folder in models.items()}
+    for out_dir in out_dirs.values():  # before anything can fail: no earlier run's files survive a crash
+        start_hyps_folder(out_dir, args.data_folder)
     for name, folder in models.items():
         hp, model = load_model(folder)
         units.expect_len(hp.output_neurons)  # the model's head and the units agree
         hp.units = units
+        data_hp = {"data_folder": args.data_folder, "sample_rate": hp.sample_rate}
+        if hp.sample_rate not in validated_rates:  # every bad row named before any decoding
+            validate_data(data_hp, manifests)
+            validated_rates.add(hp.sample_rate)
         params[name] = (count_params(model.encoder), count_params(model), os.path.getsize(os.path.join(folder, "model.ckpt")))
         wers[name] = {"lm": {}, "greedy": {}}
-        for set_name in args.sets:
-            manifest, bs = SETS[set_name]
-            csv_path = os.path.join(args.data_folder, manifest)
-            if not os.path.exists(csv_path):
-                continue  # e.g. LibriVox without pocketsphinx-testdata
-            ds = dataio_prepare({"data_folder": args.data_folder}, units, {set_name: csv_path})[set_name]
-            ids, refs, hyps = transcribe(model, hp, ds, bs, searcher)
+        out_dir = out_dirs[name]
+        for set_name, csv_path in manifests.items():
+            ds = dataio_prepare(data_hp, None, {set_name: csv_path}, with_tokens=False)[set_name]
+            ids, refs, hyps = transcribe(model, hp, ds, SETS[set_name][1], searcher)
             for decoder, suffix in (("lm", ""), ("greedy", "_greedy")):
-                wers[name][decoder][set_name] = corpus_wer(ids, refs, hyps[decoder])
-                write_hyps(os.path.join(folder, f"hyps_{set_name}{suffix}.csv"), ids, refs, hyps[decoder])
+                wers[name][decoder][set_name] = corpus_wer(ids, refs, hyps[decoder]).wer
+                write_hyps(os.path.join(out_dir, f"{set_name}{suffix}.csv"), ids, refs, hyps[decoder])
         print(f"{name:22s} WER " + "  ".join(f"{s} {w:6.2f} (greedy {wers[name]['greedy'][s]:6.2f})"
                                               for s, w in wers[name]["lm"].items()), flush=True)
 
-    speed, timed = {}, {}
+    speed, timed = {}, set()
     factory = f"{os.path.abspath(__file__)}:speed_factory"
     for name, folder in models.items():
-        arch = architecture(name)
-        if arch in timed:  # another guide of the same student: same encoder, same speed
+        if architecture(name) in timed:  # another guide or variant of the same student: same encoder
             continue
-        timed[arch] = name
+        timed.add(architecture(name))
         speed[name] = run_isolated(factory, folder, args.bench_seconds, args.bench_repeats)
         print(f"{name:22s} encoder ms: " + "  ".join(f"{r['seconds']:g}s {r['ms']:.0f}" for r in speed[name]), flush=True)
     training = {name: training_record(folder) for name, folder in models.items()}
@@ -234,26 +190,12 @@ def main(argv=None) -> int:
         shutil.copy(png, copy)
     eval_seconds = time.time() - t_start
     report = render_results(args, models, wers, params, speed, eval_seconds, training)
-    with open(args.results_md, "w") as f:
+    with atomic_write(args.results_md) as f:
         f.write(report.markdown)
     print("\n" + report.summary)
-    print(f"\nRESULTS: {args.results_md}\nplot:    {png}\nhypotheses: <model folder>/hyps_<set>.csv")
+    print(f"\nRESULTS: {args.results_md}\nplot:    {png}\n"
+          f"hypotheses: <model folder>/{os.path.relpath(hyps_folder('.', args.data_folder))}/<set>[_greedy].csv")
     return 0
-
-
-def stage_commands(exp_folder: str) -> str:
-    """The distinct commands run.sh logged, with paths relative to the repository root."""
-    path = os.path.join(exp_folder, "commands.sh")
-    if not os.path.exists(path):
-        return "(no results/commands.sh: stages were run by hand)"
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))) + os.sep
-    lines = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip().replace(root, "")
-            if line and line not in lines:
-                lines.append(line)
-    return "\n".join(lines)
 
 
 def render_results(args, models, wers, params, speed, eval_seconds, training=None):
@@ -263,10 +205,10 @@ def render_results(args, models, wers, params, speed, eval_seconds, training=Non
     ref = names[0]
     longest = max(args.bench_seconds)
     training = training or {}
-    timed_as = {architecture(n): n for n in reversed(list(speed))}
+    timed_as = {architecture(n): n for n in speed}
 
     def ms_at(name, sec):
-        runs = speed.get(name, speed.get(timed_as.get(architecture(name)), []))
+        runs = speed.get(name) or speed.get(timed_as.get(architecture(name)), [])
         return next((r["ms"] for r in runs if r["seconds"] == sec), float("nan"))
 
     def saw(name):
@@ -277,24 +219,21 @@ def render_results(args, models, wers, params, speed, eval_seconds, training=Non
                 f"{'s' if rec['epochs'] != 1 else ''}, {rec['optimizer_steps']:,} steps")
         return what, f"{rec['fit_seconds']:.0f}"
 
+    def wer_cells(name, set_names):
+        return [f"{wers[name]['lm'][s]:.2f} ({wers[name]['greedy'][s]:.2f})" if s in wers[name]["lm"] else "—"
+                for s in set_names]
+
     def guides_table():
         lines = ["| BiMamba2 student | student starts from | teacher | test (unseen voices) | long-form (30-120 s) "
                  "| training s | saw |", "|---|---|---|---:|---:|---:|---|"]
         what, secs = saw(ref)
-        cells = [f"{wers[ref]['lm'][s]:.2f} ({wers[ref]['greedy'][s]:.2f})" if s in wers[ref]["lm"] else "—"
-                 for s in ("test", "longform")]
-        lines.append(f"| {ref} (Std.: the transformer fine-tuned) | pretrained | — | " + " | ".join(cells)
-                     + f" | {secs} | {what} |")
-        rows = 0
-        for guide, start, teacher in GUIDE_ROWS:
-            n = f"mamba_{guide}"
-            if n not in wers:
-                continue
-            rows += 1
-            what, secs = saw(n)
-            cells = [f"{wers[n]['lm'][s]:.2f} ({wers[n]['greedy'][s]:.2f})" if s in wers[n]["lm"] else "—"
-                     for s in ("test", "longform")]
-            lines.append(f"| {guide} | {start} | {teacher} | " + " | ".join(cells) + f" | {secs} | {what} |")
+        lines.append(f"| {ref} (Std.: the pretrained model fine-tuned) | pretrained | — | "
+                     + " | ".join(wer_cells(ref, ("test", "longform"))) + f" | {secs} | {what} |")
+        rows = [(g, start, teacher) for g, start, teacher in GUIDE_ROWS if f"mamba_{g}" in wers]
+        for guide, start, teacher in rows:
+            what, secs = saw(f"mamba_{guide}")
+            lines.append(f"| {guide} | {start} | {teacher} | " + " | ".join(wer_cells(f"mamba_{guide}", ("test", "longform")))
+                         + f" | {secs} | {what} |")
         return "\n".join(lines) if rows else "(no BiMamba2 student was evaluated)"
 
     def training_table():
@@ -369,15 +308,15 @@ The same CTC outputs decoded greedily (no lexicon, no LM):
 
 {wer_table("greedy")}
 
-Per-utterance hypotheses: `<model folder>/hyps_<set>.csv` (LM) and `hyps_<set>_greedy.csv`. Long-form recordings go
+Per-utterance hypotheses: `<model folder>/hyps/<data folder name>-<hash>/<set>.csv` (LM) and `<set>_greedy.csv`. Long-form recordings go
 through the encoder in one pass. LibriVox is real human speech, out of domain (reported,
 never tuned to).
 
 ## The BiMamba2 student under each guide
 
-WER (%) with the LM decoder (greedy in brackets); "pretrained" is stage 2's pre-training
-run (other sentences, other voices), "fine-tuned" the teacher; training seconds are the
-student's `fit()` (validation included) on this machine:
+WER (%) with the LM decoder (greedy in brackets). "pretrained" is stage 2's pre-training
+run (other sentences, other voices), "fine-tuned" the teacher; training seconds are each
+model's `fit()` (validation included) on this machine:
 
 {guides_table()}
 
@@ -388,8 +327,8 @@ student's `fit()` (validation included) on this machine:
 ## Encoder inference time (median ms) and peak memory rise (MB) vs audio length
 
 Batch 1, no grad, the Transformer/student encoder only (features and CNN front-end
-computed beforehand); each model measured in its own process; the guides of one student
-share its encoder and are timed once (`{', '.join(speed)}`).
+computed beforehand); each model measured in its own process; the guides and variants of
+one student share its encoder and are timed once ({", ".join(speed)}).
 
 {speed_table(speed)}
 
@@ -410,7 +349,7 @@ share its encoder and are timed once (`{', '.join(speed)}`).
 ```
 What run.sh ran, in order, from `recipes/mini/ASR` (its `results/commands.sh`; data and result paths shown relative to the repository root):
 ```
-{stage_commands(args.exp_folder)}
+{stage_commands(args.exp_folder, REPO_ROOT)}
 ```
 """
     width = max(len(n) for n in names)

@@ -26,7 +26,9 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
+from speechbrain_cald.data.audio import read_audio
 from speechbrain_cald.data.units import load_char_units
+from speechbrain_cald.data.validate import validate_manifests
 from speechbrain_cald.distill import DistillBrain, ModelOutput
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.weights import build_modules
@@ -82,13 +84,37 @@ def ctc_log_probs(model, hparams, wavs, wav_lens):
     return torch.log_softmax(model(feats, wav_lens), dim=-1)
 
 
-def dataio_prepare(hparams, units, csv_files):
-    """SpeechBrain datasets for ``{name: csv}`` with ``sig``, ``wrd`` and ``tokens``."""
+def validate_data(hparams, csv_files, units=None, progress=True):
+    """Check the manifests before anything trains or decodes: one error naming every bad row.
+
+    Audio: exists, opens, ``sample_rate``, mono, not empty, length = ``duration``.
+    Transcripts (when ``units`` is given, i.e. for training): not empty, every
+    character in the units. An evaluation passes no units: its transcripts are
+    only scored, so a character the model never saw is an error of the model.
+    """
+    validate_manifests(
+        csv_files,
+        replacements={"data_root": hparams["data_folder"]},
+        sample_rate=hparams["sample_rate"],
+        text_column="wrd" if units is not None else None,
+        text_units=units.lab2ind if units is not None else None,
+        text_units_name=hparams.get("units_file", "the units"),
+        report_file=os.path.join(hparams["output_folder"], "manifest_problems.txt") if "output_folder" in hparams else None,
+        progress=progress,
+    )
+
+
+def dataio_prepare(hparams, units, csv_files, with_tokens=True):
+    """SpeechBrain datasets for ``{name: csv}`` with ``sig``, ``wrd`` and (``with_tokens``) ``tokens``.
+
+    ``hparams`` needs ``data_folder`` and ``sample_rate``; ``units`` is only
+    used for ``tokens`` (an evaluation needs none).
+    """
 
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
-        return sb.dataio.dataio.read_audio(wav)
+        return read_audio(wav, hparams["sample_rate"])
 
     @sb.utils.data_pipeline.takes("wrd")
     @sb.utils.data_pipeline.provides("wrd", "tokens")
@@ -101,7 +127,7 @@ def dataio_prepare(hparams, units, csv_files):
         ds = sb.dataio.dataset.DynamicItemDataset.from_csv(csv, replacements={"data_root": hparams["data_folder"]})
         ds.add_dynamic_item(audio_pipeline)
         ds.add_dynamic_item(text_pipeline)
-        ds.set_output_keys(["id", "sig", "wrd", "tokens"])
+        ds.set_output_keys(["id", "sig", "wrd"] + (["tokens"] if with_tokens else []))
         datasets[name] = ds
     return datasets
 
@@ -112,6 +138,8 @@ def main(argv):
 
     units = load_char_units(hparams["units_file"])
     units.expect_len(hparams["output_neurons"])  # a clear error if YAML and units disagree
+    validate_data(hparams, {"train": hparams["train_csv"], "valid": hparams["valid_csv"]}, units,
+                  progress=not run_opts.get("noprogressbar"))
     data = dataio_prepare(hparams, units, {"train": hparams["train_csv"], "valid": hparams["valid_csv"]})
     if hparams.get("train_utts"):  # the first N utterances of the (randomly ordered) training manifest
         data["train"] = data["train"].filtered_sorted(select_n=hparams["train_utts"])

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from speechbrain_cald.convert import find_family, load_student, load_teacher, save_student, to_linear_time
+from float_tolerance import NETWORK, assert_close
 
 SENTENCES = [
     "A linear-time student keeps every weight of its teacher except attention.",
@@ -70,7 +71,7 @@ def test_minilm_conversion(minilm, mixer, tmp_path):
         out = student(**batch).last_hidden_state
         for i, n in enumerate(lengths.tolist()):
             alone = student(input_ids=batch["input_ids"][i : i + 1, :n]).last_hidden_state[0]
-            torch.testing.assert_close(out[i, :n], alone, atol=2e-5, rtol=1e-4)
+            assert_close(out[i, :n], alone, factor=NETWORK)  # batched vs alone, 6 layers
         assert torch.isfinite(out).all()
 
     # save and reload (fresh-process reloads are covered on every family in test_save_load.py)

@@ -1,12 +1,14 @@
-"""DistillBrain plumbing: progress bar terms, precision, student lr scheduler, summary log."""
+"""DistillBrain plumbing: progress bar terms, precision, student lr scheduler, summary log, embedding taps."""
 
 import logging
 
 import pytest
+import speechbrain as sb
 import torch
 from speechbrain.nnet.schedulers import NoamScheduler
 
 from speechbrain_cald.distill import TrajectoryGuide
+from speechbrain_cald.distill.taps import lengths_to_mask
 
 
 def test_progress_bar_shows_each_term(tiny, capsys):
@@ -103,3 +105,31 @@ def test_taps_record_only_inside_the_brains_forward(tiny):
     for brain in (first, second):
         assert brain.student_taps.states == [] and brain.teacher_taps.states == []
     assert set(second.history[-1]["terms"]) == {"task", "layer", "logits"}
+
+
+def test_tap_embeddings_distils_the_first_layers_input_too(tiny):
+    """tap_embeddings: L + 1 states per network; the layer term is the GLUE reference's
+    raw MSE summed over them (equal to a computation by hand on the same states)."""
+    teacher = tiny.TinyEncoder().eval()
+    student = tiny.make_student(teacher)
+    with torch.no_grad():
+        student.inp.weight.add_(0.1)  # the embedding-level states differ too
+    hp = {"tap_embeddings": True, "alpha_logits": 0.0,
+          "layer_loss": {"layer_norm": False, "layer_reduction": "sum"}, "teacher_train_mode": False}
+    brain = tiny.build_brain("target", teacher, student, hparams=hp)
+    x, lengths, y = tiny.make_batches(1)[0]
+    with torch.no_grad():
+        brain.modules.eval()
+        pred = brain.compute_forward((x, lengths, y), sb.Stage.TRAIN)
+        terms = brain.compute_objectives(pred, (x, lengths, y), sb.Stage.TRAIN)
+    assert len(pred.student.states) == len(pred.teacher.states) == 3
+    mask = lengths_to_mask(lengths, x.shape[1])[..., None]
+    expected = 0.0
+    with torch.no_grad():
+        hs, ht = student.inp(x) * mask, teacher.inp(x) * mask
+        for i in range(3):
+            expected += float(((hs - ht) ** 2).mean(-1)[mask[..., 0]].mean())
+            if i < 2:
+                hs, ht = student.layers[i](hs) * mask, teacher.layers[i](ht) * mask
+    assert abs(brain.last_terms["layer"] - expected) < 1e-5 * max(1.0, expected)
+    assert torch.isfinite(terms)

@@ -12,6 +12,7 @@ from speechbrain_cald.distill.taps import (
     lengths_to_mask,
     unwrap,
 )
+from float_tolerance import REDUCTION, assert_close
 
 
 def test_taps_equal_speechbrain_hidden_states():
@@ -74,4 +75,43 @@ def test_layers_found_through_the_convert_family_registry():
     out = asr.encode(torch.randn(2, 5, 8), torch.tensor([1.0, 0.6]))
     assert len(taps.states) == 2
     # The conformer encoder applies its final norm after the last layer.
-    assert torch.allclose(asr.encoder.norm(taps.states[-1]), out, atol=1e-6)
+    assert_close(asr.encoder.norm(taps.states[-1]), out, factor=REDUCTION)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_taps_with_input_equal_transformers_hidden_states(family):
+    """include_input: the embedding output then every layer output, as output_hidden_states."""
+    import transformers
+
+    cls = {"bert": (transformers.BertConfig, transformers.BertModel),
+           "roberta": (transformers.RobertaConfig, transformers.RobertaModel)}[family]
+    torch.manual_seed(0)
+    config = cls[0](hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
+                    vocab_size=40, max_position_embeddings=24)
+    model = cls[1](config).eval()
+    taps = LayerTaps(find_layers(model), include_input=True)
+    ids = torch.randint(3, 40, (2, 7))
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    with torch.no_grad():
+        ref = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    states = taps.take()
+    assert len(ref) == 4 and len(states) == 4
+    for got, want in zip(states, ref):
+        assert torch.equal(got, want)
+    taps.remove()
+
+
+def test_taps_with_input_on_a_recursive_layer():
+    """One shared layer called twice: its first input, then both outputs."""
+    shared = nn.Linear(4, 4)
+    taps = LayerTaps([shared], include_input=True)
+    x = torch.randn(1, 2, 4)
+    y1 = shared(x)
+    y2 = shared(y1)
+    states = taps.take()
+    assert [torch.equal(a, b) for a, b in zip(states, [x, y1, y2])] == [True, True, True]
+    shared(x)  # the next pass (states taken) records its input again
+    assert len(taps.states) == 2
+    taps.clear()
+    with pytest.raises(TypeError, match="Linear was called without a tensor argument"):
+        taps._keep_input(shared, (), {"flag": True})

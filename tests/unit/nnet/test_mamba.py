@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from speechbrain_cald.nnet.mamba import Mamba, MambaState
 from speechbrain_cald.nnet.selective_scan import selective_scan
+from float_tolerance import LAYER, NETWORK, REDUCTION, assert_close
 
 D_MODEL, D_STATE = 12, 4
 
@@ -57,8 +58,9 @@ def test_matches_per_frame_recurrence_float64(chunk_size, block_size):
     with torch.no_grad():
         y, state = mixer(x, return_state=True)
         y_ref, h_ref = reference_mamba(mixer, x)
-    assert (y - y_ref).abs().max().item() < 1e-8
-    assert (state.ssm - h_ref).abs().max().item() < 1e-8
+    # chunked scan vs per-frame recurrence: the same sums, grouped differently
+    assert_close(y, y_ref, factor=NETWORK)
+    assert_close(state.ssm, h_ref, factor=NETWORK)
 
 
 def test_gradients_match_recurrence_and_are_finite():
@@ -76,7 +78,7 @@ def test_gradients_match_recurrence_and_are_finite():
     for name, grad in ours.items():
         assert torch.isfinite(grad).all(), name
         assert grad.abs().sum() > 0, f"no gradient reached {name}"
-        assert torch.allclose(grad, theirs[name], atol=1e-9), name
+        assert_close(grad, theirs[name], factor=NETWORK, msg=name)  # backward of chunked vs per-frame
 
 
 def test_selective_scan_carries_initial_state():
@@ -88,8 +90,8 @@ def test_selective_scan_carries_initial_state():
     y, last = selective_scan(x, dt, A, B, C, initial_state=h, chunk_size=4, block_size=8)
     for t in range(T):
         h = torch.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * x[:, t])[..., None] * B[:, t, None]
-        assert torch.allclose(y[:, t], (h * C[:, t, None]).sum(-1), atol=1e-12)
-    assert torch.allclose(last, h, atol=1e-12)
+        assert_close(y[:, t], (h * C[:, t, None]).sum(-1), factor=LAYER, scale=h.abs().max() * C.abs().max())
+    assert_close(last, h, factor=LAYER)
 
 
 def _transformers_mixer():
@@ -119,13 +121,13 @@ def test_state_dict_loads_strictly_both_ways_and_outputs_match_transformers():
     }
     ours.load_state_dict(theirs.state_dict(), strict=True)
     x = torch.randn(3, 45, D_MODEL)
-    with torch.no_grad():
-        assert (ours(x) - theirs(x)).abs().max().item() < 1e-4
+    with torch.no_grad():  # two implementations of the layer
+        assert_close(ours(x), theirs(x), factor=NETWORK)
     # and ours -> theirs
     fresh = make_mamba()
     theirs.load_state_dict(fresh.state_dict(), strict=True)
     with torch.no_grad():
-        assert (fresh(x) - theirs(x)).abs().max().item() < 1e-4
+        assert_close(fresh(x), theirs(x), factor=NETWORK)
 
 
 def test_init_follows_mamba_ssm():
@@ -140,7 +142,7 @@ def test_init_follows_mamba_ssm():
     assert mixer.A_log.dtype == torch.float32
     constant = Mamba(32, dt_init="constant", dt_scale=2.0)
     expected = torch.full_like(constant.dt_proj.weight, 2.0 / math.sqrt(2))  # dt_rank 2
-    assert torch.allclose(constant.dt_proj.weight, expected)
+    assert_close(constant.dt_proj.weight, expected, factor=REDUCTION)  # uniform_(-c, c) with c = expected
 
 
 @pytest.mark.parametrize("splits", [[2, 9], [1, 2, 2, 3, 8], [16]])
@@ -154,9 +156,10 @@ def test_chunked_processing_with_carried_state_equals_one_pass(splits):
             y, state = mixer(x[:, start:end], state=state, return_state=True)
             pieces.append(y)
             start = end
-    assert torch.allclose(torch.cat(pieces, 1), y_full, atol=1e-5)
-    assert torch.allclose(state.ssm, state_full.ssm, atol=1e-5)
-    assert torch.allclose(state.conv, state_full.conv)
+    # pieces vs one pass: other shapes (BLAS kernels) and chunk boundaries
+    assert_close(torch.cat(pieces, 1), y_full, factor=LAYER)
+    assert_close(state.ssm, state_full.ssm, factor=LAYER)
+    assert_close(state.conv, state_full.conv, factor=REDUCTION)  # in_proj outputs, another batch shape
 
 
 def test_padding_invariance_and_state_after_last_valid_frame():
@@ -171,10 +174,12 @@ def test_padding_invariance_and_state_after_last_valid_frame():
         y_garbage = mixer(garbage, lengths=lengths)
         for i, n in enumerate(lengths.tolist()):
             y_alone, state_alone = mixer(x[i : i + 1, :n], return_state=True)
-            assert torch.allclose(y[i, :n], y_alone[0], atol=1e-5)
+            # batched vs alone: other shapes, so other BLAS kernels and summation orders
+            assert_close(y[i, :n], y_alone[0], factor=LAYER)
             assert torch.equal(y[i, n:], torch.zeros_like(y[i, n:]))
-            assert torch.allclose(state.ssm[i], state_alone.ssm[0], atol=1e-5)
-            assert torch.allclose(state.conv[i], state_alone.conv[0])
+            assert_close(state.ssm[i], state_alone.ssm[0], factor=LAYER)
+            # in_proj outputs of the last frames; the default allclose failed on AMD EPYC (1.2e-7 apart)
+            assert_close(state.conv[i], state_alone.conv[0], factor=REDUCTION)
     assert torch.equal(y, y_garbage)
 
 
@@ -190,8 +195,8 @@ def test_padded_chunks_with_state_equal_unpadded_stream():
         y = mixer(second, lengths=torch.tensor([5, 7]), state=state)
         ref_a = mixer(torch.cat([a, c])[None])[0, 10:]
         ref_b = mixer(torch.cat([b, d])[None])[0, 6:]
-    assert torch.allclose(y[0, :5], ref_a, atol=1e-5)
-    assert torch.allclose(y[1], ref_b, atol=1e-5)
+    assert_close(y[0, :5], ref_a, factor=LAYER)
+    assert_close(y[1], ref_b, factor=LAYER)
 
 
 def test_causal():
@@ -216,7 +221,7 @@ def test_large_step_sizes_stay_exact_and_finite():
     y.sum().backward()
     assert torch.isfinite(x.grad).all()
     with torch.no_grad():
-        assert (y - reference_mamba(mixer, x)[0]).abs().max().item() < 1e-8
+        assert_close(y, reference_mamba(mixer, x)[0], factor=NETWORK)
 
 
 def test_half_precision_parameters_run():
@@ -270,12 +275,13 @@ def test_mamba_ssm_backend_glue_matches_torch_backend(monkeypatch):
         y_kernel, state_kernel = mixer(x, lengths=lengths, return_state=True)
         # with a carried state the kernel (zero initial state only) hands over to torch
         y_next = mixer(x, lengths=lengths, state=state_kernel)
-    assert torch.allclose(y_kernel, y_torch, atol=1e-5)
-    assert torch.allclose(state_kernel.ssm, state_torch.ssm, atol=1e-5)
+    # the fake kernel's per-frame scan vs our chunked one
+    assert_close(y_kernel, y_torch, factor=LAYER)
+    assert_close(state_kernel.ssm, state_torch.ssm, factor=LAYER)
     assert torch.equal(state_kernel.conv, state_torch.conv)
     monkeypatch.setattr(Mamba, "_resolve_backend", lambda self, x: "torch")
     with torch.no_grad():
-        assert torch.allclose(y_next, mixer(x, lengths=lengths, state=state_torch), atol=1e-5)
+        assert_close(y_next, mixer(x, lengths=lengths, state=state_torch), factor=LAYER)
 
 
 def test_no_mamba_ssm_import_on_cpu():

@@ -25,6 +25,7 @@ from speechbrain_cald.convert.share import (
     unique_parameter_count,
 )
 from speechbrain_cald.nnet.sharing import ResidualWeight
+from float_tolerance import LAYER, NETWORK, REDUCTION, assert_close
 
 
 
@@ -49,7 +50,7 @@ def test_recursive_with_one_unique_layer_per_step_equals_teacher(teacher_case, o
     L = len(find_family(teacher).layers(teacher))
     student = to_shared(teacher, "recursive", num_unique=L, **options).eval()
     with torch.no_grad():
-        assert torch.allclose(call(student), call(teacher), atol=1e-5)
+        assert_close(call(student), call(teacher), factor=NETWORK)
 
 
 def test_residual_full_rank_reproduces_teacher_weights_and_outputs(teacher_case):
@@ -62,11 +63,11 @@ def test_residual_full_rank_reproduces_teacher_weights_and_outputs(teacher_case)
             continue
         for p_name in _residual_names(module):
             ref = t_params[f"{mod_name}.{p_name}"]
-            assert torch.allclose(getattr(module, p_name), ref, atol=1e-5), f"{mod_name}.{p_name}"
+            assert_close(getattr(module, p_name), ref, factor=LAYER, msg=f"{mod_name}.{p_name}")
             checked += 1
     assert checked > 0
     with torch.no_grad():
-        assert torch.allclose(call(student), call(teacher), atol=1e-4)
+        assert_close(call(student), call(teacher), factor=NETWORK)
 
 
 def _residual_weight_error(teacher, student):
@@ -94,7 +95,7 @@ def test_recursive_lora_full_rank_gives_each_step_its_teacher_weights(teachers):
     for step, m in zip(student.encoder.layer, student.cald_sharing["layer_map"]):
         for key, delta in zip(step.lora_keys, step.lora):
             effective = step.layer.get_parameter(key) + delta()
-            assert torch.allclose(effective, layers[m].get_parameter(key), atol=1e-5), key
+            assert_close(effective, layers[m].get_parameter(key), factor=LAYER, msg=str(key))
 
 
 def _random_adapter(d, seed):
@@ -129,7 +130,7 @@ def test_bottleneck_adapters_sit_on_attention_and_ffn_inputs_bert(teachers):
     with torch.no_grad():
         out, expected = call(student), call(ref)
         assert not torch.allclose(expected, call(teacher), atol=1e-3)
-        assert torch.allclose(out, expected, atol=1e-5)
+        assert_close(out, expected, factor=NETWORK)
 
 
 def test_bottleneck_adapters_sit_on_attention_and_ffn_inputs_sb_conformer(teachers):
@@ -152,7 +153,7 @@ def test_bottleneck_adapters_sit_on_attention_and_ffn_inputs_sb_conformer(teache
     with torch.no_grad():
         out, expected = call(student), call(ref)
         assert not torch.allclose(expected, call(teacher), atol=1e-3)
-        assert torch.allclose(out, expected, atol=1e-5)
+        assert_close(out, expected, factor=NETWORK)
 
 
 # ------------------------------------------------------------------ structure
@@ -187,7 +188,7 @@ def test_shared_layer_init(init, teachers):
         "stepwise": layers[0][key],
     }
     if init in expected:
-        assert torch.allclose(shared[key], expected[init], atol=1e-6)
+        assert_close(shared[key], expected[init], factor=REDUCTION)
     else:
         assert all(not torch.allclose(shared[key], l[key]) for l in layers)
 
@@ -303,7 +304,7 @@ def test_recursive_bimamba2_student_from_linear_time_student(teachers):
     linear = to_linear_time(build(), "bimamba2", d_state=8, expand=1, headdim=8, chunk_size=4).eval()
     same = to_shared(linear, "recursive", num_unique=4, adapter="bottleneck", adapter_norm=False).eval()
     with torch.no_grad():
-        assert torch.allclose(call(same), call(linear), atol=1e-5)
+        assert_close(call(same), call(linear), factor=NETWORK)
     shared = to_shared(linear, "recursive", num_unique=1, num_steps=2, adapter="lora", lora_rank=2)
     assert shared.cald_conversion == linear.cald_conversion
     assert unique_parameter_count(shared) < unique_parameter_count(linear)
@@ -320,7 +321,7 @@ def test_residual_linear_time_student_full_rank_equals_it(teachers):
     linear = to_linear_time(build(), "bimamba2", d_state=8, expand=1, headdim=8, chunk_size=4).eval()
     student = to_shared(linear, "residual", group_size=2, rank=10_000).eval()
     with torch.no_grad():
-        assert torch.allclose(call(student), call(linear), atol=1e-4)
+        assert_close(call(student), call(linear), factor=NETWORK)
 
 
 # ------------------------------------------------------------------ errors
@@ -361,7 +362,7 @@ def test_command_line_prints_sizes_and_writes_a_loadable_student(tmp_path, capsy
         assert f"{encoder_parameter_count(model):,d}" in printed
     expected = to_shared(teacher, "residual", group_size=2, rank=2).eval()
     with torch.no_grad():
-        assert torch.allclose(call(student), call(expected), atol=1e-6)
+        assert_close(call(student), call(expected), factor=NETWORK)
     assert encoder_parameter_count(student) < encoder_parameter_count(teacher)
 
 
@@ -375,7 +376,7 @@ def test_residual_extra_sites_share_pointwise_convolutions_exactly_at_full_rank(
     shared_convs = [m for m in conv.modules() if parametrize.is_parametrized(m)]
     assert any(m.weight.dim() == 3 for m in shared_convs)  # pointwise Conv1d (out, in, 1)
     with torch.no_grad():
-        assert torch.allclose(call(student), call(teacher), atol=1e-4)
+        assert_close(call(student), call(teacher), factor=NETWORK)
     smaller = to_shared(teacher, "residual", group_size=4, rank=2, extra_sites=["convolution_module"])
     assert unique_parameter_count(smaller) < unique_parameter_count(plain)
     with pytest.raises(ValueError, match="extra site 'conv' is not a submodule"):
@@ -460,7 +461,7 @@ def test_shared_student_init_from_a_checkpoint(tmp_path, teachers):
     student = shared_student(blank, "residual", group_size=2, rank=10_000,
                              init_from=tmp_path / "teacher.ckpt").eval()
     with torch.no_grad():
-        assert torch.allclose(call(student), call(trained.eval()), atol=1e-4)
+        assert_close(call(student), call(trained.eval()), factor=NETWORK)
         assert not torch.allclose(call(blank), call(trained), atol=1e-3)  # blank left as it was
     with pytest.warns(UserWarning, match="does not exist"):
         shared_student(blank, "residual", init_from=tmp_path / "missing.ckpt")

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from speechbrain_cald.distill.sharing_losses import attention_kl_loss, hidden_cosine_loss
+from float_tolerance import REDUCTION, assert_close
 
 
 def _pad_states(states, extra):
@@ -21,7 +22,7 @@ def test_cosine_matches_per_frame_reference_and_layer_map():
         vals = [1 - F.cosine_similarity(s[i][b, f], t[m][b, f], dim=0)
                 for b in range(2) for f in range(5) if mask[b, f]]
         ref += torch.stack(vals).mean()
-    assert torch.allclose(hidden_cosine_loss(s, t, mask, layer_map=[1, 3]), ref / 2, atol=1e-6)
+    assert_close(hidden_cosine_loss(s, t, mask, layer_map=[1, 3]), ref / 2, factor=REDUCTION)
 
 
 def test_cosine_is_padding_invariant_and_ignores_nan_padding():
@@ -32,7 +33,7 @@ def test_cosine_is_padding_invariant_and_ignores_nan_padding():
     s_pad, t_pad = _pad_states(s, 4), _pad_states(t, 4)
     s_pad[0][:, 5:] = float("nan")
     mask_pad = F.pad(mask, (0, 4), value=False)
-    assert torch.allclose(hidden_cosine_loss(s_pad, t_pad, mask_pad), base, atol=1e-6)
+    assert_close(hidden_cosine_loss(s_pad, t_pad, mask_pad), base, factor=REDUCTION)
 
 
 def test_cosine_gradient_reaches_student_only():
@@ -58,7 +59,7 @@ def test_attention_kl_matches_reference_on_valid_rows():
                 t, s = b[bi, :, q], a[bi, :, q]
                 kl = (t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).sum(-1)
                 rows.append(kl.mean())
-    assert torch.allclose(attention_kl_loss([a], [b], mask), torch.stack(rows).mean(), atol=1e-6)
+    assert_close(attention_kl_loss([a], [b], mask), torch.stack(rows).mean(), factor=REDUCTION)
 
 
 def test_attention_kl_is_padding_invariant():
@@ -71,7 +72,7 @@ def test_attention_kl_is_padding_invariant():
     pa = F.pad(sa, (0, 3, 0, 3), value=5.0)
     pb = F.pad(sb, (0, 3, 0, 3), value=-5.0)
     padded = attention_kl_loss([_masked_attention(pa, mask_pad)], [_masked_attention(pb, mask_pad)], mask_pad)
-    assert torch.allclose(padded, base, atol=1e-6)
+    assert_close(padded, base, factor=REDUCTION)
     # unmasked student attention over padded keys: those keys are dropped and rows renormalised
     free = attention_kl_loss([torch.softmax(pa, -1)], [_masked_attention(pb, mask_pad)], mask_pad)
     assert torch.isfinite(free)
