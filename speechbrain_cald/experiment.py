@@ -3,7 +3,17 @@
 ``start_experiment(argv)`` parses ``train.py hparams.yaml --key=value ...``,
 initialises DDP when the script runs under ``torchrun`` (SpeechBrain's
 ``ddp_init_group``), loads the YAML with the overrides and creates the output
-folder (with the resolved ``hyperparams.yaml``, as SpeechBrain does).
+folder (with the resolved ``hyperparams.yaml``, as SpeechBrain does). Before
+anything is written there it makes sure the run can finish:
+
+- every override of a number or a boolean is one (``--lr=abc`` is an error
+  naming the key, the YAML and its default, not a crash inside AdamW later);
+- the output folder is this run's alone: a lock (``.cald_run.lock``, held with
+  ``flock`` for the life of the process, so a killed run's lock goes with it)
+  makes a second run into the same folder stop at once, naming the folder and
+  the run that holds it;
+- the output and save folders can be written (a read-only ``save/`` would
+  otherwise fail at the first checkpoint, after an epoch's work).
 ``export_model(brain, output_folder)`` writes the best checkpoint's model as
 ``<output_folder>/model.ckpt`` (atomically, on the main process only): what
 the next stage (students, evaluation) reads.
@@ -19,17 +29,34 @@ A recipe's ``train.py`` is then::
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import fcntl
+import json
 import os
-from typing import Any, Dict, List, Optional
+import socket
+import sys
+import tempfile
+from typing import IO, Any, Dict, List, Mapping, Optional
 
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import ddp_barrier, ddp_init_group, if_main_process
+from ruamel.yaml import YAML
+from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, ddp_init_group, if_main_process
 
 from speechbrain_cald.distill.taps import unwrap
 
-__all__ = ["Experiment", "export_model", "start_experiment"]
+__all__ = [
+    "Experiment",
+    "OutputFolderInUse",
+    "check_override_types",
+    "check_writable",
+    "export_model",
+    "lock_output_folder",
+    "start_experiment",
+]
+
+LOCK_NAME = ".cald_run.lock"
 
 
 @dataclasses.dataclass
@@ -40,6 +67,7 @@ class Experiment:
     run_opts: Dict[str, Any]
     hparams_file: str
     overrides: str
+    lock: Optional[IO] = None  # the output folder's lock, held while this object lives (main process)
 
 
 def start_experiment(argv: List[str]) -> Experiment:
@@ -70,17 +98,234 @@ def start_experiment(argv: List[str]) -> Experiment:
     (0.5, True)
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    run_opts = _cpu_backend(run_opts)
     ddp_init_group(run_opts)  # a no-op unless launched by torchrun
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
+    check_override_types(hparams_file, overrides, hparams)
     if "output_folder" not in hparams:
         raise KeyError(f"{hparams_file}: the YAML needs `output_folder` (where this run writes)")
+    output_folder = hparams["output_folder"]
+    lock, error = None, None
+    if if_main_process():  # one lock per run: the main process holds it for all ranks
+        try:
+            lock = lock_output_folder(output_folder, command=" ".join([os.path.basename(sys.argv[0]), *argv]))
+            check_writable(_run_folders(hparams))
+        except (OutputFolderInUse, PermissionError) as err:
+            error = err
+    error = ddp_broadcast(error, src=0)
+    if error is not None:
+        raise error
     sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
+        experiment_directory=output_folder,
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
-    return Experiment(hparams, run_opts, hparams_file, overrides)
+    return Experiment(hparams, run_opts, hparams_file, overrides, lock)
+
+
+def _cpu_backend(run_opts):
+    """Under torchrun without CUDA (or with ``--device=cpu``), gloo unless a backend was chosen.
+
+    SpeechBrain's default backend, nccl, needs a GPU per process and stops with
+    "Not enough GPUs available!" on a CPU machine.
+    """
+    chosen = "distributed_backend" in (getattr(run_opts, "overridden_args", None) or set())
+    device = run_opts["device"] or ""
+    on_cpu = device.startswith("cpu") or (not device and not torch.cuda.is_available())
+    if chosen or not on_cpu or run_opts["distributed_backend"] == "gloo" or "LOCAL_RANK" not in os.environ:
+        return run_opts
+    print("torchrun on CPU: distributed_backend gloo (pass --distributed_backend to choose another)")
+    if dataclasses.is_dataclass(run_opts):  # SpeechBrain's Brain reads only the options marked as given
+        given = set(run_opts.overridden_args) | {"distributed_backend"}
+        return dataclasses.replace(run_opts, distributed_backend="gloo", overridden_args=given)
+    return {**run_opts, "distributed_backend": "gloo"}
+
+
+# ------------------------------------------------------------------ typed overrides
+def _yaml_defaults(hparams_file: str) -> Dict[str, Any]:
+    """Top-level plain scalars of a hyperpyyaml file (tagged values, e.g. ``!ref``, left out)."""
+    with open(hparams_file, encoding="utf-8") as f:
+        data = YAML(typ="rt").load(f) or {}
+    return {k: v for k, v in data.items() if isinstance(v, (bool, int, float, str)) and not hasattr(v, "tag")}
+
+
+def _kind(value: Any) -> Optional[str]:
+    if isinstance(value, bool):
+        return "a boolean (True or False)"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    return None
+
+
+def check_override_types(hparams_file: str, overrides: str, hparams: Mapping[str, Any]) -> None:
+    """Every ``--key=value`` overriding a number or a boolean of the YAML must be one.
+
+    Arguments
+    ---------
+    hparams_file : str
+        The YAML, for its defaults.
+    overrides : str
+        SpeechBrain's overrides (YAML text, ``"lr: abc\\n..."``).
+    hparams : dict
+        The loaded hparams (the values the overrides became).
+
+    Raises
+    ------
+    TypeError
+        Naming every override of the wrong kind, with the YAML's default.
+
+    Example
+    -------
+    >>> d = tempfile.mkdtemp(); p = os.path.join(d, "hp.yaml")
+    >>> with open(p, "w") as f:
+    ...     _ = f.write("lr: 0.001\\nepochs: 2\\nname: x\\n")
+    >>> check_override_types(p, "lr: 1\\nname: 3", {"lr": 1, "epochs": 2, "name": 3})
+    >>> check_override_types(p, "lr: abc\\nepochs: 2.5", {"lr": "abc", "epochs": 2.5, "name": "x"})
+    Traceback (most recent call last):
+    ...
+    TypeError: hparams overrides of the wrong kind (nothing was run): --lr=abc: `lr` is a number in hp.yaml (default 0.001), got 'abc'; --epochs=2.5: `epochs` is an integer in hp.yaml (default 2), got 2.5
+    """
+    if not overrides:
+        return
+    given = YAML(typ="safe").load(overrides) or {}
+    defaults = _yaml_defaults(hparams_file)
+    wrong = []
+    for key in given:
+        if key not in defaults or key not in hparams:
+            continue
+        want, value = _kind(defaults[key]), hparams[key]
+        if want is None:
+            continue
+        ok = {
+            "a boolean (True or False)": isinstance(value, bool),
+            "an integer": isinstance(value, int) and not isinstance(value, bool),
+            "a number": isinstance(value, (int, float)) and not isinstance(value, bool),
+        }[want]
+        if not ok:
+            wrong.append(
+                f"--{key}={value}: `{key}` is {want} in {os.path.basename(hparams_file)} "
+                f"(default {defaults[key]}), got {value!r}"
+            )
+    if wrong:
+        raise TypeError("hparams overrides of the wrong kind (nothing was run): " + "; ".join(wrong))
+
+
+# ------------------------------------------------------------------ output folder
+class OutputFolderInUse(RuntimeError):
+    """Another live run holds the output folder's lock."""
+
+
+_HELD_LOCKS: Dict[str, IO] = {}  # folder -> open lock file: closing it would release the lock
+
+
+def lock_output_folder(folder: str, command: str = "") -> IO:
+    """Take the output folder's lock for this process (``<folder>/.cald_run.lock``), or refuse.
+
+    The lock is an ``flock`` on the file, held until the process ends (or
+    the returned file is closed); the kernel drops it when the holder dies,
+    so the lock of a killed run is taken over at once and safely (there is
+    no stale lock to judge). The file records who holds it, for the message
+    a second run gets. (On NFS, Linux maps ``flock`` to NFS byte-range locks.)
+
+    Arguments
+    ---------
+    folder : str
+        The output folder (created if missing).
+    command : str
+        Shown to a second run.
+
+    Returns
+    -------
+    file
+        The open lock file (keep it; this module keeps a reference too).
+
+    Raises
+    ------
+    OutputFolderInUse
+        Naming the folder and the run holding it.
+
+    Example
+    -------
+    >>> d = tempfile.mkdtemp()
+    >>> lock = lock_output_folder(d, "train.py a.yaml")
+    >>> lock_output_folder(d)  # the same process again: fine
+    <...>
+    """
+    folder = os.path.abspath(folder)
+    if folder in _HELD_LOCKS:
+        return _HELD_LOCKS[folder]
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, LOCK_NAME)
+    f = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        try:
+            info = json.loads(holder)
+            who = (f"pid {info['pid']} on {info['host']}, started {info['started']}: {info['command']}")
+        except (ValueError, KeyError):
+            who = "unknown"
+        raise OutputFolderInUse(
+            f"output folder {folder} is in use by another run ({who}). Two runs in one folder delete each "
+            "other's checkpoints: wait for that run to end, or pass another --output_folder"
+        ) from None
+    f.seek(0)
+    previous = f.read().strip()
+    if previous:
+        print(f"output folder {folder}: taking over the lock of an earlier run that is no longer running ({previous})")
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                        "started": datetime.datetime.now().isoformat(timespec="seconds")}) + "\n")
+    f.flush()
+    _HELD_LOCKS[folder] = f
+    return f
+
+
+def _run_folders(hparams: Mapping[str, Any]) -> Dict[str, str]:
+    """The folders this run writes: ``output_folder``, ``save_folder`` and any ``*_folder`` /
+    ``*_dir`` key inside the output folder (e.g. ``snapshot_dir``)."""
+    out = os.path.abspath(hparams["output_folder"])
+    folders = {"output_folder": out}
+    for key, value in hparams.items():
+        if not isinstance(value, str) or not key.endswith(("_folder", "_dir")):
+            continue
+        path = os.path.abspath(value)
+        if key == "save_folder" or path == out or path.startswith(out + os.sep):
+            folders[key] = path
+    return folders
+
+
+def check_writable(folders: Mapping[str, str]) -> None:
+    """Create each folder and write a file in it; one ``PermissionError`` naming every one that fails.
+
+    Example
+    -------
+    >>> d = tempfile.mkdtemp(); open(f"{d}/a_file", "w").close()
+    >>> check_writable({"output_folder": d})
+    >>> check_writable({"output_folder": d, "save_folder": f"{d}/a_file/save"})
+    Traceback (most recent call last):
+    ...
+    PermissionError: cannot write where this run must (checked before training, nothing was trained): save_folder .../a_file/save: Not a directory
+    """
+    failed = []
+    for key, folder in folders.items():
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            failed.append(f"{key} {folder}: {err.strerror or err}")
+    if failed:
+        raise PermissionError(
+            "cannot write where this run must (checked before training, nothing was trained): " + "; ".join(failed)
+        )
 
 
 def export_model(

@@ -4,11 +4,14 @@ Usage::
 
     python -m speechbrain_cald.convert TEACHER_DIR STUDENT_DIR --mixer bimamba2 \\
         [--mixer-option d_state=128 --mixer-option expand=1 ...] [--init attention] \\
-        [--model-class Wav2Vec2ForCTC] [--family wav2vec2]
+        [--model-class Wav2Vec2ForCTC] [--family wav2vec2] [--overwrite]
 
 Prints parameter counts before / after and the table of replaced modules, then
 writes the student with ``save_student`` (reload with ``load_student``).
-``--list-families`` prints the supported families.
+``--list-families`` prints the supported families. It refuses to write into the
+teacher's folder (or inside it) and into a folder that holds a model already
+(``--overwrite`` replaces it); ``load_teacher`` refuses a converted student and
+weights that do not fit the config.
 Option values are JSON when they parse (``256``, ``true``, ``[0, 1]``), else strings.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -62,7 +66,36 @@ def build_parser() -> argparse.ArgumentParser:
                         help="'attention' initialises the mixer from the attention projections")
     parser.add_argument("--model-class", default=None, help="transformers class to load the teacher as")
     parser.add_argument("--family", default=None, help="force a family entry")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already in STUDENT_DIR")
     return parser
+
+
+MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "hparams.json", "model.ckpt", "model.pt",
+               "cald_conversion.json")
+
+
+def check_paths(teacher_dir: str, student_dir: str, overwrite: bool = False) -> None:
+    """Refuse a student folder that is the teacher's, lies inside it, or already holds a model.
+
+    Example
+    -------
+    >>> import tempfile; d = tempfile.mkdtemp()
+    >>> check_paths(d, d)
+    Traceback (most recent call last):
+    ...
+    SystemExit: STUDENT_DIR is TEACHER_DIR (...): the student would overwrite the teacher; choose another folder
+    """
+    teacher, student = os.path.realpath(teacher_dir), os.path.realpath(student_dir)
+    if student == teacher:
+        raise SystemExit(f"STUDENT_DIR is TEACHER_DIR ({teacher}): the student would overwrite the teacher; "
+                         "choose another folder")
+    if student.startswith(teacher + os.sep):
+        raise SystemExit(f"STUDENT_DIR {student} lies inside TEACHER_DIR {teacher}: choose a folder outside the "
+                         "teacher's")
+    present = [name for name in MODEL_FILES if os.path.exists(os.path.join(student, name))]
+    if present and not overwrite:
+        raise SystemExit(f"STUDENT_DIR {student} already holds a model ({', '.join(present)}): choose an empty "
+                         "folder, or pass --overwrite to replace it")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -74,6 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if args.teacher_dir is None or args.student_dir is None:
         parser.error("TEACHER_DIR and STUDENT_DIR are required (or --list-families)")
+    check_paths(args.teacher_dir, args.student_dir, args.overwrite)
     teacher = load_teacher(args.teacher_dir, model_class=args.model_class)
     student = to_linear_time(
         teacher, args.mixer, init=args.init, family=args.family, mixer_options=parse_options(args.mixer_option)

@@ -216,9 +216,18 @@ def load_teacher(
     speechbrain_cald.pretrained.OfflineSourceError: teacher source 'facebook/wav2vec2-base' looks like a model-hub id...
     """
     directory = local_source(source, "teacher")
+    if (directory / CONVERSION_FILE).is_file():
+        raise ValueError(
+            f"{directory} holds a converted student ({CONVERSION_FILE}), not a teacher: converting it again "
+            "would drop its mixers and re-initialise attention at random. Convert its teacher, or load the "
+            "student with speechbrain_cald.convert.load_student"
+        )
     if (directory / "config.json").is_file():
         cls = _hf_class(directory, model_class)
-        model = cls.from_pretrained(directory, local_files_only=True, **from_pretrained_kwargs)
+        model, info = cls.from_pretrained(
+            directory, local_files_only=True, output_loading_info=True, **from_pretrained_kwargs
+        )
+        _check_teacher_weights(model, info, directory)
     elif (directory / HPARAMS_FILE).is_file():
         model = _load_speechbrain(directory, map_location)
     else:
@@ -228,6 +237,45 @@ def load_teacher(
             f"save_speechbrain_model), found {sorted(p.name for p in directory.iterdir())}"
         )
     return model.eval()
+
+
+def _layers_prefix(model: nn.Module) -> Optional[str]:
+    """The dotted name of the family's encoder layers inside ``model`` (None: no family)."""
+    from speechbrain_cald.convert.families import find_family
+
+    try:
+        layers = find_family(model).layers(model)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None
+    return next((name for name, module in model.named_modules() if module is layers), None)
+
+
+def _check_teacher_weights(model: nn.Module, info: Dict[str, Any], directory: Path) -> None:
+    """Refuse weights that do not belong to the config (transformers would initialise them at random).
+
+    A task head missing from a pretrained checkpoint is normal (it is trained);
+    a missing weight of the encoder layers, which the student keeps, is not.
+    Without a known family, more than half of the parameters missing is refused.
+    """
+    missing = list(info.get("missing_keys") or [])
+    if not missing:
+        return
+    prefix = _layers_prefix(model)
+    if prefix is not None:
+        bad = [k for k in missing if k.startswith(prefix + ".")]
+    else:
+        sizes = dict(model.state_dict().items())
+        share = sum(sizes[k].numel() for k in missing if k in sizes) / max(sum(v.numel() for v in sizes.values()), 1)
+        bad = missing if share > 0.5 else []
+    if not bad:
+        return
+    unexpected = list(info.get("unexpected_keys") or [])
+    hint = f"; the file holds {len(unexpected)} weights this config does not use, e.g. {unexpected[:3]}" if unexpected else ""
+    raise ValueError(
+        f"teacher {directory}: the weights do not fit config.json ({type(model).__name__}): {len(bad)} weights of "
+        f"its encoder layers are missing from the checkpoint, e.g. {bad[:3]}{hint}. transformers would initialise "
+        "them at random; check that config.json and the weights come from the same model"
+    )
 
 
 # ---------------------------------------------------------------- students

@@ -115,6 +115,7 @@ from speechbrain_cald.distill.checkpoint import RNGState, make_atomic
 from speechbrain_cald.distill.guides import Guide, select_guide
 from speechbrain_cald.distill.losses import LAYER_LOSS_DEFAULTS
 from speechbrain_cald.distill.objectives import CALDObjective, DistillObjective
+from speechbrain_cald.distill.run_safety import SafeRunMixin
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, unwrap
 
@@ -297,12 +298,13 @@ class _RunningTerms:
         return {k: self.sums[k] / self.counts[k] for k in self.sums}
 
 
-class DistillBrain(sb.Brain):
+class DistillBrain(SafeRunMixin, sb.Brain):
     """A SpeechBrain Brain for CALD: task loss + layerwise (and logits) distillation.
 
     Arguments are those of ``speechbrain.Brain``; ``modules`` holds ``model``
     and (for guided runs) ``teacher``. See the module docstring for the hooks
-    to override and the hparams keys.
+    to override and the hparams keys, and ``run_safety.SafeRunMixin`` for what
+    makes runs resumable exactly (sampler epochs), NaN-proof and tidy.
 
     Example
     -------
@@ -474,6 +476,7 @@ class DistillBrain(sb.Brain):
         self.rng_state.apply_pending()
         should_step = (self.step % self.grad_accumulation_factor) == 0
         self.on_fit_batch_start(batch, should_step)
+        self._current_batch = batch  # named by a non-finite gradient's message
         with self.no_sync(not should_step):
             with self.training_ctx:
                 outputs = self.compute_forward(batch, Stage.TRAIN)
@@ -481,21 +484,15 @@ class DistillBrain(sb.Brain):
                 teacher_loss = self.teacher_objective(outputs, batch)
             to_backward = loss if teacher_loss is None else loss + teacher_loss
             scaled = self.scaler.scale(to_backward / self.grad_accumulation_factor)
-            self.check_loss_isfinite(scaled)
+            if not self.all_finite(scaled):  # never back-propagated, no step (SafeRunMixin)
+                self.skip_nonfinite_batch(batch, "non-finite loss")
+                return loss.detach().cpu()
             scaled.backward()
         if should_step:
             self.optimizers_step()
         self.running.add(self.last_terms)
         self.on_fit_batch_end(batch, outputs, loss, should_step)
         return loss.detach().cpu()
-
-    def check_loss_isfinite(self, loss):
-        """SpeechBrain's check, with the terms of the offending batch in the warning."""
-        if not torch.isfinite(loss):
-            logger.warning(
-                "non-finite loss at optimizer step %d, terms %s", self.optimizer_step, self.last_terms
-            )
-        super().check_loss_isfinite(loss)
 
     def init_optimizers(self):
         """The student optimizer over every module but the teacher; the guide's teacher optimizer."""
@@ -538,7 +535,10 @@ class DistillBrain(sb.Brain):
         teacher_steps = bool(self.optimizers_dict) and "teacher" in self.freeze_optimizers(
             self.optimizers_dict
         )
+        before = self.optimizer_step
         super().optimizers_step()
+        if self.optimizer_step == before:  # skipped: a non-finite gradient (SafeRunMixin)
+            return
         if teacher_steps:
             self.guide.after_teacher_step()
         if self.cfg.lr_scheduler is not None and self.opt_class is not None:
@@ -597,9 +597,8 @@ class DistillBrain(sb.Brain):
         self.on_stage_start(Stage.TRAIN, epoch)
         self.modules.train()
         self.zero_grad()
-        self.nonfinite_count = 0
-        if self.train_sampler is not None and hasattr(self.train_sampler, "set_epoch"):
-            self.train_sampler.set_epoch(epoch)
+        self.nonfinite_count, self.nonfinite_batches = 0, []
+        self.set_sampler_epoch(train_set, epoch)  # also a batch_sampler= of the recipe's (SafeRunMixin)
         last_ckpt_time = time.time()
         steps_since_ckpt = 0
         with tqdm(
@@ -618,7 +617,8 @@ class DistillBrain(sb.Brain):
                 self.step += 1
                 steps_since_ckpt += 1
                 loss = self.fit_batch(batch)
-                self.avg_train_loss = self.update_average(loss, self.avg_train_loss)
+                if torch.isfinite(loss):  # a skipped non-finite batch does not poison the average
+                    self.avg_train_loss = self.update_average(loss, self.avg_train_loss)
                 t.set_postfix(train_loss=self.avg_train_loss, **self.running.means(), refresh=False)  # shown at tqdm's own pace
                 if self.profiler is not None:
                     self.profiler.step()

@@ -65,13 +65,18 @@ def recipe_env(**extra):
     return env
 
 
+def train_args(yaml, data, out, *overrides, teacher=None):
+    """``train.py hparams/<yaml> --key=value...``: tiny, with ``overrides`` winning over the tiny values."""
+    merged = {}
+    for arg in [f"--data_folder={data}", f"--output_folder={out}", *TINY_MODEL, "--noprogressbar",
+                *([f"--teacher_folder={teacher}", *TINY_STUDENT] if teacher is not None else []), *overrides]:
+        merged[arg.split("=", 1)[0]] = arg
+    return ["train.py", f"hparams/{yaml}", *merged.values()]
+
+
 def run_train(yaml, data, out, *overrides, teacher=None, timeout=240, env=None, launcher=()):
     """``python train.py hparams/<yaml> ...`` of the mini recipe, tiny; returns the CompletedProcess."""
-    cmd = [*(launcher or [sys.executable]), "train.py", f"hparams/{yaml}", f"--data_folder={data}",
-           f"--output_folder={out}", *TINY_MODEL, "--noprogressbar"]
-    if teacher is not None:
-        cmd += [f"--teacher_folder={teacher}", *TINY_STUDENT]
-    cmd += list(overrides)
+    cmd = [*(launcher or [sys.executable]), *train_args(yaml, data, out, *overrides, teacher=teacher)]
     return subprocess.run(cmd, cwd=MINI_ASR, capture_output=True, text=True, timeout=timeout, env=env or recipe_env())
 
 
@@ -130,5 +135,5 @@ def mini():
     from types import SimpleNamespace
 
     return SimpleNamespace(RATE=RATE, MINI_ASR=MINI_ASR, TINY_MODEL=TINY_MODEL, TINY_STUDENT=TINY_STUDENT,
-                           run_train=run_train, copy_corpus=copy_corpus, edit_manifest=edit_manifest,
+                           run_train=run_train, train_args=train_args, copy_corpus=copy_corpus, edit_manifest=edit_manifest,
                            recipe_env=recipe_env, write_noise_corpus=write_noise_corpus)

@@ -164,7 +164,7 @@ def test_nan_loss_stops_with_a_clear_error(tiny):
     brain = tiny.build_brain("target", run_opts={"nonfinite_patience": 1})
     batches = tiny.make_batches(3)
     batches = [(x * float("nan"), n, y) for x, n, y in batches]
-    with pytest.raises(ValueError, match="Loss is not finite"):
+    with pytest.raises(ValueError, match="had a non-finite loss or gradient"):
         brain.fit(range(1), tiny.loader(batches))
 
 
