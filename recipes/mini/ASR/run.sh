@@ -63,7 +63,7 @@ fi
 if stage 2 "Pre-train the conformer on the pre-training corpus (the pretrained model)" "$exp/pretrained/model.ckpt"; then
     # shellcheck disable=SC2086  # *_args are lists of overrides
     run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/pretrained" \
-        --train_csv="$data/pretrain.csv" --pretrained_ckpt=null --snapshot_interval=0 \
+        --train_csv="$data/pretrain.csv" --snapshot_interval=0 \
         --number_of_epochs="$pretrain_epochs" $teacher_args $pretrain_args
     stage_done
 fi
