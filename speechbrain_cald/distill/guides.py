@@ -243,7 +243,7 @@ class HybridGuide(Guide):
     >>> [g.term_scales(t)["layer"] for t in (0, 4, 5, 9)]
     [1.0, 1.0, 0.0, 0.0]
     >>> g.term_scales(7)["logits"], g.describe(7)
-    (1.0, 'logits only (hybrid: layer term off from step 5)')
+    (1.0, 'target without the layer term (hybrid, from step 5)')
     >>> g = HybridGuide(switch_step=5, drop="all"); g.bind(nn.Linear(2, 2)); g.on_fit_start(None)
     >>> g.teacher_active(7), g.describe(7)
     (False, 'none (hybrid switched off distillation at step 5)')
@@ -310,7 +310,7 @@ class HybridGuide(Guide):
         if self.before_switch(step):
             return f"target (hybrid, until step {self.switch_step})"
         if self.drop == "layer":
-            return f"logits only (hybrid: layer term off from step {self.switch_step})"
+            return f"target without the layer term (hybrid, from step {self.switch_step})"
         return f"none (hybrid switched off distillation at step {self.switch_step})"
 
     def state_dict(self) -> Dict:

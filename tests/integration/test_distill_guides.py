@@ -192,7 +192,7 @@ CASES = {
         "waypoint step_00000006",  # steps 4-5 use step 6's, the last
     ),
     # switch_step 3: epoch 1 (steps 0-2) distils, epoch 2 (3-5) keeps the logits term only (speech reference).
-    "hybrid": ("finetuned", {"task", "layer", "logits"}, {"task", "logits"}, "target (hybrid", "logits only (hybrid"),
+    "hybrid": ("finetuned", {"task", "layer", "logits"}, {"task", "logits"}, "target (hybrid", "target without the layer term (hybrid"),
 }
 
 

@@ -182,6 +182,9 @@ def main(argv=None) -> int:
         speed[name] = run_isolated(factory, folder, args.bench_seconds, args.bench_repeats)
         print(f"{name:22s} encoder ms: " + "  ".join(f"{r['seconds']:g}s {r['ms']:.0f}" for r in speed[name]), flush=True)
     training = {name: training_record(folder) for name, folder in models.items()}
+    pretrained = training_record(os.path.join(args.exp_folder, "pretrained"))  # stage 2's pre-training run
+    if pretrained:
+        training = {"pretrained (stage 2)": pretrained, **training}
 
     md_dir = os.path.dirname(os.path.abspath(args.results_md))
     png = plot_speed(speed, os.path.join(md_dir, "speed_vs_length.png"))
@@ -229,16 +232,21 @@ def render_results(args, models, wers, params, speed, eval_seconds, training=Non
         what, secs = saw(ref)
         lines.append(f"| {ref} (Std.: the pretrained model fine-tuned) | pretrained | — | "
                      + " | ".join(wer_cells(ref, ("test", "longform"))) + f" | {secs} | {what} |")
-        rows = [(g, start, teacher) for g, start, teacher in GUIDE_ROWS if f"mamba_{g}" in wers]
-        for guide, start, teacher in rows:
-            what, secs = saw(f"mamba_{guide}")
-            lines.append(f"| {guide} | {start} | {teacher} | " + " | ".join(wer_cells(f"mamba_{guide}", ("test", "longform")))
-                         + f" | {secs} | {what} |")
+        rows = 0
+        for guide, start, teacher in GUIDE_ROWS:
+            # the guide's student, or a variant of it (mamba_<guide>+<key>=<value>)
+            found = [n for n in names if n == f"mamba_{guide}" or n.startswith(f"mamba_{guide}+")]
+            for n in found:
+                rows += 1
+                what, secs = saw(n)
+                label = guide + (f" ({n.split('+', 1)[1]})" if "+" in n else "")
+                lines.append(f"| {label} | {start} | {teacher} | " + " | ".join(wer_cells(n, ("test", "longform")))
+                             + f" | {secs} | {what} |")
         return "\n".join(lines) if rows else "(no BiMamba2 student was evaluated)"
 
     def training_table():
         lines = ["| model | training s | saw |", "|---|---:|---|"]
-        for n in names:
+        for n in [k for k in training if k not in names] + names:
             what, secs = saw(n)
             lines.append(f"| {n} | {secs} | {what} |")
         return "\n".join(lines)

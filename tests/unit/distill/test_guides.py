@@ -109,7 +109,7 @@ def test_hybrid_drops_the_layer_term_at_the_switch_and_keeps_the_logits_term(tin
     assert brain.guide.switch_step == 3
     terms = [sorted(set(h["terms"]) - {"task"}) for h in brain.history]
     assert terms == [["layer", "logits"]] * 3 + [["logits"]] * 3
-    assert brain.history[-1]["teacher"].startswith("logits only (hybrid")
+    assert brain.history[-1]["teacher"].startswith("target without the layer term (hybrid")
     assert brain.guide.state_dict()["switched"]
 
 
