@@ -29,7 +29,6 @@ pytestmark = [
 
 TINY = [
     "--n_train", "16", "--n_valid", "4", "--n_test", "12", "--n_pretrain", "8", "--longform", "3 5",
-    "--pretrain_epochs", "1",
     "--teacher_args", "--number_of_epochs=1 --max_batch_length=12 --snapshot_interval=1",
     "--student_args", "--number_of_epochs=1 --max_batch_length=12",
     "--eval_args", "--bench_seconds 1 2 --bench_repeats 1",
@@ -39,9 +38,10 @@ TINY = [
 # hybrid switch) and both recursive variants (MiniALBERT's objective); the default list's
 # other entries (unguided, Linformer, residual) are checked by name below and run in
 # tests/integration/test_distill_guides.py and the unit tests.
-STUDENTS = "mini_mamba mini_mamba:trajectory mini_mamba:waypoint mini_mamba:hybrid mini_recursive mini_recursive+shared_init=random"
-STUDENT_FOLDERS = ("mini_mamba_target", "mini_mamba_trajectory", "mini_mamba_waypoint", "mini_mamba_hybrid",
-                   "mini_recursive_target", "mini_recursive_target_shared_init-random")
+STUDENTS = ("mini_mamba mini_mamba:trajectory+train_utts=12 mini_mamba:waypoint+train_utts=12 "
+            "mini_mamba:hybrid+train_utts=12 mini_recursive mini_recursive+shared_init=random")
+STUDENT_FOLDERS = ("mini_mamba_target", "mini_mamba_trajectory_train_utts-12", "mini_mamba_waypoint_train_utts-12",
+                   "mini_mamba_hybrid_train_utts-12", "mini_recursive_target", "mini_recursive_target_shared_init-random")
 
 
 def run_recipe(tmp_path, *args):
@@ -89,16 +89,20 @@ def test_students_and_evaluation_end_to_end(teacher_run):
             assert (hyps_dirs[0] / hyps).exists(), (name, hyps)
     assert "CALD student mini_recursive, guide target, --shared_init=random: running" in log
     assert "teacher: target" in (exp / "mini_mamba_target" / "train_log.txt").read_text()
-    assert "teacher updates" in (exp / "mini_mamba_trajectory" / "train_log.txt").read_text()
+    assert "teacher updates" in (exp / "mini_mamba_trajectory_train_utts-12" / "train_log.txt").read_text()
+    saw = json.loads((exp / "mini_mamba_waypoint_train_utts-12" / "training.json").read_text())
+    assert saw["train_utterances"] == 12 and saw["guide"] == "waypoint"  # the variant's budget
     recursive_log = (exp / "mini_recursive_target" / "train_log.txt").read_text()
     assert "train attention" in recursive_log and "train hidden" in recursive_log and "train layer" not in recursive_log
     # stage 4: the guides table, what each model saw, one speed row per architecture
     results = (tmp_path / "RESULTS.md").read_text()
-    for row in ("| teacher |", "| mamba_target |", "| mamba_trajectory |", "| recursive_target+shared_init=random |"):
+    for row in ("| teacher |", "| mamba_target |", "| mamba_trajectory+train_utts-12 |",
+                "| recursive_target+shared_init-random |"):
         assert results.count(row) >= 3, row  # LM, greedy and training tables
-    for guide in ("| target | fine-tuned |", "| trajectory | pretrained |", "| waypoint | pretrained |",
-                  "| hybrid | fine-tuned |"):
+    for guide in ("| target | fine-tuned |", "| trajectory (train_utts = 12) | pretrained |",
+                  "| waypoint (train_utts = 12) | pretrained |", "| hybrid (train_utts = 12) | fine-tuned |"):
         assert guide in results, guide
+    assert "| pretrained (stage 2) |" in results
     assert "within 10% relative of the teacher" in results
     assert (tmp_path / "speed_vs_length.png").stat().st_size > 1000
     assert "Mini ASR recipe: summary" in log and "ms@2s" in log

@@ -239,7 +239,7 @@ def render_results(args, models, wers, params, speed, eval_seconds, training=Non
             for n in found:
                 rows += 1
                 what, secs = saw(n)
-                label = guide + (f" ({n.split('+', 1)[1]})" if "+" in n else "")
+                label = guide + (f" ({n.split('+', 1)[1].replace('-', ' = ', 1)})" if "+" in n else "")
                 lines.append(f"| {label} | {start} | {teacher} | " + " | ".join(wer_cells(n, ("test", "longform")))
                              + f" | {secs} | {what} |")
         return "\n".join(lines) if rows else "(no BiMamba2 student was evaluated)"

@@ -30,13 +30,12 @@ n_train=4000;                     options_help[n_train]="training utterances"
 n_valid=150;                      options_help[n_valid]="validation utterances (unseen voices)"
 n_test=300;                       options_help[n_test]="test utterances (unseen voices)"
 n_pretrain=3000;                  options_help[n_pretrain]="pre-training utterances (own sentences and voices)"
-pretrain_epochs=2;                options_help[pretrain_epochs]="epochs of the pre-training run"
 longform="30 60 120";             options_help[longform]="long-form recording lengths in seconds"
 students="$STUDENTS";             options_help[students]="students to train/evaluate: yaml names, name:guide pins a guide, +key=value a variant"
 guide="";                         options_help[guide]="guide for students without a pinned one (default: the YAML's): unguided|target|trajectory|waypoint|hybrid"
 teacher_args="";                  options_help[teacher_args]="extra hparams overrides for the teacher (and the pre-training run), e.g. '--number_of_epochs=2'"
 pretrain_args="";                 options_help[pretrain_args]="extra hparams overrides for the pre-training run only (after teacher_args)"
-student_args="";                  options_help[student_args]="extra hparams overrides for every student"
+student_args="";                  options_help[student_args]="extra hparams overrides for every student (a +key=value variant keeps its own key)"
 eval_args="";                     options_help[eval_args]="extra options for evaluate.py, e.g. '--bench_seconds 10 30'"
 results_md="$recipe_dir/RESULTS.md"; options_help[results_md]="where stage 4 writes the results table"
 parse_options "$@"
@@ -59,26 +58,38 @@ if stage 1 "Character units and a word 3-gram LM of the training transcripts" "$
     stage_done
 fi
 
+# merge_overrides "--k=v ..." ...: one list, a key given again later replacing the earlier
+# value (hyperpyyaml refuses a key twice).
+merge_overrides() {
+    local -A value=(); local order=() item key
+    for item in $*; do
+        key="${item%%=*}"
+        [ -n "${value[$key]+set}" ] || order+=("$key")
+        value[$key]="$item"
+    done
+    for key in "${order[@]}"; do printf '%s ' "${value[$key]}"; done
+}
+
 # The paper's models are a pretrained transformer fine-tuned on the task: the conformer is
 # first pre-trained on other data (the pre-training corpus), and the teacher is that model
 # fine-tuned on the task. Guides whose networks start from "pretrained" start from it.
 if stage 2 "Pre-train the conformer on the pre-training corpus (the pretrained model)" "$exp/pretrained/model.ckpt"; then
-    # shellcheck disable=SC2086  # *_args are lists of overrides
+    # shellcheck disable=SC2046  # a list of overrides
     run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/pretrained" \
-        --train_csv="$data/pretrain.csv" --snapshot_interval=0 \
-        --number_of_epochs="$pretrain_epochs" $teacher_args $pretrain_args
+        $(merge_overrides "--train_csv=$data/pretrain.csv --snapshot_interval=0" "$teacher_args" "$pretrain_args")
     stage_done
 fi
 
 if stage 2 "Fine-tune the pretrained conformer on the task: the CTC teacher (with waypoint snapshots)" "$exp/teacher/model.ckpt"; then
     # shellcheck disable=SC2086
     run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/teacher" \
-        --pretrained_ckpt="$exp/pretrained/model.ckpt" $teacher_args
+        $(merge_overrides "--pretrained_ckpt=$exp/pretrained/model.ckpt" "$teacher_args")
     stage_done
 fi
 
 # variant_plan NAME[:GUIDE][+KEY=VALUE] -> "yaml guide outdir override model_name": student_plan
-# plus an optional override naming a variant (folder <yaml>_<guide>_<key>-<value>).
+# plus an optional override naming a variant (folder <yaml>_<guide>_<key>-<value>, model
+# <yaml without mini_>_<guide>+<key>-<value>: evaluate.py takes name=folder pairs).
 variant_plan() {
     local entry="$1" variant="" name g out
     if [[ "$entry" == *+* ]]; then
@@ -87,7 +98,7 @@ variant_plan() {
     fi
     read -r name g out <<< "$(student_plan "$entry")"
     if [ -n "$variant" ]; then
-        echo "$name $g ${out}_${variant/=/-} --$variant ${name#mini_}_${g}+$variant"
+        echo "$name $g ${out}_${variant/=/-} --$variant ${name#mini_}_${g}+${variant/=/-}"
     else
         echo "$name $g $out - ${name#mini_}_${g}"
     fi
@@ -97,9 +108,9 @@ for entry in $students; do
     read -r name g out override _ <<< "$(variant_plan "$entry")"
     [ "$override" = "-" ] && override=""
     if stage 3 "CALD student $name, guide $g${override:+, $override}" "$out/model.ckpt"; then
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2046  # a variant's override wins over --student_args (it names the folder)
         run python train.py "hparams/$name.yaml" --data_folder="$data" --teacher_folder="$exp/teacher" \
-            --output_folder="$out" ${g:+--guide=$g} $override $student_args
+            --output_folder="$out" ${g:+--guide=$g} $(merge_overrides "$student_args" "$override")
         stage_done
     fi
 done
