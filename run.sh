@@ -86,7 +86,8 @@ while [ $# -gt 0 ]; do
         --stop_stage=*) stop_stage="${1#*=}"; shift ;;
         --*=*) passthrough+=("$1"); shift ;;
         --*)
-            [ $# -ge 2 ] && [[ "$2" != --* ]] || die_usage "option $1 needs a value (recipe options are --key value pairs)"
+            # every recipe option takes a value, which may itself start with -- (--teacher_args "--lr=1")
+            [ $# -ge 2 ] || die_usage "option $1 needs a value (recipe options are --key value pairs)"
             passthrough+=("$1" "$2"); shift 2 ;;
         *) die_usage "unexpected argument '$1'" ;;
     esac
@@ -167,12 +168,14 @@ PY
 
 install_system_tools() {
     # espeak-ng synthesises the mini corpus; pocketsphinx-testdata holds real LibriVox
-    # utterances used as an extra test set.
+    # utterances used as an extra test set; dict-gcide is the mini LM recipe's English text
+    # (the GNU Collaborative International Dictionary of English, GPL-2+).
     local missing=()
     command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
     [ -d /usr/share/pocketsphinx/test/data/librivox ] || missing+=(pocketsphinx-testdata)
+    [ -f /usr/share/dictd/gcide.dict.dz ] || missing+=(dict-gcide)
     if [ ${#missing[@]} -eq 0 ]; then
-        log "skip: system tools already installed (espeak-ng, pocketsphinx-testdata)"
+        log "skip: system tools already installed (espeak-ng, pocketsphinx-testdata, dict-gcide)"
         return
     fi
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
@@ -197,6 +200,9 @@ fi
 
 # Offline by construction: nothing may be fetched from a model hub at run time.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# OpenMP threads sleep between operator calls instead of spinning (80x faster training
+# steps on a loaded machine, docs/bench/omp_wait.md); a value the user exported wins.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 # Large-buffer reuse instead of returning memory to the OS on every scan chunk
 # (measured in shared/PERF.md: ~2x faster long-sequence scans on this CPU).
 export MALLOC_TOP_PAD_="${MALLOC_TOP_PAD_:-1073741824}" MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-68719476736}"

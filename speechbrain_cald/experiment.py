@@ -28,6 +28,7 @@ A recipe's ``train.py`` is then::
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
 import fcntl
@@ -52,6 +53,7 @@ __all__ = [
     "check_override_types",
     "check_writable",
     "export_model",
+    "init_distributed",
     "lock_output_folder",
     "start_experiment",
 ]
@@ -98,8 +100,7 @@ def start_experiment(argv: List[str]) -> Experiment:
     (0.5, True)
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    run_opts = _cpu_backend(run_opts)
-    ddp_init_group(run_opts)  # a no-op unless launched by torchrun
+    run_opts = init_distributed(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     check_override_types(hparams_file, overrides, hparams)
@@ -122,6 +123,42 @@ def start_experiment(argv: List[str]) -> Experiment:
         overrides=overrides,
     )
     return Experiment(hparams, run_opts, hparams_file, overrides, lock)
+
+
+def init_distributed(run_opts):
+    """SpeechBrain's ``ddp_init_group`` (a no-op unless launched by ``torchrun``), closed at exit.
+
+    On a CPU machine the backend becomes gloo unless one was chosen. The
+    process group is destroyed when the interpreter exits: a gloo group left
+    to the interpreter's teardown can abort a rank at exit ("terminate called
+    without an active exception", SIGABRT) after all its work is done, which
+    torchrun then reports as a failed run.
+
+    Arguments
+    ---------
+    run_opts : dict or RunOptions
+        SpeechBrain's run options (``sb.parse_arguments``).
+
+    Returns
+    -------
+    The run options, with the backend chosen.
+
+    Example
+    -------
+    >>> opts = init_distributed({"device": "cpu", "distributed_backend": "nccl"})  # not under torchrun
+    >>> opts["distributed_backend"], torch.distributed.is_initialized()
+    ('nccl', False)
+    """
+    run_opts = _cpu_backend(run_opts)
+    ddp_init_group(run_opts)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        atexit.register(_close_process_group)
+    return run_opts
+
+
+def _close_process_group():
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _cpu_backend(run_opts):

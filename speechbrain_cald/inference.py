@@ -1,4 +1,4 @@
-"""Trained CTC models as folders SpeechBrain's own ``EncoderASR`` loads offline.
+"""Trained models as folders SpeechBrain's own ``EncoderASR`` / ``EncoderClassifier`` load offline.
 
 ``export_encoder_asr(model, tokens, folder)`` writes
 
@@ -17,6 +17,10 @@ Then, with no network::
     asr = EncoderASR.from_hparams(source="results/librispeech_mamba_target/inference", savedir="/tmp/asr")
     asr.transcribe_file("talk.flac")   # a long recording goes through a linear-time student in one pass
 
+``export_encoder_classifier(model, label_encoder_file, folder)`` writes the same
+for an utterance classifier (``EncoderClassifier``: ``classify_file``), with
+``label_encoder.ckpt`` instead of the tokenizer.
+
 ``load_trained_model(folder)`` rebuilds a recipe's trained model from its
 ``hyperparams.yaml`` + ``model.ckpt`` (what stage 4 exports from).
 """
@@ -26,14 +30,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import nn
 
 from speechbrain_cald.lobes.hf_speech import CTCModel, HFSpeechEncoder
 
-__all__ = ["export_encoder_asr", "load_encoder_asr", "load_trained_model"]
+__all__ = ["export_encoder_asr", "export_encoder_classifier", "load_encoder_asr", "load_encoder_classifier", "load_trained_model"]
 
 
 def load_trained_model(folder: str, key: str = "model") -> Tuple[Dict[str, Any], nn.Module]:
@@ -52,6 +56,92 @@ def load_trained_model(folder: str, key: str = "model") -> Tuple[Dict[str, Any],
 
 def _yaml_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def _model_lines(model: nn.Module, head_class: str, head_args: Dict[str, Any]) -> List[str]:
+    """YAML lines that rebuild ``model`` from scratch: ``sample_rate``, ``architecture`` and ``model``.
+
+    ``architecture`` is ``head_class`` (``CTCModel``, ``UtteranceClassifier``...) over an
+    :class:`HFSpeechEncoder` with the transformers config inline; ``model`` is it, or, for a
+    converted student, it converted again by ``convert_in_place`` with the mixer options
+    the student was trained with. The weights come from ``model.ckpt``.
+    """
+    enc = model.encoder
+    config = enc.config.to_dict()
+    for unused in ("transformers_version", "architectures", "_name_or_path"):
+        config.pop(unused, None)
+    lines = [
+        f"sample_rate: {enc.sample_rate}",
+        f"architecture: !new:{head_class}",
+        "    encoder: !new:speechbrain_cald.lobes.hf_speech.HFSpeechEncoder",
+        f"        config: {_yaml_value(config)}",
+        f"        normalize_waveform: {_yaml_value(enc.normalize_waveform)}",
+        f"        sample_rate: {enc.sample_rate}",
+        "        freeze_feature_encoder: false",
+        *(f"    {key}: {_yaml_value(value)}" for key, value in head_args.items()),
+        "    dropout: 0.0",
+    ]
+    conversion = getattr(model, "cald_conversion", None)
+    if conversion is not None:
+        lines += [
+            "model: !apply:speechbrain_cald.convert.linear_time.convert_in_place",
+            "    model: !ref <architecture>",
+            f"    mixer: {conversion['mixer']}",
+            f"    init: {conversion.get('init', 'default')}",
+            f"    family: {conversion['family']}",
+            f"    mixer_options: {_yaml_value(conversion.get('mixer_options') or {})}",
+        ]
+    else:
+        lines += ["model: !ref <architecture>"]
+    return lines
+
+
+def _write_folder(
+    folder: str,
+    interface: str,
+    writer: str,
+    model: nn.Module,
+    head_class: str,
+    head_args: Dict[str, Any],
+    slots: List[str],
+    modules: List[str],
+    companion: Tuple[str, str],
+    note: str,
+) -> str:
+    """Write an inference folder SpeechBrain's ``interface`` (``EncoderASR``...) loads: YAML, ``model.ckpt``, a companion.
+
+    The YAML is a header (naming ``writer``, the public function), the model (:func:`_model_lines`), the interface's ``slots``,
+    ``modules`` (names of slots) and a ``pretrainer`` loading ``model`` and the companion
+    ``(name, source file)`` from ``model.ckpt`` and ``<name>.ckpt``.
+    """
+    name, source = companion
+    os.makedirs(folder, exist_ok=True)
+    lines = [
+        f"# An {interface} folder written by speechbrain_cald.inference.{writer}.",
+        f"# {note}" if note else "#",
+        f"# Load offline: {interface}.from_hparams(source=<this folder>, savedir=<any folder>)",
+        *_model_lines(model, head_class, head_args),
+        *slots,
+        "modules:",
+        *(f"    {m}: !ref <{m}>" for m in modules),
+        "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer",
+        "    loadables:",
+        "        model: !ref <model>",
+        f"        {name}: !ref <{name}>",
+    ]
+    _atomic_write(os.path.join(folder, "hyperparams.yaml"), lambda p: open(p, "w").write("\n".join(lines) + "\n"))
+    _atomic_write(os.path.join(folder, "model.ckpt"), lambda p: torch.save(model.state_dict(), p))
+    _atomic_write(os.path.join(folder, f"{name}.ckpt"), lambda p: shutil.copyfile(source, p))
+    return folder
+
+
+def _from_hparams(interface, folder: str, savedir: str, device: str):
+    """``interface.from_hparams`` on an exported folder (offline; files linked into ``savedir``)."""
+    if not os.path.exists(os.path.join(folder, "hyperparams.yaml")):
+        raise FileNotFoundError(
+            f"'{folder}' is not an exported {interface.__name__} folder (no hyperparams.yaml): run stage 4"
+        )
+    return interface.from_hparams(source=os.path.abspath(folder), savedir=os.path.abspath(savedir), run_opts={"device": device})
 
 
 def export_encoder_asr(model: nn.Module, tokens, folder: str, note: str = "") -> str:
@@ -77,58 +167,16 @@ def export_encoder_asr(model: nn.Module, tokens, folder: str, note: str = "") ->
         raise TypeError(f"export_encoder_asr: expected a CTCModel over an HFSpeechEncoder, found {type(model).__name__}")
     if len(tokens) != model.ctc_lin.out_features:
         raise ValueError(f"export_encoder_asr: {len(tokens)} tokens but the CTC head has {model.ctc_lin.out_features} outputs")
-    os.makedirs(folder, exist_ok=True)
-    enc = model.encoder
-    config = enc.config.to_dict()
-    for unused in ("transformers_version", "architectures", "_name_or_path"):
-        config.pop(unused, None)
-    conversion = getattr(model, "cald_conversion", None)
-    lines = [
-        "# An EncoderASR folder written by speechbrain_cald.inference.export_encoder_asr.",
-        f"# {note}" if note else "#",
-        "# Load offline: EncoderASR.from_hparams(source=<this folder>, savedir=<any folder>)",
-        f"sample_rate: {enc.sample_rate}",
-        "architecture: !new:speechbrain_cald.lobes.hf_speech.CTCModel",
-        "    encoder: !new:speechbrain_cald.lobes.hf_speech.HFSpeechEncoder",
-        f"        config: {_yaml_value(config)}",
-        f"        normalize_waveform: {_yaml_value(enc.normalize_waveform)}",
-        f"        sample_rate: {enc.sample_rate}",
-        "        freeze_feature_encoder: false",
-        f"    n_tokens: {model.ctc_lin.out_features}",
-        "    dropout: 0.0",
-    ]
-    if conversion is not None:
-        lines += [
-            "model: !apply:speechbrain_cald.convert.linear_time.convert_in_place",
-            "    model: !ref <architecture>",
-            f"    mixer: {conversion['mixer']}",
-            f"    init: {conversion.get('init', 'default')}",
-            f"    family: {conversion['family']}",
-            f"    mixer_options: {_yaml_value(conversion.get('mixer_options') or {})}",
-        ]
-    else:
-        lines += ["model: !ref <architecture>"]
-    if tokens.kind == "char":
-        tokenizer = ["tokenizer: !new:speechbrain.dataio.encoder.CTCTextEncoder"]
-    else:
-        tokenizer = ["tokenizer: !new:sentencepiece.SentencePieceProcessor"]
-    lines += [
+    tokenizer = "speechbrain.dataio.encoder.CTCTextEncoder" if tokens.kind == "char" else "sentencepiece.SentencePieceProcessor"
+    slots = [
         "encoder: !new:speechbrain_cald.lobes.hf_speech.CTCLogProbs",
         "    model: !ref <model>",
-        *tokenizer,
+        f"tokenizer: !new:{tokenizer}",
         "decoding_function: !name:speechbrain.decoders.ctc_greedy_decode",
         f"    blank_id: {tokens.blank_index}",
-        "modules:",
-        "    encoder: !ref <encoder>",
-        "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer",
-        "    loadables:",
-        "        model: !ref <model>",
-        "        tokenizer: !ref <tokenizer>",
     ]
-    _atomic_write(os.path.join(folder, "hyperparams.yaml"), lambda p: open(p, "w").write("\n".join(lines) + "\n"))
-    _atomic_write(os.path.join(folder, "model.ckpt"), lambda p: torch.save(model.state_dict(), p))
-    _atomic_write(os.path.join(folder, "tokenizer.ckpt"), lambda p: shutil.copyfile(tokens.path, p))
-    return folder
+    return _write_folder(folder, "EncoderASR", "export_encoder_asr", model, "speechbrain_cald.lobes.hf_speech.CTCModel",
+                         {"n_tokens": model.ctc_lin.out_features}, slots, ["encoder"], ("tokenizer", tokens.path), note)
 
 
 def _atomic_write(path: str, write) -> None:
@@ -140,6 +188,58 @@ def load_encoder_asr(folder: str, savedir: str, device: str = "cpu"):
     """``EncoderASR.from_hparams`` on an exported folder (offline; files linked into ``savedir``)."""
     from speechbrain.inference.ASR import EncoderASR
 
-    if not os.path.exists(os.path.join(folder, "hyperparams.yaml")):
-        raise FileNotFoundError(f"'{folder}' is not an exported EncoderASR folder (no hyperparams.yaml): run stage 4")
-    return EncoderASR.from_hparams(source=os.path.abspath(folder), savedir=os.path.abspath(savedir), run_opts={"device": device})
+    return _from_hparams(EncoderASR, folder, savedir, device)
+
+
+def export_encoder_classifier(model: nn.Module, label_encoder_file: str, folder: str, note: str = "") -> str:
+    """Write an ``EncoderClassifier`` folder for an ``UtteranceClassifier`` (teacher or converted student).
+
+    ``embedding_model`` is the pooled encoder output ``(B, 1, D)``, ``classifier``
+    the head's log-probabilities ``(B, 1, C)``; the features and normalisation
+    slots pass the waveform through (the encoder normalises it itself). The
+    label encoder (``label_encoder.ckpt``) gives ``classify_batch`` its text labels.
+
+    Arguments
+    ---------
+    model : UtteranceClassifier
+        Over an :class:`HFSpeechEncoder`; a student carries ``cald_conversion``.
+    label_encoder_file : str
+        The model's label encoder (``CategoricalEncoder`` text file).
+    folder, note : str
+        The output folder and the header line, as for :func:`export_encoder_asr`.
+
+    Returns
+    -------
+    str
+        ``folder``.
+    """
+    from speechbrain_cald.data.labels import load_label_encoder
+    from speechbrain_cald.tasks.classification import UtteranceClassifier
+
+    if not isinstance(model, UtteranceClassifier) or not isinstance(model.encoder, HFSpeechEncoder):
+        raise TypeError(
+            f"export_encoder_classifier: expected an UtteranceClassifier over an HFSpeechEncoder, found {type(model).__name__}"
+        )
+    load_label_encoder(label_encoder_file, expect=model.n_classes)  # the head and the labels agree
+    adapters = "speechbrain_cald.tasks.classification"
+    slots = [
+        f"compute_features: !new:{adapters}.PassThrough",
+        f"mean_var_norm: !new:{adapters}.PassThrough",
+        f"embedding_model: !new:{adapters}.UtteranceEmbedding",
+        "    model: !ref <model>",
+        f"classifier: !new:{adapters}.UtteranceLogProbs",
+        "    model: !ref <model>",
+        "label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder",
+    ]
+    modules = ["compute_features", "mean_var_norm", "embedding_model", "classifier"]
+    return _write_folder(folder, "EncoderClassifier", "export_encoder_classifier", model, f"{adapters}.UtteranceClassifier",
+                         {"n_classes": model.n_classes}, slots, modules, ("label_encoder", label_encoder_file), note)
+
+
+def load_encoder_classifier(folder: str, savedir: str, device: str = "cpu"):
+    """``EncoderClassifier.from_hparams`` on an exported folder (offline; files linked into ``savedir``)."""
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    classifier = _from_hparams(EncoderClassifier, folder, savedir, device)
+    classifier.hparams.label_encoder.expect_len(len(classifier.hparams.label_encoder))
+    return classifier

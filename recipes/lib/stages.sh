@@ -14,17 +14,27 @@
 #   fi
 #
 # A corpus recipe (the contract in RECIPES.md) declares the shared options with
-# `corpus_options` after setting its defaults, and after `parse_options` checks
-# the two it cannot run without with `require_options data_folder pretrained_dir`.
-# `student_plan NAME[:GUIDE]` resolves one entry of --students.
+# `corpus_options` (and `report_options` for stage 4), and after `parse_options`
+# calls `begin_recipe`: a usage error without the two options it cannot run without
+# (`require_options data_folder pretrained_dir`), absolute paths, logs in $exp, cd
+# to the recipe folder. `student_plan NAME[:GUIDE]` resolves one entry of --students;
+# `teacher_and_student_stages` runs stages 2-3 (train.py for the teacher, then for each
+# student) and `student_models` lists the trained models for stage 4.
 #
-# `stage N TITLE OUTPUT...` runs the stage when N lies in [stage, stop_stage] and
-# (--force true or some OUTPUT is missing); it prints what it ran or why it
-# skipped. `stage_done` prints the time taken and where the outputs are, and
+# `stage N TITLE OUTPUT... [--newer_than INPUT...]` runs the stage when N lies in
+# [stage, stop_stage] and (--force true, or some OUTPUT is missing, or some INPUT is
+# newer than an OUTPUT); it prints what it ran or why it skipped. A stage whose
+# result depends on options too (which models stage 4 evaluates) lists a file
+# written by `stamp_file FILE TEXT` among its inputs: the file changes only when TEXT does. `stage_done` prints the time taken and where the outputs are, and
 # appends "N<TAB>title<TAB>seconds" to $stage_times (if set). `run CMD...` echoes a
 # command, logs it to $stage_commands (if set) and runs it.
 
 set -euo pipefail
+
+# OpenMP threads sleep between operator calls instead of spinning: on cores shared with
+# other work, spinning made a training step 80x slower (docs/bench/omp_wait.md). A value
+# the user exported wins.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 # Logs: when stdout is a file or a pipe (nohup, CI, `| tee`), tqdm would write every
 # progress refresh (~10 per second) into it; one line per 30 s keeps the log readable.
@@ -38,6 +48,9 @@ declare -gA options_help=(
     [force]="true: rerun stages even when their outputs exist"
 )
 : "${stage:=0}" "${stop_stage:=100}" "${force:=false}"
+# The recipe: the script run (the last file of the source chain) and its folder, unless it set them.
+: "${recipe_script:=${BASH_SOURCE[-1]}}"
+: "${recipe_dir:=$(cd "$(dirname "$recipe_script")" && pwd)}"
 : "${stage_times:=}" "${stage_commands:=}"
 
 usage() {
@@ -59,8 +72,11 @@ die_usage() {
 }
 
 # parse_options "$@": set every declared option; anything else is an error (exit 2).
+# cli_args keeps the arguments, quoted (RESULTS.md's command line).
 parse_options() {
     local key value
+    cli_args=""
+    if [ $# -gt 0 ]; then cli_args="$(printf ' %q' "$@")"; fi
     while [ $# -gt 0 ]; do
         case "$1" in
             -h|--help) usage; exit 0 ;;
@@ -91,9 +107,13 @@ check_guide() {
     [[ " $known_guides " == *" $1 "* ]] || die_usage "$2: unknown guide '$1' (expected one of: $known_guides)"
 }
 
-# corpus_options: declare the options every corpus recipe shares (RECIPES.md), keeping
-# the defaults the recipe set before calling it.
+# corpus_options [NAME=VALUE...]: declare the options every corpus recipe shares
+# (RECIPES.md): stages 0-4, the recipe's defaults given as NAME=VALUE (students=...) or
+# set before the call.
 corpus_options() {
+    local pair
+    stop_stage=4
+    for pair in "$@"; do printf -v "${pair%%=*}" '%s' "${pair#*=}"; done
     : "${data_folder:=}" "${pretrained_dir:=}" "${exp:=$recipe_dir/results}" "${results_md:=}"
     : "${guide:=}" "${students:=}" "${teacher_args:=}" "${student_args:=}"
     options_help[data_folder]="the corpus root as distributed (required)"
@@ -127,25 +147,131 @@ student_plan() {
     echo "$name ${g:-default} $exp/${name}_${g:-default}"
 }
 
+# report_options MODULE EXAMPLE: declare --results_title (keeping the default the recipe
+# set) and --eval_args, extra options of stage 4's `python -m MODULE` (e.g. EXAMPLE).
+report_options() {
+    : "${results_title:=}" "${eval_args:=}"
+    options_help[results_title]="the title of RESULTS.md (say 'smoke run' for tiny data)"
+    options_help[eval_args]="extra options of $1, e.g. '$2'"
+}
+
+# begin_recipe [PATH_OPTION...]: after parse_options, a usage error without --data_folder
+# and --pretrained_dir. The stages run from the recipe folder, so these, --exp,
+# --results_md and the recipe's own PATH_OPTIONs given relative to the caller's folder
+# are made absolute; then results_md defaults to <exp>/RESULTS.md, data is <exp>/data
+# (stage 0's manifests), run.sh's logs go to <exp> (stage_times.tsv, commands.sh),
+# repo_root and recipe_command (this run's command line, for RESULTS.md) are set, and
+# it cds to the recipe folder.
+begin_recipe() {
+    local name
+    require_options data_folder pretrained_dir
+    for name in data_folder pretrained_dir exp results_md "$@"; do
+        if [ -n "${!name:-}" ] && [[ "${!name}" != /* ]]; then
+            printf -v "$name" '%s' "$PWD/${!name}"
+        fi
+    done
+    results_md="${results_md:-$exp/RESULTS.md}"
+    data="$exp/data"
+    stage_times="$exp/stage_times.tsv"
+    stage_commands="$exp/commands.sh"
+    repo_root="$(cd "$recipe_dir/../../.." && pwd)"
+    recipe_command="bash ${recipe_dir#"$repo_root"/}/run.sh${cli_args:-}"
+    cd "$recipe_dir"
+}
+
+# teacher_and_student_stages TEACHER_YAML TITLE ARG...: stage 2 (TITLE) trains the teacher,
+#   python train.py TEACHER_YAML ARG... --output_folder=$exp/teacher $teacher_args
+# and stage 3 each student of --students,
+#   python train.py hparams/NAME.yaml ARG... --teacher_folder=$exp/teacher
+#       --output_folder=$exp/NAME_GUIDE [--guide=GUIDE] $student_args
+# ARG... are the overrides every train.py call gets (--data_folder=... --pretrained_dir=...).
+teacher_and_student_stages() {
+    local teacher_yaml="$1" title="$2" entry plan name g out
+    shift 2
+    if stage 2 "$title" "$exp/teacher/model.ckpt"; then
+        # shellcheck disable=SC2086  # *_args are lists of overrides
+        run python train.py "$teacher_yaml" "$@" --output_folder="$exp/teacher" $teacher_args
+        stage_done
+    fi
+    for entry in $students; do
+        plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
+        if stage 3 "CALD student $name, guide $g" "$out/model.ckpt"; then
+            # shellcheck disable=SC2086
+            run python train.py "hparams/$name.yaml" "$@" --teacher_folder="$exp/teacher" \
+                --output_folder="$out" ${g:+--guide=$g} $student_args
+            stage_done
+        fi
+    done
+}
+
+# student_models [PREFIX]: append LABEL=$exp/NAME_GUIDE to the array `models` (stage 4's
+# models, the reference ones set first, e.g. models=("teacher=$exp/teacher")) for each student
+# of --students, LABEL being NAME_GUIDE without PREFIX.
+student_models() {
+    local prefix="${1:-}" entry plan name g out
+    for entry in $students; do
+        plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
+        models+=("${name#"$prefix"}_${g}=$out")
+    done
+}
+
+# evaluation_stage TITLE OPTIONS [INPUT...]: `stage 4 TITLE $results_md`, run also when a
+# model of the array `models` (LABEL=FOLDER: its model.ckpt), an INPUT or the evaluation's
+# OPTIONS (a text: sets, LM, --eval_args...) changed since RESULTS.md was written.
+evaluation_stage() {
+    local title="$1" options="$2" m inputs=("$exp/.stage4_options")
+    shift 2
+    for m in "${models[@]}"; do [ -e "${m#*=}/model.ckpt" ] && inputs+=("${m#*=}/model.ckpt"); done
+    if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+        stamp_file "$exp/.stage4_options" "${models[*]} | $results_md | ${results_title:-} | ${eval_args:-} | $options"
+    fi
+    stage 4 "$title" "$results_md" --newer_than "${inputs[@]}" "$@"
+}
+
 _stage_n=""; _stage_title=""; _stage_outputs=(); _stage_t0=0
 
-# stage N TITLE [OUTPUT...]: true (0) when the stage should run now.
+# stage N TITLE [OUTPUT...] [--newer_than INPUT...]: true (0) when the stage should run now.
 stage() {
-    local n="$1" title="$2" missing=() out
+    local n="$1" title="$2" missing=() newer=() outputs=() inputs=() out in reading=outputs
     shift 2
-    _stage_n="$n"; _stage_title="$title"; _stage_outputs=("$@")
+    for out in "$@"; do
+        if [ "$out" = --newer_than ]; then reading=inputs
+        elif [ "$reading" = outputs ]; then outputs+=("$out")
+        else inputs+=("$out"); fi
+    done
+    _stage_n="$n"; _stage_title="$title"; _stage_outputs=("${outputs[@]}")
     if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then
         echo "== stage $n: $title: skipped (outside --stage $stage --stop_stage $stop_stage)"
         return 1
     fi
-    for out in "$@"; do [ -e "$out" ] || missing+=("$out"); done
-    if [ "$force" != true ] && [ $# -gt 0 ] && [ ${#missing[@]} -eq 0 ]; then
-        echo "== stage $n: $title: skipped, outputs exist (--force true to redo): $*"
+    for out in "${outputs[@]}"; do [ -e "$out" ] || missing+=("$out"); done
+    if [ ${#missing[@]} -eq 0 ]; then
+        for in in "${inputs[@]}"; do
+            for out in "${outputs[@]}"; do
+                if [ ! -e "$in" ] || [ "$in" -nt "$out" ]; then newer+=("$in"); break; fi
+            done
+        done
+    fi
+    if [ "$force" != true ] && [ ${#outputs[@]} -gt 0 ] && [ ${#missing[@]} -eq 0 ] && [ ${#newer[@]} -eq 0 ]; then
+        echo "== stage $n: $title: skipped, outputs exist${inputs[0]:+ and are newer than its inputs} (--force true to redo): ${outputs[*]}"
         return 1
     fi
-    echo "== stage $n: $title: running"
+    if [ "$force" != true ] && [ ${#newer[@]} -gt 0 ]; then
+        echo "== stage $n: $title: running (changed since its outputs were written: ${newer[*]})"
+    else
+        echo "== stage $n: $title: running"
+    fi
     _stage_t0=$(date +%s.%N)
     return 0
+}
+
+# stamp_file FILE TEXT: write TEXT to FILE unless it holds it already (its time then says
+# when TEXT last changed: an input of `stage ... --newer_than`).
+stamp_file() {
+    if [ ! -f "$1" ] || [ "$(cat "$1")" != "$2" ]; then
+        mkdir -p "$(dirname "$1")"
+        printf '%s\n' "$2" > "$1"
+    fi
 }
 
 # run CMD...: print the command, append it to $stage_commands (if set), run it.

@@ -39,11 +39,13 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["call_peak_mb", "measure_speed", "run_isolated", "load_factory", "speed_table", "plot_speed"]
+__all__ = [
+    "call_peak_mb", "measure_speed", "peak_mark", "peak_since", "run_isolated", "load_factory", "speed_table", "plot_speed",
+]
 
 Factory = Callable[[str], Tuple[Callable[[torch.Tensor], object], Callable[[float], torch.Tensor]]]
 Rows = List[Dict[str, float]]
@@ -61,20 +63,41 @@ def _proc_status_mb(key: str) -> float:
     raise KeyError(key)
 
 
-def call_peak_mb(call: Callable[[], object]) -> float:
-    """Resident memory a call adds at its peak (Linux); NaN-free fallback elsewhere."""
-    gc.collect()
+def peak_mark() -> Tuple[float, bool]:
+    """Start a peak-memory window now: ``(resident MB now, whether the high-water mark was reset)``.
+
+    Hands freed heap pages back to the OS and resets ``VmHWM`` (Linux); elsewhere
+    the window falls back to ``ru_maxrss``, which only grows.
+    """
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap pages back to the OS
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current resident set
-        base = _proc_status_mb("VmRSS")
+        return _proc_status_mb("VmRSS"), True
     except (OSError, KeyError):
-        base = _peak_rss_mb()
-        call()
-        return max(0.0, _peak_rss_mb() - base)
+        return _peak_rss_mb(), False
+
+
+def peak_since(mark: Tuple[float, bool]) -> float:
+    """MB the resident set rose above ``mark`` (from :func:`peak_mark`) at its peak since then.
+
+    Example
+    -------
+    >>> mark = peak_mark()
+    >>> block = bytearray(32 * 2**20)
+    >>> peak_since(mark) >= 0.0
+    True
+    """
+    base, reset = mark
+    return max(0.0, (_proc_status_mb("VmHWM") if reset else _peak_rss_mb()) - base)
+
+
+def call_peak_mb(call: Callable[[], object]) -> float:
+    """Resident memory a call adds at its peak (Linux); NaN-free fallback elsewhere."""
+    gc.collect()
+    mark = peak_mark()
     call()
-    return max(0.0, _proc_status_mb("VmHWM") - base)
+    return peak_since(mark)
 
 
 def measure_speed(
@@ -226,6 +249,7 @@ def plot_speed(
     xlabel: str = "input length",
     key: str = "length",
     memory_title: str = "Peak memory vs input length",
+    panels: Optional[Sequence[Tuple[str, str, str]]] = None,
 ) -> str:
     """PNG: time (and peak memory) versus length, one line per model.
 
@@ -241,6 +265,9 @@ def plot_speed(
         The length axis' label (with its unit).
     key : str
         The rows' length key.
+    panels : sequence of (row key, y label, title), optional
+        What each panel plots; default the time (``ms``) and peak memory
+        (``peak_mb``) panels.
 
     Returns
     -------
@@ -252,14 +279,13 @@ def plot_speed(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, rows in results.items():
-        xs = [r[key] for r in rows]
-        ax_t.plot(xs, [r["ms"] for r in rows], marker="o", label=name)
-        ax_m.plot(xs, [r["peak_mb"] for r in rows], marker="o", label=name)
-    ax_t.set(xlabel=xlabel, ylabel="time (ms, median)", title=title)
-    ax_m.set(xlabel=xlabel, ylabel="peak memory rise (MB)", title=memory_title)
-    for ax in (ax_t, ax_m):
+    if panels is None:
+        panels = (("ms", "time (ms, median)", title), ("peak_mb", "peak memory rise (MB)", memory_title))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (value, ylabel, panel_title) in zip(axes[0], panels):
+        for name, rows in results.items():
+            ax.plot([r[key] for r in rows], [r[value] for r in rows], marker="o", label=name)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=panel_title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

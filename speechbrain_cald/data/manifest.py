@@ -1,4 +1,6 @@
-"""SpeechBrain CSV manifests: one row per utterance, ``ID, duration, wav, spk_id, wrd``.
+"""SpeechBrain CSV manifests: one row per utterance, ``ID, duration, wav, spk_id, wrd``
+for ASR (``MANIFEST_FIELDS``), or any columns a task needs (``fields=``, e.g.
+``ID, duration, wav, label`` for utterance classification).
 
 Paths are written relative to ``$data_root`` (SpeechBrain's CSV replacement
 syntax), so a manifest does not depend on where the corpus lives and the same
@@ -9,14 +11,14 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Sequence
 
 __all__ = ["MANIFEST_FIELDS", "write_manifest", "read_manifest"]
 
 MANIFEST_FIELDS = ["ID", "duration", "wav", "spk_id", "wrd"]
 
 
-def write_manifest(path: str, rows: Iterable[Dict[str, object]]) -> int:
+def write_manifest(path: str, rows: Iterable[Dict[str, object]], fields: Sequence[str] = MANIFEST_FIELDS) -> int:
     """Write a SpeechBrain CSV manifest.
 
     Arguments
@@ -24,8 +26,11 @@ def write_manifest(path: str, rows: Iterable[Dict[str, object]]) -> int:
     path : str
         Output CSV file (its folder is created).
     rows : iterable of dict
-        Each with the keys of ``MANIFEST_FIELDS``; ``duration`` in seconds
+        Each with the keys of ``fields``; ``duration`` in seconds
         (written with 3 decimals), ``wav`` e.g. ``$data_root/wav/test/x.wav``.
+    fields : sequence of str
+        The columns, in order (default ``MANIFEST_FIELDS``, the ASR columns; e.g. with
+        ``start``, ``stop`` for segments of longer recordings); SpeechBrain needs ``ID`` first.
 
     Returns
     -------
@@ -40,18 +45,27 @@ def write_manifest(path: str, rows: Iterable[Dict[str, object]]) -> int:
     1
     >>> read_manifest(p)[0]["duration"]
     '1.500'
+    >>> write_manifest(p, [dict(ID="u1", duration=2, wav="$data_root/u1.wav", label="alarm_set")],
+    ...                fields=["ID", "duration", "wav", "label"])
+    1
+    >>> read_manifest(p)[0]["label"]
+    'alarm_set'
     """
+    fields = list(fields)
+    if not fields or fields[0] != "ID":
+        raise ValueError(f"manifest {path}: the first column must be ID (SpeechBrain's key), got {fields}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     n = 0
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            missing = [k for k in MANIFEST_FIELDS if k not in row]
+            missing = [k for k in fields if k not in row]
             if missing:
-                raise KeyError(f"manifest row for {path} lacks {missing}; expected keys {MANIFEST_FIELDS}, got {sorted(row)}")
-            out = {k: row[k] for k in MANIFEST_FIELDS}
-            out["duration"] = f"{float(row['duration']):.3f}"
+                raise KeyError(f"manifest row for {path} lacks {missing}; expected keys {fields}, got {sorted(row)}")
+            out = {k: row[k] for k in fields}
+            if "duration" in out:
+                out["duration"] = f"{float(row['duration']):.3f}"
             writer.writerow(out)
             n += 1
     return n

@@ -18,8 +18,8 @@ Per row it checks (each one optional, by argument): the audio file exists and
 opens (``soundfile``) and its last samples decode; its sample rate and channels;
 it is not empty (nor shorter than ``min_seconds``); its length agrees with the
 ``duration`` column (within ``duration_tolerance``, which covers the column's
-rounding); a segment (``segment_columns``, SpeechBrain's ``start``/``stop`` in
-samples) lies inside the file; the transcript is not empty and uses only the
+rounding); a segment (``segment_columns``, ``start``/``stop`` in seconds as
+``data.audio.speech_datasets`` reads them, or in samples) lies inside the file; the transcript is not empty and uses only the
 characters of the units; the ID is unique; and any ``row_checks`` of the recipe
 (e.g. an intent label in the label set). Every problem of every manifest is
 collected, then one ``ManifestError`` lists them all: manifest, CSV line, ID,
@@ -110,6 +110,7 @@ def validate_manifest(
     duration_tolerance: float = 0.01,
     min_seconds: float = 0.0,
     segment_columns: Optional[Sequence[str]] = None,
+    segment_unit: str = "seconds",
     text_column: Optional[str] = None,
     text_units: Optional[Iterable[str]] = None,
     text_units_name: str = "the units",
@@ -144,8 +145,12 @@ def validate_manifest(
     min_seconds : float
         Shorter audio is a problem (0: only empty audio is).
     segment_columns : (str, str), optional
-        ``start`` and ``stop`` columns in samples (``stop`` exclusive), for
-        manifests of segments of longer recordings.
+        ``start`` and ``stop`` columns (``stop`` exclusive; an empty ``stop``
+        is the end of the file) for segments of longer recordings, used in
+        the manifests whose header has them (others are whole files).
+    segment_unit : str
+        ``"seconds"`` (``data.audio.speech_datasets``) or ``"samples"``
+        (SpeechBrain's ``{"file", "start", "stop"}``).
     text_column : str, optional
         The transcript column (None: no text checks).
     text_units : iterable of str, optional
@@ -194,7 +199,9 @@ def validate_manifest(
     with open(csv_path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, skipinitialspace=True)
         header = reader.fieldnames or []
-        wanted = [id_column, audio_column, duration_column, text_column, *(segment_columns or ())]
+        if segment_columns and not all(c in header for c in segment_columns):
+            segment_columns = None  # a manifest of whole files
+        wanted = [id_column, audio_column, duration_column, text_column]
         missing = [c for c in wanted if c is not None and c not in header]
         if missing:
             add(1, "", "", f"columns: expected {missing} among the header, found {header}")
@@ -219,7 +226,7 @@ def validate_manifest(
             add(line, row_id, "", f"columns: {len(header) + len(raw[None])} values for {len(header)} header fields")
         if audio_column is not None:
             _check_audio(row, line, row_id, add, audio_column, sample_rate, channels, duration_column,
-                         duration_tolerance, min_seconds, segment_columns, check_tail)
+                         duration_tolerance, min_seconds, segment_columns, segment_unit, check_tail)
         if text_column is not None:
             text = row[text_column]
             if not text.strip():
@@ -238,7 +245,7 @@ def validate_manifest(
 
 
 def _check_audio(row, line, row_id, add, audio_column, sample_rate, channels, duration_column,
-                 duration_tolerance, min_seconds, segment_columns, check_tail):
+                 duration_tolerance, min_seconds, segment_columns, segment_unit, check_tail):
     path = row[audio_column]
     found, info = audio_problems(path, sample_rate, channels, min_samples=1, check_tail=check_tail)
     for what in found:
@@ -248,15 +255,18 @@ def _check_audio(row, line, row_id, add, audio_column, sample_rate, channels, du
     samples = info.frames
     if segment_columns:
         start_col, stop_col = segment_columns
+        per = info.samplerate if segment_unit == "seconds" else 1
+        unit = "seconds" if segment_unit == "seconds" else "sample numbers"
         try:
-            start, stop = int(float(row[start_col])), int(float(row[stop_col]))
+            start = int(round(float(row[start_col] or 0) * per))
+            stop = int(round(float(row[stop_col]) * per)) if row[stop_col] not in ("", "None") else info.frames
         except ValueError:
-            add(line, row_id, path, f"segment: {start_col}/{stop_col} must be sample numbers, "
+            add(line, row_id, path, f"segment: {start_col}/{stop_col} must be {unit}, "
                                     f"found {row[start_col]!r}/{row[stop_col]!r}")
             return
         if not 0 <= start < stop <= info.frames:
-            add(line, row_id, path, f"segment: expected 0 <= {start_col} < {stop_col} <= {info.frames} "
-                                    f"(the file's samples), found {start}..{stop}")
+            add(line, row_id, path, f"segment: expected 0 <= {start_col} < {stop_col} <= {info.frames / per:g} "
+                                    f"(the file's end), found {row[start_col]}..{row[stop_col]}")
             return
         samples = stop - start
     seconds = samples / info.samplerate

@@ -36,6 +36,7 @@ Hparams keys read (defaults in ``DistillConfig``)
 -------------------------------------------------
 ``guide``, ``guides``, ``alpha_layer``, ``alpha_logits``, ``layer_loss``, ``temperature``,
 ``distill_objective``, ``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``tap_embeddings``,
+``tap_skip_last``,
 ``teacher_train_mode``,
 ``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``,
 ``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
@@ -117,7 +118,7 @@ from speechbrain_cald.distill.losses import LAYER_LOSS_DEFAULTS
 from speechbrain_cald.distill.objectives import CALDObjective, DistillObjective
 from speechbrain_cald.distill.run_safety import SafeRunMixin
 from speechbrain_cald.distill.snapshots import save_snapshot
-from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, unwrap
+from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, tapped_layers, unwrap
 
 __all__ = ["DistillBrain", "DistillConfig", "DistillPredictions", "ModelOutput"]
 
@@ -209,6 +210,12 @@ class DistillConfig:
         the embedding output, so RoBERTa-base gives the 13 states the CALD GLUE
         reference distils. False (speech and LM references): layer outputs only.
         A ``layer_map`` then indexes these L + 1 states.
+    tap_skip_last : int
+        Leave the outputs of the last ``tap_skip_last`` layers out, on both sides
+        (``taps.tapped_layers``): the CALD LM reference distils neither the
+        embedding nor the last layer's output (``tap_embeddings: False``,
+        ``tap_skip_last: 1``). With both options, one selection of states:
+        ``[input of layer 0] + outputs of layers 0 .. L - 1 - tap_skip_last``.
     teacher_train_mode : bool
         Run the teacher with dropout active (CALD reference) or in eval mode.
     snapshot_interval : int
@@ -245,6 +252,7 @@ class DistillConfig:
     tap_layers: Optional[str] = None
     teacher_tap_layers: Optional[str] = None
     tap_embeddings: bool = False
+    tap_skip_last: int = 0
     teacher_train_mode: bool = True
     snapshot_interval: int = 0
     snapshot_dir: Optional[str] = None
@@ -351,6 +359,7 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         if checkpointer is not None:
             checkpointer = make_atomic(checkpointer)
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
+        self.optimizer_step_limit = _step_limit(self.optimizer_step_limit)
         self.rng_state = RNGState()
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("guide", self.guide)
@@ -369,14 +378,15 @@ class DistillBrain(SafeRunMixin, sb.Brain):
 
     def _make_taps(self, student: torch.nn.Module, teacher: torch.nn.Module) -> None:
         """Hooks on both networks' layers: their outputs, and their attention maps when the objective needs them."""
-        student_layers = find_layers(student, self.cfg.tap_layers)
-        teacher_layers = find_layers(teacher, self.cfg.teacher_tap_layers or self.cfg.tap_layers)
-        with_input = bool(self.cfg.tap_embeddings)  # the embedding state first (the CALD GLUE reference)
+        skip, with_input = self.cfg.tap_skip_last, bool(self.cfg.tap_embeddings)  # embeddings: the CALD GLUE reference
+        student_layers = tapped_layers(find_layers(student, self.cfg.tap_layers), skip)
+        teacher_layers = tapped_layers(find_layers(teacher, self.cfg.teacher_tap_layers or self.cfg.tap_layers), skip)
         self.student_taps = LayerTaps(student_layers, active=False, include_input=with_input)
         self.teacher_taps = LayerTaps(teacher_layers, active=False, include_input=with_input)
         if self.cfg.distill_objective.records_attention:
             self.student_attention_taps = LayerTaps(student_layers, active=False, output_index=1)
             self.teacher_attention_taps = LayerTaps(teacher_layers, active=False, output_index=1)
+        self._teacher_states = len(teacher_layers) + int(with_input)  # one per layer each forward
 
     @staticmethod
     def _run_tapped(run, taps: LayerTaps, attention_taps: Optional[LayerTaps]) -> ModelOutput:
@@ -443,7 +453,24 @@ class DistillBrain(SafeRunMixin, sb.Brain):
             teacher = self._run_tapped(
                 lambda: self.run_model(teacher_module, batch, stage), self.teacher_taps, self.teacher_attention_taps
             )
+        if self.cfg.alpha_layer > 0:
+            self._check_layer_states(len(student.states), len(teacher.states))
         return DistillPredictions(student, teacher, learns, batch, scales)
+
+    def _check_layer_states(self, n_student: int, n_teacher: int) -> None:
+        """Both networks recorded the states the layer map pairs; a layer that did not run would shift them."""
+        expected_student = len(self.cfg.layer_map) if self.cfg.layer_map is not None else self._teacher_states
+        if n_teacher == self._teacher_states and n_student == expected_student:
+            return
+        raise RuntimeError(
+            f"layer distillation at step {self.optimizer_step}: the teacher recorded {n_teacher} layer states, "
+            f"the student {n_student}, but the student expects {self._teacher_states} teacher states and "
+            f"{expected_student} of its own (one per tapped layer"
+            + (" plus the embedding output" if self.cfg.tap_embeddings else "")
+            + (", one per layer_map entry" if self.cfg.layer_map is not None else "")
+            + "): a layer skipped in training mode would pair the wrong states. Likely cause: LayerDrop; "
+            "set `layerdrop: 0.0` in the YAML's model configs (teacher and student)"
+        )
 
     def compute_objectives(self, predictions, batch, stage):
         """Sum the task loss and the objective's weighted distillation terms; record each term."""
@@ -691,6 +718,22 @@ class DistillBrain(SafeRunMixin, sb.Brain):
                 min_keys=[self.cfg.checkpoint_min_key] if self.cfg.checkpoint_min_key else [],
                 max_keys=[self.cfg.checkpoint_max_key] if self.cfg.checkpoint_max_key else [],
             )
+
+
+def _step_limit(value: Any) -> Optional[int]:
+    """``optimizer_step_limit`` as an int: SpeechBrain 1.1 parses ``--optimizer_step_limit=N`` as a string.
+
+    Example
+    -------
+    >>> _step_limit("20"), _step_limit(None), _step_limit(5)
+    (20, None, 5)
+    """
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"optimizer_step_limit: expected a whole number of optimizer steps, found {value!r}") from None
 
 
 def _fmt(stats: Mapping[str, float]) -> str:

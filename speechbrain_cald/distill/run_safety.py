@@ -51,6 +51,14 @@ class NonFiniteLossError(ValueError):
     """Too many batches with a NaN / inf loss or gradient in one epoch (a ValueError, as SpeechBrain's own)."""
 
 
+def _total_norm(tensors: List[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all ``tensors`` together (non-finite if any element is)."""
+    fused = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6: one fused pass
+    if fused is not None:
+        return fused(tensors)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
+
+
 class SafeRunMixin:
     """Sampler epochs, non-finite batches, checkpoint clean-up and the resume mark (see the module docstring).
 
@@ -122,7 +130,7 @@ class SafeRunMixin:
         """SpeechBrain's step, unless a gradient is NaN / inf (then no optimizer steps)."""
         grads = [p.grad for p in self.modules.parameters() if p.grad is not None]
         if grads:
-            total = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]).sum()
+            total = _total_norm([g.detach() for g in grads])
             if not self.all_finite(total):
                 self.skip_nonfinite_batch(getattr(self, "_current_batch", None), "non-finite gradient")
                 return

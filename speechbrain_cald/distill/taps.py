@@ -29,6 +29,7 @@ __all__ = [
     "find_layers",
     "identity_layer_map",
     "lengths_to_mask",
+    "tapped_layers",
     "unwrap",
 ]
 
@@ -157,6 +158,28 @@ def find_layers(model: nn.Module, path: Optional[str] = None) -> nn.ModuleList:
         f"{type(model).__name__}; give the layers' dotted path (hparams key `tap_layers`, "
         "e.g. 'encoder.layers') or an nn.ModuleList"
     )
+
+
+def tapped_layers(layers: Sequence[nn.Module], skip_last: int = 0) -> List[nn.Module]:
+    """The layers whose outputs are distilled: all but the last ``skip_last``.
+
+    The CALD LM reference skips the last layer's output (``distill_skip_last
+    1``: its state there is taken after GPT-NeoX's final layer norm, which the
+    LM head reads), as it skips the embedding; the speech reference skips
+    neither (hparams ``tap_skip_last``, default 0).
+
+    Example
+    -------
+    >>> layers = nn.ModuleList([nn.Linear(2, 2) for _ in range(3)])
+    >>> len(tapped_layers(layers)), len(tapped_layers(layers, skip_last=1))
+    (3, 2)
+    """
+    layers = list(layers)
+    if not 0 <= skip_last < len(layers):
+        raise ValueError(
+            f"tap_skip_last = {skip_last} must lie in [0, {len(layers) - 1}] for a model of {len(layers)} layers"
+        )
+    return layers[: len(layers) - skip_last]
 
 
 class LayerTaps:

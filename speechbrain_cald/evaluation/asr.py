@@ -10,7 +10,8 @@ For every trained model folder (``hyperparams.yaml`` + ``model.ckpt``, stages 2 
    ``speechbrain_cald.decoders.kenlm_search``) from the same CTC outputs; the
    corpus WER is computed by SpeechBrain and by jiwer, which must agree; write
    SpeechBrain's alignment files ``wer_<split>.txt`` (LM) and
-   ``wer_<split>_greedy.txt`` and ``hyps_<split>.csv`` into the model folder;
+   ``wer_<split>_greedy.txt`` and ``hyps_<split>.csv`` into
+   ``<model folder>/hyps/<data folder tag>/`` (``evaluation.wer.hyps_folder``);
 3. decode each long recording of ``--longform`` manifests whole, in one pass
    (batch 1), with its time and peak memory (a model whose recording is longer
    than ``--longform_max_s[name]`` is skipped and the table says so);
@@ -27,51 +28,26 @@ For every trained model folder (``hyperparams.yaml`` + ``model.ckpt``, stages 2 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
-from torch.utils.data import DataLoader
-from speechbrain.dataio.batch import PaddedBatch
 
-from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
 from speechbrain_cald.bench.speed import call_peak_mb
 from speechbrain_cald.data.audio import speech_datasets
 from speechbrain_cald.data.tokens import load_tokens
 from speechbrain_cald.decoders.kenlm_search import LM_DECODERS, kenlm_ctc_searcher
-from speechbrain_cald.evaluation.report import count_params, machine, read_stage_times, stage_commands, stage_time_lines
-from speechbrain_cald.evaluation.wer import corpus_wer, write_alignments, write_hyps
+from speechbrain_cald.evaluation.batches import loader_by_seconds
+from speechbrain_cald.evaluation import report
+from speechbrain_cald.evaluation.wer import corpus_wer, hyps_folder, start_hyps_folder, write_alignments, write_hyps
 from speechbrain_cald.inference import export_encoder_asr, load_encoder_asr, load_trained_model
 from speechbrain_cald.tasks.ctc import ctc_greedy_transcripts
+from speechbrain_cald.tasks.ctc_brain import validate_speech_manifests
 
-__all__ = ["batches_by_seconds", "decode", "main"]
-
-SPEED_FACTORY = "speechbrain_cald.bench.asr_speed:encoder_asr_factory"
-
-
-def batches_by_seconds(durations: Sequence[float], max_seconds: float) -> List[List[int]]:
-    """Consecutive index batches whose padded length (count x longest) stays within ``max_seconds``.
-
-    Example
-    -------
-    >>> batches_by_seconds([1, 1, 2, 2, 5], 4)
-    [[0, 1], [2, 3], [4]]
-    """
-    batches, current, longest = [], [], 0.0
-    for i, d in enumerate(durations):
-        longest_new = max(longest, d)
-        if current and longest_new * (len(current) + 1) > max_seconds:
-            batches.append(current)
-            current, longest_new = [], d
-        current.append(i)
-        longest = longest_new
-    if current:
-        batches.append(current)
-    return batches
+__all__ = ["decode", "longform", "main"]
 
 
 def _frame_lengths(asr, wavs: torch.Tensor, wav_lens: torch.Tensor, frames: int) -> torch.Tensor:
@@ -81,11 +57,9 @@ def _frame_lengths(asr, wavs: torch.Tensor, wav_lens: torch.Tensor, frames: int)
 
 def decode(asr, tokens, dataset, searcher, batch_seconds: float):
     """Greedy and LM transcripts of a (duration-sorted) dataset: ``ids, refs, {"greedy": [...], "lm": [...]}``."""
-    durations = [float(dataset.data[i]["duration"]) for i in dataset.data_ids]
-    loader = DataLoader(dataset, batch_sampler=batches_by_seconds(durations, batch_seconds), collate_fn=PaddedBatch)
     ids, refs, hyps = [], [], {"greedy": [], "lm": []}
     with torch.no_grad():
-        for batch in loader:
+        for batch in loader_by_seconds(dataset, batch_seconds):
             wavs, wav_lens = batch.sig
             log_probs = asr.encode_batch(wavs, wav_lens).cpu()
             lengths = _frame_lengths(asr, wavs, wav_lens, log_probs.shape[1])
@@ -112,11 +86,11 @@ def longform(asr, tokens, dataset, searcher, max_seconds: Optional[float]) -> Li
         def run():
             t0 = time.perf_counter()
             with torch.no_grad():
-                out["log_probs"] = asr.encode_batch(wavs, wav_lens).cpu()
+                out["log_probs"] = asr.encode_batch(wavs, wav_lens).cpu()  # .cpu() waits for the GPU
             out["seconds"] = time.perf_counter() - t0
 
         try:
-            peak = call_peak_mb(run)
+            peak = _peak_mb(run, asr.device)
         except (RuntimeError, MemoryError) as err:  # out of memory for attention over minutes of audio
             rows.append(dict(id=i, seconds=seconds, skipped=f"failed: {str(err).splitlines()[0][:80]}"))
             continue
@@ -129,57 +103,53 @@ def longform(asr, tokens, dataset, searcher, max_seconds: Optional[float]) -> Li
     return rows
 
 
-def _parse_pairs(items: Sequence[str], what: str) -> Dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"{what}: expected name=value, got '{item}'")
-        k, v = item.split("=", 1)
-        out[k] = v
-    return out
+def _peak_mb(call, device) -> float:
+    """Peak memory a call adds: GPU memory allocated on CUDA, resident memory on the CPU (MB)."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        call()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return call_peak_mb(call)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exp", required=True, help="the experiment folder (commands.sh, stage_times.tsv)")
-    p.add_argument("--models", nargs="+", required=True, help="name=folder ...; the first is the reference (teacher)")
-    p.add_argument("--data_root", required=True, help="what $data_root stands for in the manifests (--data_folder)")
+    report.add_report_arguments(p, title="ASR recipe")
     p.add_argument("--tokens", required=True, help="the tokens folder of stage 1")
-    p.add_argument("--sets", nargs="+", required=True, help="split=manifest.csv ... (test splits)")
     p.add_argument("--longform", nargs="*", default=[], help="name=manifest.csv of whole recordings, decoded in one pass")
     p.add_argument("--longform_max_s", nargs="*", default=[], help="model=seconds: skip that model's recordings longer than this")
     p.add_argument("--lm", default="", help="word n-gram (ARPA or KenLM binary); empty: greedy only")
     p.add_argument("--lm_unigrams", default="", help="word list of a binary LM (its lexicon)")
-    p.add_argument("--lm_decoder", default="pyctcdecode", choices=LM_DECODERS)
+    # SpeechBrain's searcher had the lowest WER on the same LM, outputs and settings (docs/lm_decoding.md)
+    p.add_argument("--lm_decoder", default="speechbrain", choices=LM_DECODERS)
     p.add_argument("--alpha", type=float, default=0.5, help="LM weight")
     p.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
     p.add_argument("--beam_size", type=int, default=32)
     p.add_argument("--unk_score_offset", type=float, default=-10.0)
-    p.add_argument("--batch_seconds", type=float, default=120.0, help="padded audio seconds per decoding batch")
-    p.add_argument("--bench_seconds", type=float, nargs="*", default=[10, 30, 60, 120, 240])
-    p.add_argument("--bench_repeats", type=int, default=3)
-    p.add_argument("--results_md", required=True)
-    p.add_argument("--title", default="ASR recipe")
-    p.add_argument("--stage_times", default="")
-    p.add_argument("--command", default="", help="the command line shown in RESULTS.md")
-    p.add_argument("--repo_root", default="", help="shown relative in the logged commands")
+    p.add_argument("--sample_rate", type=int, default=16000)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where models decode (the speed table is always measured on the CPU)")
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     t_start = time.time()
-    models = _parse_pairs(args.models, "--models")
-    sets = _parse_pairs(args.sets, "--sets")
-    long_sets = _parse_pairs(args.longform, "--longform")
-    long_max = {k: float(v) for k, v in _parse_pairs(args.longform_max_s, "--longform_max_s").items()}
+    args, models, sets = report.parse_report_arguments(build_parser(), argv)
+    long_sets = report.parse_pairs(args.longform, "--longform")
+    long_max = {k: float(v) for k, v in report.parse_pairs(args.longform_max_s, "--longform_max_s").items()}
     tokens = load_tokens(args.tokens)
     searcher = None
     if args.lm:
         searcher = kenlm_ctc_searcher(args.lm_decoder, tokens.labels, args.lm, tokens.blank_index, alpha=args.alpha,
                                       beta=args.beta, beam_size=args.beam_size, unk_score_offset=args.unk_score_offset,
                                       unigrams_path=args.lm_unigrams or None, space_token=tokens.space)
-    data = speech_datasets({**sets, **long_sets}, args.data_root, text_pipeline=None, text_keys=["wrd"], sort="ascending")
+    validate_speech_manifests({**sets, **long_sets}, args.data_root, args.sample_rate, tokens,
+                              os.path.join(args.exp, "manifest_problems_eval.txt"))
+    data = speech_datasets({**sets, **long_sets}, args.data_root, args.sample_rate, text_pipeline=None, text_keys=["wrd"],
+                           sort="ascending")
     results: Dict[str, dict] = {}
     savedir = tempfile.mkdtemp(prefix="cald_encoder_asr_")
     for name, folder in models.items():
@@ -187,11 +157,12 @@ def main(argv=None) -> int:
         if getattr(model, "ctc_lin", None) is not None and model.ctc_lin.out_features != len(tokens):
             raise ValueError(f"{folder}: the CTC head has {model.ctc_lin.out_features} outputs, {args.tokens} has {len(tokens)} tokens")
         inference = export_encoder_asr(model, tokens, os.path.join(folder, "inference"), note=f"from {os.path.abspath(folder)}")
-        size = dict(layers=count_params(model.encoder.model.encoder), total=count_params(model),
-                    ckpt_mb=os.path.getsize(os.path.join(folder, "model.ckpt")) / 2**20)
+        size = report.model_size(model, folder)
         del model
-        asr = load_encoder_asr(inference, os.path.join(savedir, name))
+        asr = load_encoder_asr(inference, os.path.join(savedir, name), device=args.device)
         res = dict(size=size, wer={"lm": {}, "greedy": {}}, longform={})
+        out_dir = hyps_folder(folder, args.data_root)  # per data folder: another corpus copy writes beside
+        start_hyps_folder(out_dir, args.data_root)
         for split in sets:
             ids, refs, hyps = decode(asr, tokens, data[split], searcher, args.batch_seconds)
             for kind, suffix in (("lm", ""), ("greedy", "_greedy")):
@@ -199,8 +170,8 @@ def main(argv=None) -> int:
                     continue
                 r = corpus_wer(ids, refs, hyps[kind])
                 res["wer"][kind][split] = r
-                write_alignments(os.path.join(folder, f"wer_{split}{suffix}.txt"), r)
-                write_hyps(os.path.join(folder, f"hyps_{split}{suffix}.csv"), ids, refs, hyps[kind])
+                write_alignments(os.path.join(out_dir, f"wer_{split}{suffix}.txt"), r)
+                write_hyps(os.path.join(out_dir, f"hyps_{split}{suffix}.csv"), ids, refs, hyps[kind])
         for lname in long_sets:
             rows = longform(asr, tokens, data[lname], searcher, long_max.get(name))
             done = [r for r in rows if "skipped" not in r]
@@ -208,62 +179,54 @@ def main(argv=None) -> int:
             if done:
                 ids = [r["id"] for r in done]
                 refs = [r["ref"] for r in done]
-                summary["greedy"] = corpus_wer(ids, refs, [r["greedy"] for r in done])
-                if searcher is not None:
-                    summary["lm"] = corpus_wer(ids, refs, [r["lm"] for r in done])
+                for kind, suffix in (("lm", ""), ("greedy", "_greedy")):
+                    if kind == "lm" and searcher is None:
+                        continue
+                    hyps = [r[kind] for r in done]
+                    summary[kind] = corpus_wer(ids, refs, hyps)
+                    write_alignments(os.path.join(out_dir, f"wer_{lname}{suffix}.txt"), summary[kind])
+                    write_hyps(os.path.join(out_dir, f"hyps_{lname}{suffix}.csv"), ids, refs, hyps)
             res["longform"][lname] = summary
         results[name] = res
         wer_line = "  ".join(f"{s} {w.wer:.2f}" for s, w in res["wer"]["lm" if searcher else "greedy"].items())
         print(f"{name:24s} WER {wer_line}  (greedy: " + "  ".join(f"{w.wer:.2f}" for w in res["wer"]["greedy"].values()) + ")",
               flush=True)
         del asr
-    speed = {}
-    if args.bench_seconds:
-        for name, folder in models.items():
-            speed[name] = run_isolated(SPEED_FACTORY, os.path.join(folder, "inference"), args.bench_seconds, args.bench_repeats)
-            print(f"{name:24s} encoder ms: " + "  ".join(f"{r['seconds']:g}s {r['ms']:.0f}" for r in speed[name]), flush=True)
-    md_dir = os.path.dirname(os.path.abspath(args.results_md))
-    os.makedirs(md_dir, exist_ok=True)
-    png = plot_speed(speed, os.path.join(md_dir, "speed_vs_length.png")) if speed else None
-    with open(args.results_md, "w", encoding="utf-8") as f:
-        f.write(render(args, models, sets, long_sets, results, speed, png, time.time() - t_start))
-    print(f"\nRESULTS: {args.results_md}\nalignments: <model folder>/wer_<split>.txt; EncoderASR folders: <model folder>/inference/")
+    speed, png = report.bench_exported_encoders(args, models)
+    report.write_results(args.results_md, render(args, models, sets, long_sets, results, speed, png, time.time() - t_start))
+    print(f"\nRESULTS: {args.results_md}\nalignments: <model folder>/hyps/<data folder tag>/wer_<split>.txt; "
+          "EncoderASR folders: <model folder>/inference/")
     return 0
 
 
 def render(args, models, sets, long_sets, results, speed, png, eval_seconds) -> str:
     """RESULTS.md text."""
     names = list(models)
-    ref = names[0]
+    sizes = {n: results[n]["size"] for n in names}
 
     def wer_table(kind):
-        lines = ["| model | encoder layers: params | all params | model.ckpt | " + " | ".join(sets) + " |",
-                 "|---|---:|---:|---:|" + "---:|" * len(sets)]
-        for n in names:
-            size = results[n]["size"]
-            share = f" ({100 * size['layers'] / results[ref]['size']['layers']:.0f}%)" if n != ref else ""
-            cells = [results[n]["wer"][kind][s].cell() if s in results[n]["wer"][kind] else "—" for s in sets]
-            lines.append(f"| {n} | {size['layers'] / 1e6:.2f} M{share} | {size['total'] / 1e6:.2f} M | "
-                         f"{size['ckpt_mb']:.1f} MB | " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        cells = {n: [results[n]["wer"][kind][s].cell() if s in results[n]["wer"][kind] else "—" for s in sets]
+                 for n in names}
+        return "\n".join(report.model_table(sizes, list(sets), cells))
 
-    parts = [f"# {args.title}: results\n",
-             f"Measured {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {machine()}.",
-             "Every number comes from the model's exported `inference/` folder loaded by SpeechBrain's "
-             "`EncoderASR.from_hparams`. WER is corpus-level, in %, computed by SpeechBrain's `ErrorRateStats` and by "
-             "jiwer (which agree); cells are `WER (substitutions/deletions/insertions)`.\n"]
+    parts = report.results_header(
+        args.title,
+        "Every number comes from the model's exported `inference/` folder loaded by SpeechBrain's "
+        "`EncoderASR.from_hparams`. WER is corpus-level, in %, computed by SpeechBrain's `ErrorRateStats` and by "
+        "jiwer (which agree); cells are `WER (substitutions/deletions/insertions)`.\n")
     if args.lm:
         parts += ["## WER with the word n-gram\n",
                   f"CTC beam search `{args.lm_decoder}` with KenLM over `{os.path.basename(args.lm)}`: alpha {args.alpha}, "
                   f"beta {args.beta}, beam {args.beam_size}, unk_score_offset {args.unk_score_offset}.\n",
                   wer_table("lm"), ""]
     parts += ["## WER, greedy CTC decoding (no LM)\n", wer_table("greedy"), "",
-              "Per-utterance alignments: `<model folder>/wer_<split>.txt` (LM) and `wer_<split>_greedy.txt`; "
-              "hypotheses `hyps_<split>.csv`.\n"]
+              "Per-utterance alignments (SpeechBrain's format): `<model folder>/hyps/<data folder tag>/wer_<split>.txt` "
+              "(LM) and `wer_<split>_greedy.txt`; hypotheses `hyps_<split>.csv` beside them.\n"]
     for lname in long_sets:
         parts += [f"## {lname}: each recording decoded whole, in one pass\n",
-                  "Batch 1, no grad; time and peak resident-memory rise of the encoder call (weights excluded); "
-                  "real-time factor = encoder time / audio length.\n",
+                  f"Batch 1, no grad, on `{args.device}`; time and peak memory rise of the encoder call (weights "
+                  "excluded; GPU memory allocated on CUDA, resident memory on the CPU); real-time factor = encoder "
+                  "time / audio length.\n",
                   "| model | recordings | audio (s) | WER greedy | WER LM | encoder s | RTF | peak MB (largest) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for n in names:
@@ -281,15 +244,8 @@ def render(args, models, sets, long_sets, results, speed, png, eval_seconds) -> 
             parts.append(f"| {n} | {len(done)} of {len(s['rows'])}{note} | {audio:.0f} | {s['greedy'].cell()} | {lm_cell} | "
                          f"{enc:.2f} | {enc / audio:.3f} | {max(r['peak_mb'] for r in done):,.0f} |")
         parts.append("")
-    if speed:
-        parts += ["## Encoder time (median ms) and peak memory rise (MB) vs audio length\n",
-                  "Batch 1, no grad, the transformer / linear-time layers only (the CNN feature encoder and "
-                  "projection computed beforehand), random audio; each model in its own process.\n",
-                  speed_table(speed), "", f"![encoder time vs audio length]({os.path.basename(png)})", ""]
-    parts += ["## Stage timings\n", "\n".join(stage_time_lines(read_stage_times(args.stage_times), eval_seconds)), "",
-              "## Commands\n", "```", args.command or " ".join(sys.argv), "```",
-              "What run.sh ran, in order (its `commands.sh`):", "```",
-              stage_commands(args.exp, args.repo_root or None), "```", ""]
+    parts += report.speed_section(speed, png)
+    parts += report.report_tail(args, eval_seconds)
     return "\n".join(parts)
 
 

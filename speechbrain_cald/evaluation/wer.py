@@ -14,9 +14,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-from typing import Sequence
-
 import shutil
+from typing import Sequence
 
 import jiwer
 from speechbrain.utils.metric_stats import ErrorRateStats
@@ -84,8 +83,7 @@ def corpus_wer(ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str], tol
 
 def write_alignments(path: str, result: WERResult) -> str:
     """SpeechBrain's per-utterance alignment file (``wer_<split>.txt``, as its recipes write)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         result.stats.write_stats(f)
     return path
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from speechbrain_cald.nnet.selective_scan import selective_scan
+from speechbrain_cald.nnet.selective_scan import _MIN_LOG_DECAY, selective_scan
 
 
 class MambaState(NamedTuple):
@@ -381,6 +381,62 @@ class Mamba(nn.Module):
         if not return_state:
             return out
         return out, MambaState(self._next_conv_state(xi, lengths, state), h)
+
+    def allocate_state(self, batch_size: int, device=None, dtype=None) -> MambaState:
+        """A zero state (nothing seen yet) for ``batch_size`` sequences."""
+        ref = self.in_proj.weight
+        x = torch.empty(batch_size, 0, self.d_model, device=device or ref.device, dtype=dtype or ref.dtype)
+        return self._zero_state(x)
+
+    def step(self, x: torch.Tensor, state: MambaState) -> Tuple[torch.Tensor, MambaState]:
+        """One recurrent step: the output for one new frame and the next state.
+
+        The constant-cost decoding path (autoregressive generation): no chunked
+        scan, no time dimension, the same arithmetic as :meth:`forward` on one
+        frame with ``state=`` (``forward(x[:, None], state=s, return_state=True)``).
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``(B, D)``: one frame per sequence.
+        state : MambaState
+            The state after the previous frames (:meth:`allocate_state` for none).
+
+        Returns
+        -------
+        y : torch.Tensor
+            ``(B, D)``.
+        state : MambaState
+            The state after ``x``.
+
+        Example
+        -------
+        >>> mixer = Mamba(d_model=8, d_state=4)
+        >>> x = torch.randn(2, 6, 8)
+        >>> y, state = mixer(x[:, :5], return_state=True)
+        >>> y6, _ = mixer.step(x[:, 5], state)
+        >>> full = mixer(x)[:, 5]  # one recurrent step vs the scan: the same sums in another order
+        >>> bool((y6 - full).abs().max() <= 512 * torch.finfo(full.dtype).eps * full.abs().max())
+        True
+        """
+        if x.dim() != 2 or x.shape[-1] != self.d_model:
+            raise ValueError(f"Mamba.step: x must be (B, {self.d_model}), found shape {tuple(x.shape)}")
+        self._check_inputs(x[:, None], None, state)
+        # as few operations as possible: at one frame each costs more in overhead than in arithmetic
+        compute = torch.promote_types(x.dtype, torch.float32)
+        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, d_inner) each
+        window = torch.cat([state.conv[..., 1:].to(xi.dtype), xi.unsqueeze(-1)], dim=-1)  # (B, d_inner, d_conv)
+        xc = torch.linalg.vecdot(window, self.conv1d.weight.squeeze(1))
+        xc = F.silu(xc if self.conv1d.bias is None else xc + self.conv1d.bias)
+        dt, B, C = torch.split(self.x_proj(xc).to(compute), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.softplus(F.linear(dt, self.dt_proj.weight.to(compute), self.dt_proj.bias.to(compute)))
+        xc = xc.to(compute)
+        # the same clamp as the chunked scan (decays below exp(-60) are 0 for every purpose)
+        decay = (dt.unsqueeze(-1) * -torch.exp(self.A_log.to(compute))).clamp_(min=_MIN_LOG_DECAY).exp_()
+        h = torch.addcmul(state.ssm.to(compute) * decay, (dt * xc).unsqueeze(-1), B.unsqueeze(1))  # (B, d_inner, N)
+        y = torch.addcmul(torch.bmm(h, C.unsqueeze(-1)).squeeze(-1), xc, self.D.to(compute))
+        y = y * F.silu(z.to(compute))
+        return self.out_proj(y.to(x.dtype)), MambaState(window.to(state.conv.dtype), h)
 
 
 def _uniform_init(weight: torch.Tensor, std: float) -> None:

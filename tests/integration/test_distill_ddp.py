@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent(
     import functools, sys, torch
     from torch import nn
     from speechbrain.utils.checkpoints import Checkpointer
-    from speechbrain.utils.distributed import ddp_init_group
+    from speechbrain_cald.experiment import init_distributed
     from speechbrain.utils.epoch_loop import EpochCounter
     from speechbrain_cald.distill import DistillBrain, ModelOutput, TrajectoryGuide
 
@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent(
                 raise RuntimeError("killed")
 
     KILL, SAVE = int(sys.argv[1]), sys.argv[2]
-    ddp_init_group({"distributed_backend": "gloo"})
+    init_distributed({"device": "cpu", "distributed_backend": "gloo"})
     torch.manual_seed(0)
     teacher, student, counter = Net(), Net(), EpochCounter(2)
     g = torch.Generator().manual_seed(1)
@@ -87,3 +87,49 @@ def test_ddp_run_killed_and_resumed_matches_uninterrupted(tmp_path):
     resumed = _final(_torchrun(script, 99, tmp_path / "resumed"))
     assert resumed == whole
     shutil.rmtree(tmp_path / "whole")
+
+
+NAN_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from torch import nn
+    from speechbrain_cald.experiment import init_distributed
+    from speechbrain_cald.distill import DistillBrain, ModelOutput
+
+    class Brain(DistillBrain):
+        def run_model(self, model, batch, stage):
+            return ModelOutput(model(batch[0]))
+        def task_loss(self, output, batch, stage):
+            return nn.functional.cross_entropy(output.logits.transpose(1, 2), batch[1])
+
+    init_distributed({"device": "cpu", "distributed_backend": "gloo"})
+    rank = torch.distributed.get_rank()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(2, 5, 4, generator=g), torch.randint(0, 3, (2, 5), generator=g)) for _ in range(8)]
+    if rank == 1:  # one rank's second batch is NaN: both ranks must skip that step (no hang, no NaN)
+        data[3] = (data[3][0] * float("nan"), data[3][1])
+    brain = Brain(modules={"model": model}, opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
+                  hparams={"guide": "unguided"}, run_opts={"noprogressbar": True, "distributed_backend": "gloo"})
+    brain.fit(range(1), data, train_loader_kwargs={"batch_size": None})
+    weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+    # one file per rank: two processes printing to one pipe can interleave within a line
+    with open(f"{sys.argv[2]}/rank{rank}.txt", "w") as f:
+        print("RANK", rank, "STEPS", brain.optimizer_step, "FINITE", bool(torch.isfinite(weights).all()),
+              "SUM", repr(float(weights.sum())), file=f)
+    """
+)
+
+
+@pytest.mark.slow
+def test_ddp_nan_on_one_rank_is_skipped_by_all(tmp_path):
+    script = tmp_path / "nan.py"
+    script.write_text(NAN_SCRIPT)
+    proc = _torchrun(script, 0, tmp_path)  # the first extra argument is ignored, the second is the output folder
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    lines = [(tmp_path / f"rank{r}.txt").read_text().strip() for r in (0, 1)]
+    # 4 batches per rank, one skipped by both; the replicas stay equal and finite
+    assert all(" STEPS 3 FINITE True " in line for line in lines), lines
+    assert lines[0].split("SUM")[1] == lines[1].split("SUM")[1]
+    assert "skipped epoch batch 2 (a batch without IDs): non-finite loss" in proc.stdout + proc.stderr

@@ -106,9 +106,9 @@ def test_students_and_evaluation_end_to_end(teacher_run):
     assert "within 10% relative of the teacher" in results
     assert (tmp_path / "speed_vs_length.png").stat().st_size > 1000
     assert "Mini ASR recipe: summary" in log and "ms@2s" in log
-    # rerun: every stage is skipped, nothing is retrained
-    again = run_recipe(tmp_path, "--stop_stage", "3", "--students", STUDENTS)
-    assert again.count("skipped, outputs exist") == 1 + 1 + 2 + len(STUDENT_FOLDERS)
+    # rerun: every stage is skipped, nothing is retrained or re-evaluated
+    again = run_recipe(tmp_path, "--students", STUDENTS)
+    assert again.count("skipped, outputs exist") == 1 + 1 + 2 + len(STUDENT_FOLDERS) + 1
     assert "running" not in again
 
 

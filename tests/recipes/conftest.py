@@ -1,4 +1,4 @@
-"""A tiny corpus and tiny models for running the mini recipe's train.py / evaluate.py in tests.
+"""A tiny corpus and tiny models for running the recipes' train.py / evaluate.py in tests.
 
 No espeak-ng: the audio is seeded noise, the transcripts short words of the
 units' letters. What the tests check is the machinery (validation, locks,
@@ -137,3 +137,23 @@ def mini():
     return SimpleNamespace(RATE=RATE, MINI_ASR=MINI_ASR, TINY_MODEL=TINY_MODEL, TINY_STUDENT=TINY_STUDENT,
                            run_train=run_train, train_args=train_args, copy_corpus=copy_corpus, edit_manifest=edit_manifest,
                            recipe_env=recipe_env, write_noise_corpus=write_noise_corpus)
+
+
+@pytest.fixture(scope="session")
+def tiny_pythia(tmp_path_factory):
+    """A random 2-layer GPT-NeoX (hidden 32) with a BPE tokenizer, saved as a checkpoint folder (LM recipes)."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from speechbrain_cald.data.bpe import train_bpe_tokenizer
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from lm_corpus import lm_documents
+
+    folder = tmp_path_factory.mktemp("pythia-tiny")
+    tokenizer = train_bpe_tokenizer(lm_documents(200), 320, str(folder))
+    config = GPTNeoXConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512, bos_token_id=0, eos_token_id=0,
+    )
+    GPTNeoXForCausalLM(config).save_pretrained(str(folder))
+    return folder

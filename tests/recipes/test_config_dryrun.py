@@ -29,6 +29,19 @@ TINY_VALUES = {
 }
 
 
+def _tiny_speech_model(path: Path) -> None:
+    """A tiny random wav2vec2 saved with save_pretrained: what speech recipes' `pretrained_dir` points to."""
+    from speechbrain_cald.testing.speech import save_tiny_speech_model
+
+    save_tiny_speech_model(str(path), "wav2vec2")
+
+
+# placeholder folders that must hold something to build the YAML: name -> filler
+TINY_FOLDERS = {
+    "pretrained_dir": _tiny_speech_model,
+}
+
+
 class _PlaceholderFinder(yaml.SafeLoader):
     """A YAML loader that tolerates every hyperpyyaml tag and records placeholders."""
 
@@ -63,14 +76,24 @@ def is_object_fragment(text: str) -> bool:
     return root is not None and root.tag.startswith("!")
 
 
-def tiny_overrides(keys, tmp_path: Path) -> dict:
+# recipe folder -> {placeholder: fixture naming a tiny checkpoint folder} (YAMLs that load one)
+PRETRAINED_FIXTURES = {
+    "recipes/Pile/LM": {"pretrained_dir": "tiny_pythia"},
+}
+
+
+def tiny_overrides(keys, tmp_path: Path, fixtures: dict = None) -> dict:
     out = {}
     for key in keys:
-        if key in TINY_VALUES:
+        if fixtures and key in fixtures:
+            out[key] = str(fixtures[key])
+        elif key in TINY_VALUES:
             out[key] = TINY_VALUES[key]
         else:  # folders and files: a fresh temporary path
             path = tmp_path / key
             path.mkdir(parents=True, exist_ok=True)
+            if key in TINY_FOLDERS:
+                TINY_FOLDERS[key](path)
             out[key] = str(path)
     return out
 
@@ -80,10 +103,12 @@ def test_configs_exist():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(ROOT)) for p in CONFIGS])
-def test_config_builds(config: Path, tmp_path: Path, monkeypatch):
+def test_config_builds(config: Path, tmp_path: Path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)  # relative output folders land in tmp
     text = config.read_text()
-    overrides = tiny_overrides(placeholder_keys(text), tmp_path)
+    recipe = str(config.parent.parent.relative_to(ROOT))
+    fixtures = {k: request.getfixturevalue(v) for k, v in PRETRAINED_FIXTURES.get(recipe, {}).items()}
+    overrides = tiny_overrides(placeholder_keys(text), tmp_path, fixtures)
     if is_object_fragment(text):
         host = tmp_path / "host.yaml"
         host.write_text(f"fragment: !include:{config}\n")

@@ -110,6 +110,7 @@ def test_a_second_run_into_the_same_folder_refuses(noise_corpus, tmp_path, mini,
     assert (out / "model.ckpt").exists() and len(list((out / "save").glob("CKPT*"))) == 1
 
 
+@pytest.mark.slow  # ~35 s on 2 quiet cores
 def test_killed_anywhere_and_resumed_ends_with_the_uninterrupted_weights(noise_corpus, tiny_teacher, tmp_path, mini,
                                                                          wrapper):
     whole = tmp_path / "whole"
@@ -137,6 +138,7 @@ def test_killed_anywhere_and_resumed_ends_with_the_uninterrupted_weights(noise_c
     assert log.count("resumed from checkpoint") == 2 and log.count("epoch: 2,") == 1
 
 
+@pytest.mark.slow  # ~35 s on 2 quiet cores
 def test_torchrun_two_processes_train_and_export_one_model(noise_corpus, tiny_teacher, tmp_path, mini):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     # a bad manifest: the main process checks, both ranks stop with the report (no hang)

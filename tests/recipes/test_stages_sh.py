@@ -146,3 +146,162 @@ def test_corpus_recipe_student_plans(corpus_recipe, tmp_path):
 def test_corpus_recipe_bad_guides_and_students(corpus_recipe, args, message):
     out = corpus_recipe("--data_folder", "/d", "--pretrained_dir", "/p", *args)
     assert out.returncode == 2 and message in out.stderr
+
+
+NEWER = r"""
+source "{lib}"
+opt="a"; options_help[opt]="an option the result depends on"
+parse_options "$@"
+stamp_file "{tmp}/options" "$opt"
+if stage 4 "summarise" "{tmp}/summary.txt" --newer_than "{tmp}/model.ckpt" "{tmp}/options"; then
+    cat "{tmp}/model.ckpt" "{tmp}/options" > "{tmp}/summary.txt"; echo ran >> "{tmp}/log"
+    stage_done
+fi
+"""
+
+
+def test_stage_with_inputs_skips_only_while_its_outputs_are_newer(tmp_path):
+    """Stage 4 of a recipe has outputs and inputs: it reran every time (issue 16)."""
+    script = tmp_path / "run.sh"
+    script.write_text(NEWER.format(lib=LIB, tmp=tmp_path))
+    run = lambda *a: subprocess.run(["bash", str(script), *a], capture_output=True, text=True)  # noqa: E731
+    (tmp_path / "model.ckpt").write_text("v1")
+    assert "summarise: running" in run().stdout
+    again = run()
+    assert "skipped, outputs exist and are newer than its inputs" in again.stdout
+    # a newer model: rerun, saying why
+    import os
+    import time
+
+    earlier = time.time() - 10  # the summary was written before the model changed
+    os.utime(tmp_path / "summary.txt", (earlier, earlier))
+    os.utime(tmp_path / "options", (earlier, earlier))
+    out = run()
+    assert f"running (changed since its outputs were written: {tmp_path}/model.ckpt)" in out.stdout
+    assert "skipped" in run().stdout
+    # another option value: the stamp changes, the stage reruns; the same value again: skipped
+    os.utime(tmp_path / "summary.txt", (earlier, earlier))  # not to rest on sub-second file times
+    assert "running" in run("--opt", "b").stdout
+    assert "skipped" in run("--opt", "b").stdout
+    assert (tmp_path / "log").read_text().split() == ["ran", "ran", "ran"]
+    assert (tmp_path / "summary.txt").read_text() == "v1b\n"
+
+
+DRIVER = r"""
+source "{lib}"
+recipe_dir="{tmp}/recipes/C/T"
+extra="";  options_help[extra]="a path option of the recipe"
+corpus_options students="s_a s_a:waypoint" results_title="C T"
+report_options speechbrain_cald.evaluation.x "--flag 1"
+parse_options "$@"
+begin_recipe extra
+echo "PWD=$PWD"
+for v in data_folder pretrained_dir exp results_md extra data stage_times stage_commands stop_stage results_title \
+         repo_root recipe_command; do echo "$v=${{!v}}"; done
+teacher_and_student_stages hparams/t.yaml "Teacher" --data_folder="$data_folder" --k="a b"
+models=("teacher=$exp/teacher")
+student_models s_
+printf 'model %s\n' "${{models[@]}}"
+"""
+
+
+@pytest.fixture
+def driver(tmp_path):
+    """A corpus recipe over the shared driver, `python` replaced by a stub (the commands are logged)."""
+    recipe = tmp_path / "recipes" / "C" / "T"
+    (recipe / "hparams").mkdir(parents=True)
+    for name in ("t", "s_a"):
+        (recipe / "hparams" / f"{name}.yaml").write_text("guide: target\n")
+    script = recipe / "run.sh"
+    script.write_text(DRIVER.format(lib=LIB, tmp=tmp_path))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "bin" / "python").chmod(0o755)
+    (tmp_path / "cwd").mkdir()
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+
+    def run(*args):
+        out = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, cwd=tmp_path / "cwd", env=env)
+        values = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line and " " not in line.split("=")[0])
+        return out, values
+
+    return run
+
+
+def test_begin_recipe_makes_paths_absolute_and_logs_in_exp(driver, tmp_path):
+    out, v = driver("--data_folder", "corpus", "--pretrained_dir", "/models/p", "--exp", "e", "--extra", "x/y",
+                    "--teacher_args", "--lr=1")
+    assert out.returncode == 0, out.stderr
+    cwd, recipe = tmp_path / "cwd", tmp_path / "recipes" / "C" / "T"
+    assert v["PWD"] == str(recipe)  # the stages run from the recipe folder
+    assert (v["data_folder"], v["pretrained_dir"], v["exp"], v["extra"]) == (
+        f"{cwd}/corpus", "/models/p", f"{cwd}/e", f"{cwd}/x/y")
+    assert (v["results_md"], v["data"]) == (f"{cwd}/e/RESULTS.md", f"{cwd}/e/data")
+    assert (v["stage_times"], v["stage_commands"]) == (f"{cwd}/e/stage_times.tsv", f"{cwd}/e/commands.sh")
+    assert (v["stop_stage"], v["results_title"], v["repo_root"]) == ("4", "C T", str(tmp_path))
+    assert v["recipe_command"] == ("bash recipes/C/T/run.sh --data_folder corpus --pretrained_dir /models/p --exp e "
+                                   "--extra x/y --teacher_args --lr=1")
+    # stages 2-3: the teacher, then each student with its guide, every call with the shared overrides
+    assert (cwd / "e" / "commands.sh").read_text().splitlines() == [
+        f"python train.py hparams/t.yaml --data_folder={cwd}/corpus --k=a\\ b --output_folder={cwd}/e/teacher --lr=1 ",
+        f"python train.py hparams/s_a.yaml --data_folder={cwd}/corpus --k=a\\ b --teacher_folder={cwd}/e/teacher "
+        f"--output_folder={cwd}/e/s_a_target --guide=target ",
+        f"python train.py hparams/s_a.yaml --data_folder={cwd}/corpus --k=a\\ b --teacher_folder={cwd}/e/teacher "
+        f"--output_folder={cwd}/e/s_a_waypoint --guide=waypoint ",
+    ]
+    assert [line for line in out.stdout.splitlines() if line.startswith("model ")] == [
+        f"model teacher={cwd}/e/teacher", f"model a_target={cwd}/e/s_a_target", f"model a_waypoint={cwd}/e/s_a_waypoint"]
+    assert out.stdout.count(": running") == 3  # no model existed: stage 2 and both students ran
+
+
+def test_begin_recipe_needs_data_and_pretrained_dir_and_keeps_absolute_paths(driver, tmp_path):
+    out, _ = driver("--pretrained_dir", "/p")
+    assert out.returncode == 2 and "missing --data_folder" in out.stderr
+    out, v = driver("--data_folder", "/d", "--pretrained_dir", "/p", "--results_md", "/r/R.md", "--stop_stage", "2")
+    assert out.returncode == 0, out.stderr
+    assert (v["data_folder"], v["results_md"], v["exp"]) == ("/d", "/r/R.md", str(tmp_path / "recipes" / "C" / "T" / "results"))
+    assert "stage 3" in out.stdout and "skipped (outside --stage 0 --stop_stage 2)" in out.stdout
+
+
+EVAL = r"""
+source "{lib}"
+exp="{tmp}/exp"; results_md="$exp/RESULTS.md"; eval_args="${{EVAL_ARGS:-}}"
+parse_options "$@"
+models=("a=$exp/a" "ref=$exp/no_checkpoint_here")
+if evaluation_stage "evaluate" "sets: ${{SETS:-test}}" "{tmp}/lm.arpa"; then
+    echo run >> "{tmp}/log"; touch "$results_md"; stage_done
+fi
+"""
+
+
+def test_evaluation_stage_skips_until_a_model_an_input_or_an_option_changes(tmp_path):
+    import os
+
+    (tmp_path / "exp" / "a").mkdir(parents=True)
+    ckpt, lm, results = tmp_path / "exp" / "a" / "model.ckpt", tmp_path / "lm.arpa", tmp_path / "exp" / "RESULTS.md"
+    ckpt.write_text("w"), lm.write_text("lm")
+    script = tmp_path / "eval.sh"
+    script.write_text(EVAL.format(lib=LIB, tmp=tmp_path))
+
+    def run(**env):
+        out = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={**os.environ, **env})
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def changed_after_results(path):  # RESULTS.md dated back: `path` is now newer than it
+        t = os.stat(path).st_mtime - 10
+        os.utime(results, (t, t))
+
+    run()
+    assert "skipped, outputs exist and are newer" in run()  # a model folder without model.ckpt is fine
+    changed_after_results(ckpt)
+    out = run()
+    assert "running (changed since its outputs were written: " in out and str(ckpt) in out
+    assert "skipped" in run()
+    changed_after_results(lm)
+    out = run()
+    assert "running (changed since its outputs were written: " in out and str(lm) in out
+    assert ".stage4_options" in run(SETS="test other")  # another test set: the options changed
+    assert ".stage4_options" in run(SETS="test other", EVAL_ARGS="--beam 5")
+    assert "skipped" in run(SETS="test other", EVAL_ARGS="--beam 5")
+    assert (tmp_path / "log").read_text().split() == ["run"] * 5

@@ -37,5 +37,22 @@ def test_stray_argument_gets_usage_and_exit_2():
     assert out.returncode == 2 and "unexpected argument" in out.stderr
 
 
+def test_a_recipe_option_value_may_start_with_dashes():
+    """`--teacher_args "--number_of_epochs=2"` (the recipe's own help shows this form) was refused."""
+    out = run("--stage", "9", "--stop_stage", "9", "--teacher_args", "--number_of_epochs=2 --lr=0.1")
+    assert out.returncode == 0, out.stderr
+    assert "recipes/mini/ASR/run.sh --stage 9 --stop_stage 9 --teacher_args --number_of_epochs=2 --lr=0.1" in out.stdout
+    assert "stage 2: Train the conformer CTC teacher" in out.stdout  # the recipe ran (every stage outside 9..9)
+    out = run("--teacher_args")
+    assert out.returncode == 2 and "needs a value" in out.stderr
+
+
+def test_the_default_recipe_checks_guides_and_the_stage_window():
+    out = run("--guide", "foo")
+    assert out.returncode == 2 and "--guide: unknown guide 'foo' (expected one of: unguided target" in out.stderr
+    out = run("--stage", "5", "--stop_stage", "2")
+    assert out.returncode == 2 and "nothing would run" in out.stderr
+
+
 def test_ci_calls_the_readme_test_command():
     assert "./run.sh --test" in (ROOT / ".ci" / "run").read_text()

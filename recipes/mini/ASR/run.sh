@@ -115,12 +115,18 @@ for entry in $students; do
     fi
 done
 
-if stage 4 "Evaluate: WER (short, long-form, LibriVox), speed and memory vs length" ; then
-    models=("teacher=$exp/teacher")
-    for entry in $students; do
-        read -r _ _ out _ model_name <<< "$(variant_plan "$entry")"
-        models+=("$model_name=$out")
-    done
+models=("teacher=$exp/teacher")
+eval_inputs=("$exp/teacher/model.ckpt")
+for entry in $students; do
+    read -r _ _ out _ model_name <<< "$(variant_plan "$entry")"
+    models+=("$model_name=$out")
+    eval_inputs+=("$out/model.ckpt")
+done
+# stage 4 reruns when a model, the data, the decoder or the evaluation's options changed
+[ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ] && stamp_file "$exp/.stage4_options" "${models[*]} | $data | $eval_args"
+eval_inputs+=("$exp/.stage4_options" "$data/units.txt" "$data/lm_3gram.arpa" "$data/test.csv" evaluate.py hparams/decode.yaml)
+if stage 4 "Evaluate: WER (short, long-form, LibriVox), speed and memory vs length" "$results_md" \
+        --newer_than "${eval_inputs[@]}"; then
     # shellcheck disable=SC2086
     run python evaluate.py --data_folder "$data" --exp_folder "$exp" --models "${models[@]}" \
         --results_md "$results_md" --stage_times "$stage_times" \

@@ -104,7 +104,7 @@ class Family:
         models); otherwise only a warning.
     post_convert : callable, optional
         ``post_convert(student)`` run once after every slot is replaced (e.g.
-        GPT-NeoX turns off the KV cache the mixers do not fill).
+        GPT-NeoX numbers its attention wrappers for the recurrent-state cache).
     save_format : str
         ``"hf"`` (``save_pretrained`` + safetensors) or ``"speechbrain"``.
     extras : dict

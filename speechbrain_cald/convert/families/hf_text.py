@@ -10,9 +10,12 @@ How each passes padding to attention (transformers 5.x):
 - GPT-NeoX: ``create_causal_mask`` gives ``None`` (SDPA, no padding) or a 4D
   causal mask including padding; the whole ``layer.attention`` (fused
   ``query_key_value`` and ``dense``) is replaced, the parallel residual
-  ``x + mixer(ln1 x) + mlp(ln2 x)`` stays in the untouched layer code. The
-  mixer ignores caches: a student has no KV cache, so ``config.use_cache`` is
-  set to False at conversion (generation recomputes the prefix).
+  ``x + mixer(ln1 x) + mlp(ln2 x)`` stays in the untouched layer code.
+  Instead of a KV cache each layer keeps its mixer's recurrent state in the
+  model's ``Cache`` (``convert/state_cache.py``): ``generate(..., use_cache=True)``
+  runs the prompt once, then one recurrent step per new token.
+  ``config.use_cache`` is False (plain forward calls build no cache) and
+  ``generation_config.use_cache`` True.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Dict, Optional
 
 from torch import nn
 
-from speechbrain_cald.convert.families.base import Family, Projection
+from speechbrain_cald.convert.families.base import Family, Projection, get_path
 from speechbrain_cald.convert.families.projections import named_linears, split_head_interleaved
 from speechbrain_cald.convert.wrappers import CausalLMAttentionWrapper, HFAttentionWrapper
 
@@ -64,12 +67,17 @@ def _neox_max_positions(model: nn.Module) -> Optional[int]:
     return int(_config(model).max_position_embeddings)
 
 
-def _no_kv_cache(student: nn.Module) -> None:
-    # the mixers keep no KV cache; generation must recompute the prefix
+def _recurrent_generation(student: nn.Module) -> None:
+    # Each wrapper learns its layer index: with a cache (generate(..., use_cache=True)) it keeps
+    # its mixer's recurrent state in that slot of the model's Cache (convert/state_cache.py).
+    for index, layer in enumerate(GPT_NEOX.layers(student)):
+        wrapper = get_path(layer, GPT_NEOX.attention_path(layer))
+        wrapper.layer_idx = index
+    # plain forward calls (training, scoring) build no cache; generate uses the states
     _config(student).use_cache = False
     generation_config = getattr(student, "generation_config", None)
     if generation_config is not None:
-        generation_config.use_cache = False
+        generation_config.use_cache = True
 
 
 def _always_causal(model: nn.Module) -> bool:
@@ -119,5 +127,5 @@ GPT_NEOX = Family(
     max_positions_fn=_neox_max_positions,
     is_causal_fn=_always_causal,
     causal_required=True,
-    post_convert=_no_kv_cache,
+    post_convert=_recurrent_generation,
 )

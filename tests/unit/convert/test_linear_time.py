@@ -316,8 +316,11 @@ def test_gpt_neox_student_generates_like_a_full_recompute(teacher_dirs, cases):
         for _ in range(4):
             x = torch.cat([x, student(x).logits[:, -1].argmax(-1, keepdim=True)], 1)
         assert torch.equal(generated, x)
-        with pytest.raises(ValueError, match="use_cache=False"):
-            student.generate(prompt, max_new_tokens=2, min_new_tokens=2, do_sample=False, use_cache=True)
+        # the recurrent state in the cache continues the sequence exactly (convert/state_cache.py)
+        cached = student.generate(prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False, use_cache=True)
+        assert torch.equal(cached, x)
+        with pytest.raises(ValueError, match="no cache was given"):
+            student(x[:, -1:], position_ids=torch.tensor([[x.shape[1] - 1]]))
 
 
 def test_converting_a_student_again_is_a_clear_error(teacher_dirs, cases):

@@ -11,6 +11,7 @@ from speechbrain_cald.data.audio import AudioFormatError, read_audio, speech_dat
 from speechbrain_cald.data.manifest import write_manifest
 from speechbrain_cald.data.tokens import build_tokens, load_tokens
 from speechbrain_cald.testing.speech import write_sphere
+from float_tolerance import ELEMENTWISE, assert_close
 
 
 def test_sphere_segments_read_exactly_the_samples_between_the_times(tmp_path):
@@ -18,7 +19,7 @@ def test_sphere_segments_read_exactly_the_samples_between_the_times(tmp_path):
     path = str(tmp_path / "talk.sph")
     write_sphere(path, samples)
     seg = read_audio(path, start=1.25, stop=2.5)
-    torch.testing.assert_close(seg, torch.from_numpy(samples[20000:40000] / 32768.0).float())
+    assert_close(seg, torch.from_numpy(samples[20000:40000] / 32768.0).float(), factor=ELEMENTWISE)  # int16 / 2**15
     assert read_audio(path).shape == (48000,)
 
 
@@ -56,3 +57,23 @@ def test_unigram_tokens_round_trip_and_keep_blank_at_zero(tmp_path):
     assert chars.decode(chars.encode("a dog")) == "a dog"
     with pytest.raises(KeyError, match="not in the inventory"):
         chars.encode("A DOG")
+
+
+def test_speech_manifests_are_validated_before_training(tmp_path):
+    from speechbrain_cald.data.validate import ManifestError
+    from speechbrain_cald.tasks.ctc_brain import validate_speech_manifests
+
+    sf.write(tmp_path / "ok.flac", np.zeros(16000), 16000)
+    sf.write(tmp_path / "st.flac", np.zeros((16000, 2)), 16000)
+    write_manifest(str(tmp_path / "w.csv"), [
+        dict(ID="a", duration=1.0, wav="$data_root/ok.flac", spk_id="s", wrd="HI"),
+        dict(ID="b", duration=1.0, wav="$data_root/st.flac", spk_id="s", wrd="HI"),
+        dict(ID="c", duration=1.0, wav="$data_root/gone.flac", spk_id="s", wrd="HI")])
+    (tmp_path / "s.csv").write_text("ID,duration,wav,start,stop,spk_id,wrd\n"
+                                    "x,0.5,$data_root/ok.flac,0.25,0.75,s,HI\ny,0.5,$data_root/ok.flac,0.75,0.25,s,HI\n")
+    with pytest.raises(ManifestError) as err:
+        validate_speech_manifests({"w": str(tmp_path / "w.csv"), "s": str(tmp_path / "s.csv")}, str(tmp_path), 16000)
+    text = str(err.value)
+    assert "st.flac: channels" in text and "gone.flac: file does not exist" in text
+    with pytest.raises(ManifestError, match="start 0.75 s is not before stop 0.25 s"):
+        validate_speech_manifests({"s": str(tmp_path / "s.csv")}, str(tmp_path), 16000)

@@ -132,8 +132,20 @@ def test_segments_and_recipe_row_checks(tmp_path):
     def intent_known(row):
         return None if row["intent"] in intents else f"intent: {row['intent']!r} not in the label set {sorted(intents)}"
 
-    problems, _ = validate_manifest(csv, sample_rate=RATE, segment_columns=("start", "stop"), row_checks=[intent_known])
+    problems, _ = validate_manifest(csv, sample_rate=RATE, segment_columns=("start", "stop"), segment_unit="samples",
+                                    row_checks=[intent_known])
     assert [(p.row_id, p.kind) for p in problems] == [("s2", "segment"), ("s3", "length"), ("s3", "intent")]
+    # seconds (data.audio.speech_datasets' convention), an empty stop = the end of the file
+    rows = [("s1", "0.500", f"{tmp_path}/long.wav", "0.0", "0.5"), ("s2", "0.250", f"{tmp_path}/long.wav", "0.75", ""),
+            ("s3", "0.500", f"{tmp_path}/long.wav", "0.75", "1.25")]
+    csv = _manifest(tmp_path / "sec.csv", rows, header="ID,duration,wav,start,stop")
+    problems, _ = validate_manifest(csv, sample_rate=RATE, segment_columns=("start", "stop"))
+    assert [(p.row_id, p.kind) for p in problems] == [("s3", "segment")]
+    assert "expected 0 <= start < stop <= 1 (the file's end), found 0.75..1.25" in problems[0].what
+    # a manifest without the columns: whole files
+    problems, _ = validate_manifest(str(tmp_path / "seg.csv"), sample_rate=RATE, segment_columns=("begin", "end"),
+                                    duration_column=None)
+    assert problems == []
 
 
 def test_long_lists_go_to_the_report_file(tmp_path):

@@ -133,3 +133,77 @@ def test_tap_embeddings_distils_the_first_layers_input_too(tiny):
                 hs, ht = student.layers[i](hs) * mask, teacher.layers[i](ht) * mask
     assert abs(brain.last_terms["layer"] - expected) < 1e-5 * max(1.0, expected)
     assert torch.isfinite(terms)
+
+
+def test_optimizer_step_limit_from_the_command_line_is_a_number(tiny):
+    """SpeechBrain 1.1 parses --optimizer_step_limit=2 as the string "2": training still stops after 2 steps."""
+    brain = tiny.build_brain("target", run_opts={"optimizer_step_limit": "2"})
+    assert brain.optimizer_step_limit == 2
+    brain.fit(range(1), tiny.loader(tiny.make_batches(4)))
+    assert brain.optimizer_step == 2 and len(brain.history) == 2 and brain.planned_steps == 2
+    with pytest.raises(ValueError, match="optimizer_step_limit: expected a whole number of optimizer steps, found 'two'"):
+        tiny.build_brain("target", run_opts={"optimizer_step_limit": "two"})
+
+
+class _SkippingEncoder(torch.nn.Module):
+    """A TinyEncoder whose layer ``skip`` does not run in training mode (what LayerDrop does at random)."""
+
+    def __init__(self, encoder, skip):
+        super().__init__()
+        self.inp, self.layers, self.head, self.skip = encoder.inp, encoder.layers, encoder.head, skip
+
+    def forward(self, x, lengths):
+        mask = lengths_to_mask(lengths, x.shape[1], x.shape[0])[..., None]
+        h = self.inp(x) * mask
+        for i, layer in enumerate(self.layers):
+            if not (self.training and i == self.skip):
+                h = layer(h) * mask
+        return self.head(h)
+
+
+@pytest.mark.parametrize("who", ["teacher", "student"])
+def test_a_layer_that_did_not_run_stops_layer_distillation(tiny, who):
+    """A skipped layer would pair student layer i with teacher layer i + 1: an error naming both counts."""
+    teacher = tiny.TinyEncoder()
+    student = tiny.make_student(teacher)
+    if who == "teacher":
+        teacher = _SkippingEncoder(teacher, skip=0)
+    else:
+        student = _SkippingEncoder(student, skip=0)
+    brain = tiny.build_brain("target", teacher, student)
+    counts = "the teacher recorded 1 layer states, the student 2" if who == "teacher" else \
+        "the teacher recorded 2 layer states, the student 1"
+    with pytest.raises(RuntimeError, match=rf"step 0: {counts}, but the student expects 2 teacher states and 2 of "
+                                           r"its own .*LayerDrop; set `layerdrop: 0.0`"):
+        brain.fit(range(1), tiny.loader(tiny.make_batches(1)))
+    if who == "teacher":  # the same teacher in eval mode runs every layer: distillation goes on
+        brain = tiny.build_brain("target", teacher, student, hparams={"teacher_train_mode": False})
+        brain.fit(range(1), tiny.loader(tiny.make_batches(1)))
+        assert "layer" in brain.history[-1]["terms"]
+
+
+def test_a_layerdrop_wav2vec2_teacher_is_refused(tmp_path):
+    """transformers' LayerDrop skips whole layers in training mode: the check names it."""
+    from speechbrain_cald.distill import DistillBrain, ModelOutput
+    from speechbrain_cald.lobes.hf_speech import CTCModel, HFSpeechEncoder
+    from speechbrain_cald.testing.speech import save_tiny_speech_model
+
+    folder = save_tiny_speech_model(str(tmp_path / "w2v"))
+    teacher = CTCModel(HFSpeechEncoder(folder, config_overrides={"layerdrop": 1.0}), n_tokens=5)
+    student = CTCModel(HFSpeechEncoder(folder, config_overrides={"layerdrop": 0.0}), n_tokens=5)
+
+    class Speech(DistillBrain):
+        def run_model(self, model, batch, stage):
+            return ModelOutput(*model(*batch))
+
+        def task_loss(self, output, batch, stage):
+            return output.logits.mean()
+
+    brain = Speech(modules={"model": student, "teacher": teacher}, hparams={"guide": "target"},
+                   run_opts={"noprogressbar": True})
+    with pytest.raises(RuntimeError, match=r"the teacher recorded 0 layer states, the student 2.*`layerdrop: 0.0`"):
+        brain.compute_forward((torch.randn(2, 4000), torch.ones(2)), sb.Stage.TRAIN)
+    brain = Speech(modules={"model": student, "teacher": teacher}, hparams={"guide": "target", "alpha_layer": 0.0,
+                                                                           "alpha_logits": 1.0},
+                   run_opts={"noprogressbar": True})
+    brain.compute_forward((torch.randn(2, 4000), torch.ones(2)), sb.Stage.TRAIN)  # no layer loss: no check
