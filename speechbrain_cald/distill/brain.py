@@ -219,7 +219,9 @@ class DistillConfig:
     teacher_train_mode : bool
         Run the teacher with dropout active (CALD reference) or in eval mode.
     snapshot_interval : int
-        Save ``model`` to ``snapshot_dir`` every this many optimizer steps (0: never).
+        Save ``model`` to ``snapshot_dir`` every this many optimizer steps (0: never),
+        and once more at the end of training when the last step is not a multiple
+        of it: the fine-tuned model is always the last waypoint.
     snapshot_dir : str, optional
         Where snapshots go.
     total_steps : int, optional
@@ -596,6 +598,9 @@ class DistillBrain(SafeRunMixin, sb.Brain):
             train_loader_kwargs,
             valid_loader_kwargs,
         )
+        interval = self.cfg.snapshot_interval
+        if interval and self.optimizer_step % interval and not self.test_only and if_main_process():
+            save_snapshot(unwrap(self.modules.model), self.cfg.snapshot_dir, self.optimizer_step)
 
     def _estimate_steps(self, epoch_counter, train_set) -> Optional[int]:
         """Epochs x batches per epoch / accumulation, when both are known."""

@@ -124,6 +124,16 @@ def test_hybrid_after_the_switch_without_any_term_runs_no_teacher(tiny, hybrid, 
     assert [set(h["terms"]) for h in brain.history][2:] == [{"task"}, {"task"}]
 
 
+def test_training_ending_between_snapshots_saves_the_final_model_as_last_waypoint(tiny, tmp_path):
+    snaps = tmp_path / "snapshots"
+    run = tiny.build_brain(
+        "unguided", student=tiny.TinyEncoder(), hparams={"snapshot_interval": 4, "snapshot_dir": str(snaps)}
+    )
+    run.fit(range(1), tiny.loader(tiny.make_batches(6)))
+    assert [s for s, _ in list_snapshots(snaps)] == [4, 6]  # 6 is not a multiple of 4: saved at the end
+    assert same(params(run.modules.model), torch.load(list_snapshots(snaps)[-1][1]))
+
+
 def test_teacher_finetuning_snapshots_then_waypoint_switches(tiny, tmp_path):
     snaps = tmp_path / "snapshots"
     teacher_run = tiny.build_brain(
