@@ -2,15 +2,23 @@
 
 Layout written under ``data_folder``::
 
-    wav/{train,valid,test,longform}/<ID>.wav     16 kHz mono PCM_16
-    train.csv valid.csv test.csv longform.csv    SpeechBrain manifests ($data_root paths)
-    corpus.json                                  the configuration (written last)
+    wav/{train,valid,test,longform,pretrain}/<ID>.wav     16 kHz mono PCM_16
+    train.csv valid.csv test.csv longform.csv pretrain.csv    SpeechBrain manifests ($data_root paths)
+    corpus.json                                           the configuration (written last)
 
 A *voice* is an espeak-ng accent plus a variant (``en-gb-x-rp+f2``). Every split
 uses all accents, but the variants are disjoint, so valid and test voices are
 never heard in training. The long-form set concatenates test utterances with
-short pauses into recordings of about ``longform_seconds`` each. Everything is a
-function of the configuration: the same configuration gives the same bytes.
+short pauses into recordings of about ``longform_seconds`` each.
+
+The optional ``pretrain`` split (``n_pretrain > 0``) is a different corpus for a
+recipe's pre-training stage, as a self-supervised model is pre-trained on other
+data than its fine-tuning task: its sentences come from a generator of their own
+(``pretrain_seed``) and its voices are variants no other split uses. Adding it
+leaves the bytes of the other splits unchanged.
+
+Everything is a function of the configuration: the same configuration gives the
+same bytes.
 """
 
 from __future__ import annotations
@@ -49,6 +57,12 @@ VARIANTS: Dict[str, Tuple[str, ...]] = {
     ),
     "valid": ("m6", "f4", "max"),
     "test": ("m7", "f5", "edward", "Annie"),
+    # the pre-training corpus: variants no other split uses (edward2, a sibling of a
+    # test voice, and the robotic / whispered / Klatt ones are left out)
+    "pretrain": (
+        "AnxiousAndy", "Gene2", "RicishayMax", "Storm", "anika", "announcer", "gustave",
+        "iven2", "marcelo", "michel", "pablo", "steph3", "zac", "grandma",
+    ),
 }
 
 
@@ -62,6 +76,10 @@ class MiniCorpusConfig:
         Utterances per split.
     seed : int
         Seed of sentences, voices, rates, pitches, gains, noise and long-form order.
+    n_pretrain : int
+        Utterances of the pre-training split (0: none).
+    pretrain_seed : int
+        Seed of the pre-training split's own sentences and voice draws.
     rate : (int, int)
         Speaking-rate range in words per minute (espeak-ng ``-s``), uniform.
     pitch : (int, int)
@@ -85,6 +103,8 @@ class MiniCorpusConfig:
     n_valid: int = 150
     n_test: int = 300
     seed: int = 1234
+    n_pretrain: int = 0
+    pretrain_seed: int = 4321
     rate: Tuple[int, int] = (120, 190)
     pitch: Tuple[int, int] = (25, 75)
     gain_db: Tuple[float, float] = (-8.0, 0.0)
@@ -152,26 +172,35 @@ def utterance_specs(config: MiniCorpusConfig) -> Dict[str, List[dict]]:
     True
     >>> {s["voice"].split("+")[1] for s in specs["test"]} <= set(cfg.variants["test"])
     True
+    >>> specs == {k: v for k, v in utterance_specs(MiniCorpusConfig(n_train=4, n_valid=2, n_test=3, n_pretrain=2)).items()
+    ...           if k != "pretrain"}  # the pre-training split changes no other split
+    True
     """
     rng = random.Random(config.seed)
     sentences = SentenceGenerator(config.seed)
-    sizes = {"train": config.n_train, "valid": config.n_valid, "test": config.n_test}
     specs: Dict[str, List[dict]] = {}
-    for split, n in sizes.items():
-        specs[split] = []
-        for i in range(n):
-            specs[split].append(
-                dict(
-                    ID=f"{split}_{i:05d}",
-                    text=sentences.sentence(),
-                    voice=f"{rng.choice(config.accents)}+{rng.choice(config.variants[split])}",
-                    rate=rng.randint(*config.rate),
-                    pitch=rng.randint(*config.pitch),
-                    gain_db=round(rng.uniform(*config.gain_db), 2),
-                    noise_seed=rng.randrange(2**31),
-                )
-            )
+    for split, n in (("train", config.n_train), ("valid", config.n_valid), ("test", config.n_test)):
+        specs[split] = _draw(split, n, rng, sentences, config)
+    if config.n_pretrain > 0:  # its own generators: the other splits stay as they are
+        specs["pretrain"] = _draw(
+            "pretrain", config.n_pretrain, random.Random(config.pretrain_seed), SentenceGenerator(config.pretrain_seed), config
+        )
     return specs
+
+
+def _draw(split: str, n: int, rng: random.Random, sentences: SentenceGenerator, config: MiniCorpusConfig) -> List[dict]:
+    return [
+        dict(
+            ID=f"{split}_{i:05d}",
+            text=sentences.sentence(),
+            voice=f"{rng.choice(config.accents)}+{rng.choice(config.variants[split])}",
+            rate=rng.randint(*config.rate),
+            pitch=rng.randint(*config.pitch),
+            gain_db=round(rng.uniform(*config.gain_db), 2),
+            noise_seed=rng.randrange(2**31),
+        )
+        for i in range(n)
+    ]
 
 
 def _to_int16(x: np.ndarray) -> np.ndarray:
@@ -253,7 +282,8 @@ def prepare_mini_corpus(data_folder: str, config: Optional[MiniCorpusConfig] = N
     Returns
     -------
     dict
-        Split name (``train, valid, test, longform``) -> manifest path.
+        Split name (``train, valid, test, longform``, and ``pretrain`` when
+        ``n_pretrain > 0``) -> manifest path.
 
     Example
     -------
@@ -265,7 +295,7 @@ def prepare_mini_corpus(data_folder: str, config: Optional[MiniCorpusConfig] = N
     """
     config = config or MiniCorpusConfig()
     data_folder = os.path.abspath(data_folder)
-    splits = ("train", "valid", "test", "longform")
+    splits = ("train", "valid", "test", "longform") + (("pretrain",) if config.n_pretrain > 0 else ())
     paths = {s: os.path.join(data_folder, f"{s}.csv") for s in splits}
     stamp = os.path.join(data_folder, "corpus.json")
     if os.path.exists(stamp) and all(os.path.exists(p) for p in paths.values()):
@@ -277,7 +307,7 @@ def prepare_mini_corpus(data_folder: str, config: Optional[MiniCorpusConfig] = N
     if os.path.exists(stamp):
         os.remove(stamp)  # a changed config: rewrite everything before stamping again
     specs = utterance_specs(config)
-    rows = {s: _write_split(data_folder, s, specs[s], config, workers) for s in ("train", "valid", "test")}
+    rows = {s: _write_split(data_folder, s, split_specs, config, workers) for s, split_specs in specs.items()}
     _write_longform(data_folder, rows["test"], config)
     with open(stamp, "w") as f:
         f.write(config.to_json())

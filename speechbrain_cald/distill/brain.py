@@ -35,7 +35,8 @@ Hooks a recipe overrides (task-specific parts)
 Hparams keys read (defaults in ``DistillConfig``)
 -------------------------------------------------
 ``guide``, ``guides``, ``alpha_layer``, ``alpha_logits``, ``layer_loss``, ``temperature``,
-``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``tap_embeddings``, ``tap_skip_last``,
+``distill_objective``, ``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``tap_embeddings``,
+``tap_skip_last``,
 ``teacher_train_mode``,
 ``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``,
 ``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
@@ -77,8 +78,13 @@ under ``no_grad`` unless the trajectory guide trains it on that step.
 
 Loss
 ----
-``task + alpha_layer * layer + alpha_logits * logits`` (see
-``speechbrain_cald.distill.losses`` for the normalisation). The progress bar
+``task`` plus the distillation objective's weighted terms, each scaled by the
+guide at every step (``Guide.term_scales``: the hybrid guide drops the layer
+term after its switch). The default objective is CALD's, ``alpha_layer * layer
++ alpha_logits * logits`` (see ``speechbrain_cald.distill.losses`` for the
+normalisation); ``distill_objective`` picks another one
+(``speechbrain_cald.distill.objectives``: MiniALBERT's attention + hidden +
+output terms, which also taps the layers' attention maps). The progress bar
 and the epoch summary show each term. A trajectory teacher's own task loss
 (``teacher_task``) is back-propagated in the same backward pass (the two
 networks share no parameters) but is not part of the student's loss.
@@ -91,6 +97,7 @@ Guides, snapshots and the hybrid switch count the student's optimizer steps
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -107,7 +114,8 @@ from tqdm import tqdm
 
 from speechbrain_cald.distill.checkpoint import RNGState, make_atomic
 from speechbrain_cald.distill.guides import Guide, select_guide
-from speechbrain_cald.distill.losses import LAYER_LOSS_DEFAULTS, layer_distill_loss, logits_distill_loss
+from speechbrain_cald.distill.losses import LAYER_LOSS_DEFAULTS
+from speechbrain_cald.distill.objectives import CALDObjective, DistillObjective
 from speechbrain_cald.distill.run_safety import SafeRunMixin
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, tapped_layers, unwrap
@@ -131,6 +139,8 @@ class ModelOutput:
         None means all frames are valid.
     states : list of torch.Tensor
         ``(B, T, D)`` per tapped layer; filled in by ``DistillBrain``.
+    attentions : list of torch.Tensor
+        ``(B, H, T, T)`` per tapped layer, when the objective asks for them.
     extra : dict
         Anything else the task loss or metrics need.
 
@@ -145,6 +155,7 @@ class ModelOutput:
     logits: torch.Tensor
     lengths: Optional[torch.Tensor] = None
     states: List[torch.Tensor] = dataclasses.field(default_factory=list)
+    attentions: List[Optional[torch.Tensor]] = dataclasses.field(default_factory=list)
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def mask(self, max_len: int) -> torch.Tensor:
@@ -161,6 +172,7 @@ class DistillPredictions:
     teacher: Optional[ModelOutput] = None
     teacher_learns: bool = False
     batch: Any = None  # what prepare_batch returned; the task loss sees the same
+    scales: Dict[str, float] = dataclasses.field(default_factory=dict)  # the guide's term scales at this step
 
 
 @dataclasses.dataclass
@@ -183,6 +195,10 @@ class DistillConfig:
         ``LAYER_LOSS_DEFAULTS``, the CALD speech reference's normalisation.
     temperature : float
         KD temperature (CALD: 2).
+    distill_objective : DistillObjective, optional
+        Another objective than CALD's (``speechbrain_cald.distill.objectives``,
+        e.g. ``MiniALBERTObjective``); then ``alpha_*``, ``temperature`` and
+        ``layer_loss`` are not used.
     layer_map : list of int, optional
         Student step i <-> teacher layer ``layer_map[i]`` (default identity).
     tap_layers, teacher_tap_layers : str, optional
@@ -203,7 +219,9 @@ class DistillConfig:
     teacher_train_mode : bool
         Run the teacher with dropout active (CALD reference) or in eval mode.
     snapshot_interval : int
-        Save ``model`` to ``snapshot_dir`` every this many optimizer steps (0: never).
+        Save ``model`` to ``snapshot_dir`` every this many optimizer steps (0: never),
+        and once more at the end of training when the last step is not a multiple
+        of it: the fine-tuned model is always the last waypoint.
     snapshot_dir : str, optional
         Where snapshots go.
     total_steps : int, optional
@@ -231,6 +249,7 @@ class DistillConfig:
     alpha_logits: float = 0.0
     layer_loss: Optional[Mapping] = None
     temperature: float = 2.0
+    distill_objective: Optional[DistillObjective] = None
     layer_map: Optional[Sequence[int]] = None
     tap_layers: Optional[str] = None
     teacher_tap_layers: Optional[str] = None
@@ -260,6 +279,14 @@ class DistillConfig:
                 f"hparams `layer_loss`: unknown option(s) {unknown}; expected some of {sorted(LAYER_LOSS_DEFAULTS)}"
             )
         cfg.layer_loss = {**LAYER_LOSS_DEFAULTS, **(cfg.layer_loss or {})}
+        if cfg.distill_objective is None:
+            cfg.distill_objective = CALDObjective(cfg.alpha_layer, cfg.alpha_logits, cfg.temperature, cfg.layer_loss)
+        elif not isinstance(cfg.distill_objective, DistillObjective):
+            raise TypeError(
+                "hparams `distill_objective` should be an objective of speechbrain_cald.distill.objectives "
+                f"(e.g. !new:speechbrain_cald.distill.objectives.MiniALBERTObjective), found "
+                f"{type(cfg.distill_objective).__name__}"
+            )
         if cfg.snapshot_interval and cfg.snapshot_dir is None:
             raise ValueError("hparams: snapshot_interval > 0 needs snapshot_dir (where snapshots go)")
         return cfg
@@ -341,19 +368,37 @@ class DistillBrain(SafeRunMixin, sb.Brain):
             self.checkpointer.add_recoverable("rng", self.rng_state)
         self.student_taps: Optional[LayerTaps] = None
         self.teacher_taps: Optional[LayerTaps] = None
+        self.student_attention_taps: Optional[LayerTaps] = None
+        self.teacher_attention_taps: Optional[LayerTaps] = None
         if self.guide.needs_teacher:
-            skip, with_input = self.cfg.tap_skip_last, bool(self.cfg.tap_embeddings)
-            student_layers = tapped_layers(find_layers(modules["model"], self.cfg.tap_layers), skip)
-            self.student_taps = LayerTaps(student_layers, active=False, include_input=with_input)
-            teacher_path = self.cfg.teacher_tap_layers or self.cfg.tap_layers
-            teacher_layers = tapped_layers(find_layers(modules["teacher"], teacher_path), skip)
-            self.teacher_taps = LayerTaps(teacher_layers, active=False, include_input=with_input)
-            self._teacher_states = len(teacher_layers) + int(with_input)  # one per layer each forward
+            self._make_taps(modules["model"], modules["teacher"])
         self.last_terms: Dict[str, float] = {}
         self.running = _RunningTerms()
         self.stage_summaries: Dict[Stage, Dict[str, float]] = {}
         self.planned_steps: Optional[int] = None
         self._has_valid = False
+
+    def _make_taps(self, student: torch.nn.Module, teacher: torch.nn.Module) -> None:
+        """Hooks on both networks' layers: their outputs, and their attention maps when the objective needs them."""
+        skip, with_input = self.cfg.tap_skip_last, bool(self.cfg.tap_embeddings)  # embeddings: the CALD GLUE reference
+        student_layers = tapped_layers(find_layers(student, self.cfg.tap_layers), skip)
+        teacher_layers = tapped_layers(find_layers(teacher, self.cfg.teacher_tap_layers or self.cfg.tap_layers), skip)
+        self.student_taps = LayerTaps(student_layers, active=False, include_input=with_input)
+        self.teacher_taps = LayerTaps(teacher_layers, active=False, include_input=with_input)
+        if self.cfg.distill_objective.records_attention:
+            self.student_attention_taps = LayerTaps(student_layers, active=False, output_index=1)
+            self.teacher_attention_taps = LayerTaps(teacher_layers, active=False, output_index=1)
+        self._teacher_states = len(teacher_layers) + int(with_input)  # one per layer each forward
+
+    @staticmethod
+    def _run_tapped(run, taps: LayerTaps, attention_taps: Optional[LayerTaps]) -> ModelOutput:
+        """``run()`` with the taps recording; the output carries their states (and attention maps)."""
+        with taps.recording(), (attention_taps.recording() if attention_taps else contextlib.nullcontext()):
+            output = run()
+        output.states = taps.take()
+        if attention_taps is not None:
+            output.attentions = attention_taps.take()
+        return output
 
     # ---------------------------------------------------------------- hooks
     def run_model(self, model: torch.nn.Module, batch: Any, stage: Stage) -> ModelOutput:
@@ -388,28 +433,31 @@ class DistillBrain(SafeRunMixin, sb.Brain):
     def compute_forward(self, batch, stage):
         """Run the student and, when the guide says so, the teacher on one batch."""
         batch = self.prepare_batch(batch, stage)
-        weighted = self.cfg.alpha_layer > 0 or self.cfg.alpha_logits > 0
+        step = self.optimizer_step
+        scales = self.guide.term_scales(step) if stage == Stage.TRAIN else {}
         distil = (
             stage == Stage.TRAIN
-            and self.guide.teacher_active(self.optimizer_step)
-            and (weighted or self.guide.trains_teacher)  # a teacher nobody reads need not run
+            and self.guide.teacher_active(step)
+            # a teacher nobody reads need not run
+            and (self.cfg.distill_objective.weighted(scales) or self.guide.trains_teacher)
         )
         if not distil:
             return DistillPredictions(self.run_model(self.modules.model, batch, stage), batch=batch)
-        with self.student_taps.recording():
-            student = self.run_model(self.modules.model, batch, stage)
-        student.states = self.student_taps.take()
-        step = self.optimizer_step
+        model = self.modules.model
+        student = self._run_tapped(
+            lambda: self.run_model(model, batch, stage), self.student_taps, self.student_attention_taps
+        )
         self.guide.prepare_teacher(step)
         teacher_module = self.modules.teacher
         teacher_module.train(self.cfg.teacher_train_mode)
         learns = self.guide.teacher_learns(step)
-        with torch.set_grad_enabled(learns), self.teacher_taps.recording():
-            teacher = self.run_model(teacher_module, batch, stage)
-        teacher.states = self.teacher_taps.take()
+        with torch.set_grad_enabled(learns):
+            teacher = self._run_tapped(
+                lambda: self.run_model(teacher_module, batch, stage), self.teacher_taps, self.teacher_attention_taps
+            )
         if self.cfg.alpha_layer > 0:
             self._check_layer_states(len(student.states), len(teacher.states))
-        return DistillPredictions(student, teacher, learns, batch)
+        return DistillPredictions(student, teacher, learns, batch, scales)
 
     def _check_layer_states(self, n_student: int, n_teacher: int) -> None:
         """Both networks recorded the states the layer map pairs; a layer that did not run would shift them."""
@@ -427,27 +475,17 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         )
 
     def compute_objectives(self, predictions, batch, stage):
-        """Sum the task loss and the weighted distillation terms; record each term."""
+        """Sum the task loss and the objective's weighted distillation terms; record each term."""
         student, teacher = predictions.student, predictions.teacher
         batch = predictions.batch  # the prepared batch, as run_model saw it
         task = self.task_loss(student, batch, stage)
         terms = {"task": task}
         total = task
         if teacher is not None:
-            frame_mask = None
-            if student.states:
-                frame_mask = student.mask(student.states[0].shape[1])
-            if self.cfg.alpha_layer > 0:
-                terms["layer"] = layer_distill_loss(
-                    student.states, teacher.states, frame_mask, self.cfg.layer_map, **self.cfg.layer_loss
-                )
-                total = total + self.cfg.alpha_layer * terms["layer"]
-            if self.cfg.alpha_logits > 0:
-                logits_mask = student.mask(student.logits.shape[1]) if student.logits.dim() == 3 else None
-                terms["logits"] = logits_distill_loss(
-                    student.logits, teacher.logits, logits_mask, self.cfg.temperature
-                )
-                total = total + self.cfg.alpha_logits * terms["logits"]
+            distill_terms = self.cfg.distill_objective.terms(student, teacher, predictions.scales, self.cfg.layer_map)
+            for name, (weight, value) in distill_terms.items():
+                terms[name] = value
+                total = total + weight * value
         if stage != Stage.TRAIN:
             self.update_metrics(student, batch, stage)
         self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
@@ -495,12 +533,15 @@ class DistillBrain(SafeRunMixin, sb.Brain):
             if p.requires_grad
         ]
         self.optimizers_dict = {}
+        student_lr = None
         if self.opt_class is not None:
             self.optimizer = self.opt_class(params)
+            student_lr = self.optimizer.param_groups[0]["lr"]  # before any scheduler step
             self.optimizers_dict["model"] = self.optimizer
             if self.checkpointer is not None:
                 self.checkpointer.add_recoverable("optimizer", self.optimizer)
-        teacher_opt = self.guide.make_optimizer()
+        # a trajectory teacher follows the student's lr schedule (scaled to its own lr)
+        teacher_opt = self.guide.make_optimizer(self.cfg.lr_scheduler, student_lr)
         if teacher_opt is not None:
             # Saved by the guide's own checkpoint hook, with the teacher weights.
             self.optimizers_dict["teacher"] = teacher_opt
@@ -557,6 +598,9 @@ class DistillBrain(SafeRunMixin, sb.Brain):
             train_loader_kwargs,
             valid_loader_kwargs,
         )
+        interval = self.cfg.snapshot_interval
+        if interval and self.optimizer_step % interval and not self.test_only and if_main_process():
+            save_snapshot(unwrap(self.modules.model), self.cfg.snapshot_dir, self.optimizer_step)
 
     def _estimate_steps(self, epoch_counter, train_set) -> Optional[int]:
         """Epochs x batches per epoch / accumulation, when both are known."""

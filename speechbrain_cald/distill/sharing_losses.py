@@ -1,18 +1,25 @@
-"""MiniALBERT's optional distillation terms: hidden-state cosine and attention-map KL.
+"""MiniALBERT's distillation terms: hidden-state cosine and attention-map KL.
 
 Same conventions as ``distill/losses.py``: ``mask (B, T)`` is True on valid
 frames; every loss is a **sum over valid frames (rows) divided by their
-number**, averaged over the mapped layers, so extra padding changes nothing;
-student step ``i`` is compared with teacher layer ``layer_map[i]`` (for a
-recursive student ``student.cald_sharing["layer_map"]``).
+number**, so extra padding changes nothing; student step ``i`` is compared with
+teacher layer ``layer_map[i]`` (for a recursive student
+``student.cald_sharing["layer_map"]``); per-layer terms are averaged
+(``layer_reduction="mean"``) or summed (``"sum"``, MiniALBERT's
+``general_distillation.py``).
 
 - ``hidden_cosine_loss``: ``1 - cos(s, t)`` over the feature dimension, per
-  valid frame.
+  valid frame (MiniALBERT: ``CosineEmbeddingLoss(reduction="mean")`` over the
+  unpadded tokens, target 1).
 - ``attention_kl_loss``: ``KL(A_teacher || A_student)`` of attention rows
-  ``(B, H, T, T)`` (probabilities over keys), summed over keys, averaged over
-  heads, per valid query row; keys past a sequence's length are ignored on
-  both sides (renormalised), so attention maps computed with padding masks or
-  on unpadded inputs give the same value.
+  ``(B, H, T, T)`` (probabilities over keys), per valid query row and head;
+  keys past a sequence's length are ignored on both sides (renormalised), so
+  attention maps computed with padding masks or on unpadded inputs give the
+  same value. ``key_reduction="sum"`` gives the KL of each row;
+  ``"mean"`` divides it by the row's number of valid keys, as MiniALBERT's
+  ``KLDivLoss(reduction="mean")`` does (it averages over every element of the
+  selected rows; the same on unpadded batches). Heads are averaged (rows of
+  every head are the reference's rows).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from speechbrain_cald.distill.losses import _masked_mean, _valid
+from speechbrain_cald.distill.losses import _REDUCTIONS, _masked_mean, _valid
 
 __all__ = ["hidden_cosine_loss", "attention_kl_loss"]
 
@@ -47,6 +54,7 @@ def hidden_cosine_loss(
     teacher_states: Sequence[torch.Tensor],
     mask: Optional[torch.Tensor] = None,
     layer_map: Optional[Sequence[int]] = None,
+    layer_reduction: str = "mean",
 ) -> torch.Tensor:
     """Hidden-state cosine loss ``1 - cos`` (MiniALBERT), masked.
 
@@ -60,12 +68,14 @@ def hidden_cosine_loss(
         ``(B, T)`` bool, True on valid frames.
     layer_map : sequence of int, optional
         Teacher layer of each student step (default identity).
+    layer_reduction : {"mean", "sum"}
+        Per-layer terms averaged, or summed (MiniALBERT).
 
     Returns
     -------
     torch.Tensor
-        Scalar in ``[0, 2]``: mean over mapped layers of
-        ``sum_{valid} (1 - cos(s, t)) / n_valid``.
+        Scalar: mean (or sum) over mapped layers of
+        ``sum_{valid} (1 - cos(s, t)) / n_valid`` (each in ``[0, 2]``).
 
     Example
     -------
@@ -88,7 +98,7 @@ def hidden_cosine_loss(
             )
         per_frame = 1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-8)  # (B, T)
         total = total + _masked_mean(per_frame, valid)
-    return total / len(layer_map)
+    return _reduce_layers(total, len(layer_map), layer_reduction)
 
 
 def attention_kl_loss(
@@ -97,6 +107,8 @@ def attention_kl_loss(
     mask: Optional[torch.Tensor] = None,
     layer_map: Optional[Sequence[int]] = None,
     eps: float = 1e-12,
+    key_reduction: str = "sum",
+    layer_reduction: str = "mean",
 ) -> torch.Tensor:
     """Attention-map KL(teacher || student) on valid rows (MiniALBERT), for attention students.
 
@@ -115,12 +127,17 @@ def attention_kl_loss(
         Teacher layer of each student step (default identity).
     eps : float
         Floor inside the logarithms.
+    key_reduction : {"sum", "mean"}
+        KL of each row, or divided by the row's valid keys (MiniALBERT's code).
+    layer_reduction : {"mean", "sum"}
+        Per-layer terms averaged, or summed (MiniALBERT).
 
     Returns
     -------
     torch.Tensor
-        Scalar: mean over mapped layers of
-        ``sum_{valid rows} mean_H sum_keys t (log t - log s) / n_valid_rows``.
+        Scalar: mean (or sum) over mapped layers of
+        ``sum_{valid rows} mean_H sum_keys t (log t - log s) / n_valid_rows``
+        (with ``key_reduction="mean"``, each row's KL over its valid keys).
 
     Example
     -------
@@ -132,6 +149,8 @@ def attention_kl_loss(
     True
     """
     layer_map = _check_map(layer_map, len(student_attentions), len(teacher_attentions), "attention_kl_loss")
+    if key_reduction not in _REDUCTIONS:
+        raise ValueError(f"attention_kl_loss: key_reduction should be one of {_REDUCTIONS}, found {key_reduction!r}")
     first = student_attentions[0]
     if first.dim() != 4 or first.shape[-1] != first.shape[-2]:
         raise ValueError(f"attention maps should be (B, H, T, T), found {tuple(first.shape)}")
@@ -152,5 +171,13 @@ def attention_kl_loss(
         t = t / t.sum(-1, keepdim=True).clamp_min(eps)
         kl = (t * (t.clamp_min(eps).log() - s.clamp_min(eps).log())).sum(-1)  # (B, H, T)
         per_row = kl.mean(1)  # (B, T)
+        if key_reduction == "mean":
+            per_row = per_row / keys.sum(-1).clamp_min(1).view(B, 1)
         total = total + _masked_mean(per_row, valid)
-    return total / len(layer_map)
+    return _reduce_layers(total, len(layer_map), layer_reduction)
+
+
+def _reduce_layers(total: torch.Tensor, n_layers: int, layer_reduction: str) -> torch.Tensor:
+    if layer_reduction not in _REDUCTIONS:
+        raise ValueError(f"layer_reduction should be one of {_REDUCTIONS}, found {layer_reduction!r}")
+    return total / n_layers if layer_reduction == "mean" else total

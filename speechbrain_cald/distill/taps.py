@@ -188,7 +188,10 @@ class LayerTaps:
     After a forward pass of the model, ``states`` holds one ``(B, T, D)``
     tensor per layer, in layer order (a recursive model that runs a shared
     layer several times gives one state per call, in call order). A layer that
-    returns a tuple (SpeechBrain, HF) contributes its first element.
+    returns a tuple (SpeechBrain, HF) contributes its first element, or element
+    ``output_index`` (1: the attention maps ``(B, H, T, T)`` that SpeechBrain's
+    encoder layers return, and HF layers with ``output_attentions=True``; a
+    layer without them, e.g. a linear-time one, gives None).
 
     Arguments
     ---------
@@ -200,6 +203,8 @@ class LayerTaps:
         Record from the start; with False, only inside ``with taps.recording():``
         (how ``DistillBrain`` uses them, so that other forward passes of the
         same model, or a second Brain over it, leave these taps alone).
+    output_index : int
+        Which element of a tuple output to keep (0: the hidden state).
     include_input : bool
         Also keep the input of the first layer, as the first state (so a model
         of L layers gives L + 1 states): the hidden state the first layer is
@@ -230,6 +235,10 @@ class LayerTaps:
     >>> len(quiet.states), quiet.active
     (1, False)
     >>> taps.remove(); quiet.remove()
+    >>> pair = nn.ModuleList([nn.Identity()])
+    >>> second = LayerTaps(pair, output_index=1)
+    >>> _ = pair[0]((x, None)); second.states
+    [None]
     >>> with_input = LayerTaps(layers, include_input=True)
     >>> y = layers[1](layers[0](x))
     >>> len(with_input.states), torch.equal(with_input.states[0], x)
@@ -242,11 +251,13 @@ class LayerTaps:
         layers: Union[nn.ModuleList, Sequence[nn.Module]],
         detach: bool = False,
         active: bool = True,
+        output_index: int = 0,
         include_input: bool = False,
     ):
         self.layers = list(layers)
         self.detach = detach
         self.active = active
+        self.output_index = output_index
         self.include_input = include_input
         self.states: List[torch.Tensor] = []
         self._handles = []
@@ -272,8 +283,11 @@ class LayerTaps:
     def _keep(self, module: nn.Module, inputs, output) -> None:
         if not self.active:
             return
-        state = output[0] if isinstance(output, (tuple, list)) else output
-        self.states.append(state.detach() if self.detach else state)
+        if isinstance(output, (tuple, list)):
+            state = output[self.output_index] if len(output) > self.output_index else None
+        else:
+            state = output if self.output_index == 0 else None
+        self.states.append(state.detach() if self.detach and state is not None else state)
 
     def clear(self) -> None:
         """Forget the states of the last forward pass."""

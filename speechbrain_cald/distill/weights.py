@@ -94,7 +94,8 @@ def build_modules(hparams: Mapping) -> Dict[str, nn.Module]:
         The loaded YAML: ``model``; for a student also ``teacher``, ``guide``
         (``guides``), and the checkpoint keys of ``WEIGHT_KEYS``. Without a
         ``teacher`` key the run trains the model itself (stage 2): the model is
-        returned as built.
+        returned as built, or with the weights of ``pretrained_ckpt`` when that
+        key is set (fine-tuning the teacher from the pretrained model).
 
     Returns
     -------
@@ -117,7 +118,9 @@ def build_modules(hparams: Mapping) -> Dict[str, nn.Module]:
     ['model']
     """
     modules = {"model": hparams["model"]}
-    if "teacher" not in hparams:  # training the teacher itself
+    if "teacher" not in hparams:  # training the transformer itself: pre-training, or fine-tuning from pretrained_ckpt
+        if hparams.get("pretrained_ckpt"):
+            load_weights(modules["model"], hparams["pretrained_ckpt"], "model (pretrained)")
         return modules
     guide = select_guide(hparams["guide"], hparams.get("guides"))
     student_ckpt = _checkpoint(hparams, guide.student_init)

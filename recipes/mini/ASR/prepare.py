@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Stage 0 of the mini recipe: synthesise the espeak-ng corpus and its manifests.
 
-Writes ``train/valid/test/longform.csv`` (+ ``librivox.csv`` where Debian's
-pocketsphinx-testdata is installed) and 16 kHz wavs under ``--data_folder``.
+Writes ``train/valid/test/longform.csv``, ``pretrain.csv`` (the pre-training
+corpus: its own sentences and voices, see ``speechbrain_cald.data.mini_corpus``;
+``--n_pretrain 0`` leaves it out), ``librivox.csv`` where Debian's
+pocketsphinx-testdata is installed, and 16 kHz wavs under ``--data_folder``.
 The same options always give the same bytes.
 
-    python prepare.py --data_folder data --n_train 4000 --longform 30 60 120
+    python prepare.py --data_folder data --n_train 4000 --n_pretrain 3000 --longform 30 60 120
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("--n_train", type=int, default=defaults.n_train)
     p.add_argument("--n_valid", type=int, default=defaults.n_valid)
     p.add_argument("--n_test", type=int, default=defaults.n_test)
+    p.add_argument("--n_pretrain", type=int, default=defaults.n_pretrain, help="pre-training utterances (0: none)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--longform", type=float, nargs="+", default=defaults.longform_seconds, help="long-form lengths (s)")
     p.add_argument("--longform_per_duration", type=int, default=defaults.longform_per_duration)
@@ -35,7 +38,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     config = MiniCorpusConfig(
-        n_train=args.n_train, n_valid=args.n_valid, n_test=args.n_test, seed=args.seed,
+        n_train=args.n_train, n_valid=args.n_valid, n_test=args.n_test, n_pretrain=args.n_pretrain, seed=args.seed,
         longform_seconds=list(args.longform), longform_per_duration=args.longform_per_duration,
     )
     t0 = time.time()

@@ -10,11 +10,18 @@
 recipe_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 recipe_script="${BASH_SOURCE[0]}"
 recipe_description="Mini ASR: espeak-ng corpus, conformer CTC teacher, CALD students, evaluation.
-Stages: 0 corpus, 1 units + word LM, 2 teacher, 3 students, 4 evaluation."
+Stages: 0 corpus, 1 units + word LM, 2 pre-training + teacher, 3 students, 4 evaluation."
 source "$recipe_dir/../../lib/stages.sh"
 
-# Students of stage 3/4: hparams/<name>.yaml, optionally <name>:<guide> to pin a guide.
-STUDENTS="mini_mamba mini_mamba:unguided mini_linformer mini_residual mini_recursive"
+# Students of stage 3/4: hparams/<name>.yaml, optionally <name>:<guide> to pin a guide and
+# +<key>=<value> for one hparams override that names a variant (its own folder). The
+# BiMamba2 student under all five CALD guides (the target student on all training
+# utterances, the four others on the first 2,000: the 25-minute budget); the Linformer;
+# the two sharing students, the recursive one with MiniALBERT's objective from averaged
+# teacher layers (ours) and from a fresh shared layer (MiniALBERT's published student).
+STUDENTS="mini_mamba mini_mamba:unguided+train_utts=2000 mini_mamba:trajectory+train_utts=2000 \
+mini_mamba:waypoint+train_utts=2000 mini_mamba:hybrid+train_utts=2000 \
+mini_linformer mini_residual mini_recursive mini_recursive+shared_init=random"
 
 stage=0; stop_stage=4
 data="$recipe_dir/data";          options_help[data]="corpus folder (stage 0 writes, later stages read)"
@@ -22,11 +29,13 @@ exp="$recipe_dir/results";        options_help[exp]="experiment folder (models, 
 n_train=4000;                     options_help[n_train]="training utterances"
 n_valid=150;                      options_help[n_valid]="validation utterances (unseen voices)"
 n_test=300;                       options_help[n_test]="test utterances (unseen voices)"
+n_pretrain=3000;                  options_help[n_pretrain]="pre-training utterances (own sentences and voices)"
 longform="30 60 120";             options_help[longform]="long-form recording lengths in seconds"
-students="$STUDENTS";             options_help[students]="students to train/evaluate: yaml names, name:guide pins a guide"
+students="$STUDENTS";             options_help[students]="students to train/evaluate: yaml names, name:guide pins a guide, +key=value a variant"
 guide="";                         options_help[guide]="guide for students without a pinned one (default: the YAML's): unguided|target|trajectory|waypoint|hybrid"
-teacher_args="";                  options_help[teacher_args]="extra hparams overrides for the teacher, e.g. '--number_of_epochs=2'"
-student_args="";                  options_help[student_args]="extra hparams overrides for every student"
+teacher_args="";                  options_help[teacher_args]="extra hparams overrides for the teacher (and the pre-training run), e.g. '--number_of_epochs=2'"
+pretrain_args="";                 options_help[pretrain_args]="extra hparams overrides for the pre-training run only (after teacher_args)"
+student_args="";                  options_help[student_args]="extra hparams overrides for every student (a +key=value variant keeps its own key)"
 eval_args="";                     options_help[eval_args]="extra options for evaluate.py, e.g. '--bench_seconds 10 30'"
 results_md="$recipe_dir/RESULTS.md"; options_help[results_md]="where stage 4 writes the results table"
 parse_options "$@"
@@ -37,8 +46,9 @@ stage_times="$exp/stage_times.tsv"
 stage_commands="$exp/commands.sh"
 cd "$recipe_dir"
 
-if stage 0 "Synthesise the espeak-ng corpus (+ long-form, + LibriVox if installed)" "$data/corpus.json"; then
-    run python prepare.py --data_folder "$data" --n_train "$n_train" --n_valid "$n_valid" --n_test "$n_test" --longform $longform
+if stage 0 "Synthesise the espeak-ng corpus (+ pre-training set, long-form, LibriVox if installed)" "$data/corpus.json"; then
+    run python prepare.py --data_folder "$data" --n_train "$n_train" --n_valid "$n_valid" --n_test "$n_test" \
+        --n_pretrain "$n_pretrain" --longform $longform
     stage_done
 fi
 
@@ -48,18 +58,59 @@ if stage 1 "Character units and a word 3-gram LM of the training transcripts" "$
     stage_done
 fi
 
-if stage 2 "Train the conformer CTC teacher (with waypoint snapshots)" "$exp/teacher/model.ckpt"; then
-    # shellcheck disable=SC2086  # *_args are lists of overrides
-    run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/teacher" $teacher_args
+# merge_overrides "--k=v ..." ...: one list, a key given again later replacing the earlier
+# value (hyperpyyaml refuses a key twice).
+merge_overrides() {
+    local -A value=(); local order=() item key
+    for item in $*; do
+        key="${item%%=*}"
+        [ -n "${value[$key]+set}" ] || order+=("$key")
+        value[$key]="$item"
+    done
+    for key in "${order[@]}"; do printf '%s ' "${value[$key]}"; done
+}
+
+# The paper's models are a pretrained transformer fine-tuned on the task: the conformer is
+# first pre-trained on other data (the pre-training corpus), and the teacher is that model
+# fine-tuned on the task. Guides whose networks start from "pretrained" start from it.
+if stage 2 "Pre-train the conformer on the pre-training corpus (the pretrained model)" "$exp/pretrained/model.ckpt"; then
+    # shellcheck disable=SC2046  # a list of overrides
+    run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/pretrained" \
+        $(merge_overrides "--train_csv=$data/pretrain.csv --snapshot_interval=0" "$teacher_args" "$pretrain_args")
     stage_done
 fi
 
+if stage 2 "Fine-tune the pretrained conformer on the task: the CTC teacher (with waypoint snapshots)" "$exp/teacher/model.ckpt"; then
+    # shellcheck disable=SC2086
+    run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/teacher" \
+        $(merge_overrides "--pretrained_ckpt=$exp/pretrained/model.ckpt" "$teacher_args")
+    stage_done
+fi
+
+# variant_plan NAME[:GUIDE][+KEY=VALUE] -> "yaml guide outdir override model_name": student_plan
+# plus an optional override naming a variant (folder <yaml>_<guide>_<key>-<value>, model
+# <yaml without mini_>_<guide>+<key>-<value>: evaluate.py takes name=folder pairs).
+variant_plan() {
+    local entry="$1" variant="" name g out
+    if [[ "$entry" == *+* ]]; then
+        variant="${entry#*+}"; entry="${entry%%+*}"
+        [[ "$variant" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^[:space:]=]+$ ]] || die_usage "student '$1': expected +key=value after the name"
+    fi
+    read -r name g out <<< "$(student_plan "$entry")"
+    if [ -n "$variant" ]; then
+        echo "$name $g ${out}_${variant/=/-} --$variant ${name#mini_}_${g}+${variant/=/-}"
+    else
+        echo "$name $g $out - ${name#mini_}_${g}"
+    fi
+}
+
 for entry in $students; do
-    plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
-    if stage 3 "CALD student $name, guide $g" "$out/model.ckpt"; then
-        # shellcheck disable=SC2086
+    read -r name g out override _ <<< "$(variant_plan "$entry")"
+    [ "$override" = "-" ] && override=""
+    if stage 3 "CALD student $name, guide $g${override:+, $override}" "$out/model.ckpt"; then
+        # shellcheck disable=SC2046  # a variant's override wins over --student_args (it names the folder)
         run python train.py "hparams/$name.yaml" --data_folder="$data" --teacher_folder="$exp/teacher" \
-            --output_folder="$out" ${g:+--guide=$g} $student_args
+            --output_folder="$out" ${g:+--guide=$g} $(merge_overrides "$student_args" "$override")
         stage_done
     fi
 done
@@ -67,8 +118,8 @@ done
 models=("teacher=$exp/teacher")
 eval_inputs=("$exp/teacher/model.ckpt")
 for entry in $students; do
-    plan="$(student_plan "$entry")"; read -r name g out <<< "$plan"
-    models+=("${name#mini_}_${g}=$out")
+    read -r _ _ out _ model_name <<< "$(variant_plan "$entry")"
+    models+=("$model_name=$out")
     eval_inputs+=("$out/model.ckpt")
 done
 # stage 4 reruns when a model, the data, the decoder or the evaluation's options changed

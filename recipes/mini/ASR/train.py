@@ -16,12 +16,15 @@ pipeline and the Brain hooks only; ``DistillBrain`` does the rest.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from types import SimpleNamespace
 
 import speechbrain as sb
 import torch
+from speechbrain.utils.distributed import if_main_process
 
 from speechbrain_cald.data.audio import read_audio
 from speechbrain_cald.data.units import load_char_units
@@ -151,6 +154,7 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
     )
     brain.units = units
+    t0 = time.time()
     brain.fit(
         hparams["epoch_counter"],
         data["train"],
@@ -158,8 +162,24 @@ def main(argv):
         train_loader_kwargs=dict(batch_sampler=train_sampler, **hparams["train_dataloader_opts"]),
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
+    write_training_record(brain, hparams, len(data["train"]), time.time() - t0)
     # the best model by valid WER, exported for the next stages and the evaluation
     export_model(brain, hparams["output_folder"], min_key="WER")
+
+
+def write_training_record(brain, hparams, n_utterances: int, seconds: float) -> None:
+    """``<output_folder>/training.json``: what the model saw and how long fit() took (stage 4 reports it)."""
+    record = {
+        "train_csv": os.path.basename(hparams["train_csv"]),
+        "train_utterances": n_utterances,
+        "epochs": hparams["epoch_counter"].current,
+        "optimizer_steps": brain.optimizer_step,
+        "guide": brain.guide.name,
+        "fit_seconds": round(seconds, 1),
+    }
+    if if_main_process():
+        with open(os.path.join(hparams["output_folder"], "training.json"), "w") as f:
+            json.dump(record, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -65,9 +65,9 @@ def test_trajectory_teacher_updates_every_cycle_on_the_same_batch(tiny):
     brain.fit(range(1), tiny.loader(tiny.make_batches(5)))
     seen.append(params(teacher))
     moved = [not same(seen[i], seen[i + 1]) for i in range(5)]
-    assert moved == [True, False, True, False, True]  # steps 0, 2, 4
-    assert brain.guide.teacher_updates == 3
-    assert "3 teacher updates" in brain.guide.describe(5)
+    assert moved == [False, True, False, True, False]  # (t + 1) % 2 == 0: steps 1 and 3, as the reference
+    assert brain.guide.teacher_updates == 2
+    assert "2 teacher updates" in brain.guide.describe(5)
 
 
 def test_trajectory_student_distils_states_from_before_the_teacher_update(tiny):
@@ -102,14 +102,36 @@ def test_grad_accumulation_counts_optimizer_steps(tiny):
     assert brain.guide.teacher_updates == 2
 
 
-def test_hybrid_stops_distilling_at_the_switch(tiny):
+def test_hybrid_drops_the_layer_term_at_the_switch_and_keeps_the_logits_term(tiny):
+    # the CALD speech reference: alpha_layer 0 after the switch, alpha_logits (TED-LIUM: 1) kept
     brain = tiny.build_brain("hybrid", hparams={"guides": {"hybrid": HybridGuide(switch_fraction=0.5)}})
     brain.fit(range(2), tiny.loader(tiny.make_batches(3)))  # 6 planned steps -> switch at 3
     assert brain.guide.switch_step == 3
-    has_layer = [("layer" in h["terms"], h["step"]) for h in brain.history]
-    assert has_layer == [(True, 0), (True, 1), (True, 2), (False, 3), (False, 4), (False, 5)]
-    assert brain.history[-1]["teacher"].startswith("none (hybrid")
+    terms = [sorted(set(h["terms"]) - {"task"}) for h in brain.history]
+    assert terms == [["layer", "logits"]] * 3 + [["logits"]] * 3
+    assert brain.history[-1]["teacher"].startswith("target without the layer term (hybrid")
     assert brain.guide.state_dict()["switched"]
+
+
+@pytest.mark.parametrize("hybrid, alpha_logits", [(HybridGuide(switch_step=2, drop="all"), 0.5), (HybridGuide(switch_step=2), 0.0)])
+def test_hybrid_after_the_switch_without_any_term_runs_no_teacher(tiny, hybrid, alpha_logits):
+    teacher = tiny.TinyEncoder()
+    brain = tiny.build_brain("hybrid", teacher, hparams={"guides": {"hybrid": hybrid}, "alpha_logits": alpha_logits})
+    calls = []
+    teacher.register_forward_hook(lambda *a: calls.append(brain.optimizer_step))
+    brain.fit(range(1), tiny.loader(tiny.make_batches(4)))
+    assert calls == [0, 1]
+    assert [set(h["terms"]) for h in brain.history][2:] == [{"task"}, {"task"}]
+
+
+def test_training_ending_between_snapshots_saves_the_final_model_as_last_waypoint(tiny, tmp_path):
+    snaps = tmp_path / "snapshots"
+    run = tiny.build_brain(
+        "unguided", student=tiny.TinyEncoder(), hparams={"snapshot_interval": 4, "snapshot_dir": str(snaps)}
+    )
+    run.fit(range(1), tiny.loader(tiny.make_batches(6)))
+    assert [s for s, _ in list_snapshots(snaps)] == [4, 6]  # 6 is not a multiple of 4: saved at the end
+    assert same(params(run.modules.model), torch.load(list_snapshots(snaps)[-1][1]))
 
 
 def test_teacher_finetuning_snapshots_then_waypoint_switches(tiny, tmp_path):
@@ -193,3 +215,84 @@ def test_zero_alphas_skip_a_frozen_teacher_but_not_a_learning_one(tiny):
     brain = tiny.build_brain("trajectory", hparams={**zero, "guides": {"trajectory": trajectory()}})
     brain.fit(range(1), tiny.loader(tiny.make_batches(2)))
     assert set(brain.history[0]["terms"]) == {"task", "teacher_task"}
+
+
+def test_trajectory_teacher_follows_the_students_schedule_at_its_own_lr(tiny):
+    """The reference: same scheduler type, warm-up and total for both, teacher_lr as the teacher's peak."""
+    from speechbrain.nnet.schedulers import NoamScheduler
+
+    guide = TrajectoryGuide(functools.partial(torch.optim.AdamW, lr=3e-5, weight_decay=0.0), teacher_update_cycle=1)
+    brain = tiny.build_brain(
+        "trajectory",
+        hparams={"guides": {"trajectory": guide}, "lr_scheduler": NoamScheduler(lr_initial=0.05, n_warmup_steps=3)},
+    )
+    lrs = []
+    brain.start_callbacks.append(
+        lambda b: lrs.append((b.optimizer.param_groups[0]["lr"], b.guide.optimizer.param_groups[0]["lr"]))
+    )
+    brain.fit(range(1), tiny.loader(tiny.make_batches(6)))
+    student, teacher = zip(*lrs)
+    assert len(set(student)) > 2  # warm-up then decay
+    assert [t / s for s, t in zip(student, teacher)] == pytest.approx([3e-5 / 0.05] * 6, rel=1e-6)
+
+
+def test_trajectory_schedule_runs_per_teacher_update(tiny):
+    """With T_u = 2 the teacher's schedule advances once per update, as the reference's teacher scheduler."""
+    from speechbrain.nnet.schedulers import NoamScheduler
+
+    guide = TrajectoryGuide(functools.partial(torch.optim.SGD, lr=1.0), teacher_update_cycle=2)
+    brain = tiny.build_brain(
+        "trajectory",
+        hparams={"guides": {"trajectory": guide}, "lr_scheduler": NoamScheduler(lr_initial=0.05, n_warmup_steps=4)},
+    )
+    brain.fit(range(1), tiny.loader(tiny.make_batches(6)))
+    reference = NoamScheduler(lr_initial=1.0, n_warmup_steps=4)
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    for _ in range(3):  # steps 1, 3, 5 updated the teacher
+        reference(probe)
+    assert guide.teacher_updates == 3
+    assert guide.optimizer.param_groups[0]["lr"] == pytest.approx(probe.param_groups[0]["lr"], rel=1e-6)
+
+
+def test_trajectory_schedule_is_restored_from_a_checkpoint(tmp_path):
+    from speechbrain.nnet.schedulers import NoamScheduler
+
+    def make():
+        guide = TrajectoryGuide(functools.partial(torch.optim.SGD, lr=2.0))
+        guide.bind(torch.nn.Linear(2, 2))
+        guide.make_optimizer(NoamScheduler(lr_initial=0.1, n_warmup_steps=5), 0.1)
+        return guide
+
+    guide = make()
+    for _ in range(4):
+        guide.optimizer.step()
+        guide.after_teacher_step()
+    guide._save(tmp_path / "g.ckpt")
+    other = make()
+    other._load(tmp_path / "g.ckpt", end_of_epoch=False)
+    assert other.optimizer.param_groups[0]["lr"] == pytest.approx(guide.optimizer.param_groups[0]["lr"])
+    guide.after_teacher_step(), other.after_teacher_step()
+    assert other.optimizer.param_groups[0]["lr"] == pytest.approx(guide.optimizer.param_groups[0]["lr"])
+
+
+def test_waypoint_spread_over_the_students_run_logs_each_switch(tiny, tmp_path, caplog):
+    """The NLP reference: n snapshots over S student steps, waypoint floor(t n / S)."""
+    from speechbrain_cald.distill import save_snapshot
+
+    snaps = tmp_path / "snapshots"
+    for step in (0, 100, 200, 300):  # a teacher that ran 300 steps; step 0 is no waypoint
+        save_snapshot(tiny.TinyEncoder(), snaps, step)
+    guide = WaypointGuide(snaps, schedule="spread")
+    brain = tiny.build_brain("waypoint", hparams={"guides": {"waypoint": guide}})
+    with caplog.at_level("INFO"):
+        brain.fit(range(1), tiny.loader(tiny.make_batches(6)))  # a student of 6 steps
+    assert [h["teacher"] for h in brain.history] == [f"waypoint step_{s:08d}" for s in (100, 100, 200, 200, 300, 300)]
+    switches = [r.getMessage() for r in caplog.records if "waypoint guide" in r.getMessage()]
+    assert len(switches) == 3 and "waypoint 2 of 3" in switches[1] and "from student step 2" in switches[1]
+    # the speech reference's rule on the same snapshots: a 6-step student never leaves the first
+    rule = WaypointGuide(snaps)
+    assert {rule.waypoint_for(t) for t in range(6)} == {100}
+    with pytest.raises(ValueError, match="planned number"):
+        WaypointGuide(snaps, schedule="spread").on_fit_start(None)
+    with pytest.raises(ValueError, match="schedule should be one of"):
+        WaypointGuide(snaps, schedule="even")
