@@ -150,7 +150,8 @@ def test_torchrun_two_processes_train_and_export_one_model(noise_corpus, tiny_te
     assert text.count("ManifestError: 1 of 10 manifest rows are unusable") == 2, text[-4000:]  # rank 0 and rank 1
 
     out = tmp_path / "ddp"
-    proc = mini.run_train("mini_mamba.yaml", noise_corpus, out, teacher=tiny_teacher, launcher=launcher)
+    proc = mini.run_train("mini_mamba.yaml", noise_corpus, out, "--train_utts=8", teacher=tiny_teacher,
+                          launcher=launcher)  # train_utts: the line each rank prints once it has its data
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-4000:]
     assert "distributed_backend gloo" in text
