@@ -16,11 +16,11 @@ source "$recipe_dir/../../lib/stages.sh"
 # Students of stage 3/4: hparams/<name>.yaml, optionally <name>:<guide> to pin a guide and
 # +<key>=<value> for one hparams override that names a variant (its own folder). The
 # BiMamba2 student under all five CALD guides (the target student on all training
-# utterances, the four others on the first 2,000: the 25-minute budget); the Linformer;
+# utterances, the four others on the first 600: the 25-minute budget); the Linformer;
 # the two sharing students, the recursive one with MiniALBERT's objective from averaged
 # teacher layers (ours) and from a fresh shared layer (MiniALBERT's published student).
-STUDENTS="mini_mamba mini_mamba:unguided+train_utts=2000 mini_mamba:trajectory+train_utts=2000 \
-mini_mamba:waypoint+train_utts=2000 mini_mamba:hybrid+train_utts=2000 \
+STUDENTS="mini_mamba mini_mamba:unguided+train_utts=600 mini_mamba:trajectory+train_utts=600 \
+mini_mamba:waypoint+train_utts=600 mini_mamba:hybrid+train_utts=600 \
 mini_linformer mini_residual mini_recursive mini_recursive+shared_init=random"
 
 stage=0; stop_stage=4
@@ -76,7 +76,8 @@ merge_overrides() {
 if stage 2 "Pre-train the conformer on the pre-training corpus (the pretrained model)" "$exp/pretrained/model.ckpt"; then
     # shellcheck disable=SC2046  # a list of overrides
     run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/pretrained" \
-        $(merge_overrides "--train_csv=$data/pretrain.csv --snapshot_interval=0" "$teacher_args" "$pretrain_args")
+        $(merge_overrides "--train_csv=$data/pretrain.csv --snapshot_interval=0 --number_of_epochs=1" \
+            "$teacher_args" "$pretrain_args")
     stage_done
 fi
 
