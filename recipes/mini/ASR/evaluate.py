@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--decode_overrides", default="", help='YAML overrides for the decoder, e.g. "alpha: 0.5"')
     p.add_argument("--lm", default="", help="word LM (ARPA); default: <data_folder>/lm_3gram.arpa")
     p.add_argument("--bench_seconds", type=float, nargs="+", default=[10, 30, 60, 120])
-    p.add_argument("--bench_repeats", type=int, default=3)
+    p.add_argument("--bench_repeats", type=int, default=2)
     p.add_argument("--results_md", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
     p.add_argument("--stage_times", default="")
     p.add_argument("--command", default="bash recipes/mini/ASR/run.sh", help="the command line to show in RESULTS.md")

@@ -7,7 +7,7 @@ corpus: its own sentences and voices, see ``speechbrain_cald.data.mini_corpus``;
 pocketsphinx-testdata is installed, and 16 kHz wavs under ``--data_folder``.
 The same options always give the same bytes.
 
-    python prepare.py --data_folder data --n_train 4000 --n_pretrain 3000 --longform 30 60 120
+    python prepare.py --data_folder data --n_train 3000 --n_pretrain 2000 --longform 30 60 120
 """
 
 from __future__ import annotations

@@ -16,20 +16,20 @@ source "$recipe_dir/../../lib/stages.sh"
 # Students of stage 3/4: hparams/<name>.yaml, optionally <name>:<guide> to pin a guide and
 # +<key>=<value> for one hparams override that names a variant (its own folder). The
 # BiMamba2 student under all five CALD guides (the target student on all training
-# utterances, the four others on the first 600: the 25-minute budget); the Linformer;
+# utterances, the four others on the first 500: the 25-minute budget); the Linformer;
 # the two sharing students, the recursive one with MiniALBERT's objective from averaged
 # teacher layers (ours) and from a fresh shared layer (MiniALBERT's published student).
-STUDENTS="mini_mamba mini_mamba:unguided+train_utts=600 mini_mamba:trajectory+train_utts=600 \
-mini_mamba:waypoint+train_utts=600 mini_mamba:hybrid+train_utts=600 \
+STUDENTS="mini_mamba mini_mamba:unguided+train_utts=500 mini_mamba:trajectory+train_utts=500 \
+mini_mamba:waypoint+train_utts=500 mini_mamba:hybrid+train_utts=500 \
 mini_linformer mini_residual mini_recursive mini_recursive+shared_init=random"
 
 stage=0; stop_stage=4
 data="$recipe_dir/data";          options_help[data]="corpus folder (stage 0 writes, later stages read)"
 exp="$recipe_dir/results";        options_help[exp]="experiment folder (models, logs, RESULTS inputs)"
-n_train=4000;                     options_help[n_train]="training utterances"
+n_train=3000;                     options_help[n_train]="training utterances"
 n_valid=150;                      options_help[n_valid]="validation utterances (unseen voices)"
 n_test=300;                       options_help[n_test]="test utterances (unseen voices)"
-n_pretrain=3000;                  options_help[n_pretrain]="pre-training utterances (own sentences and voices)"
+n_pretrain=2000;                  options_help[n_pretrain]="pre-training utterances (own sentences and voices)"
 longform="30 60 120";             options_help[longform]="long-form recording lengths in seconds"
 students="$STUDENTS";             options_help[students]="students to train/evaluate: yaml names, name:guide pins a guide, +key=value a variant"
 guide="";                         options_help[guide]="guide for students without a pinned one (default: the YAML's): unguided|target|trajectory|waypoint|hybrid"
