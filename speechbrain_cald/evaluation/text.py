@@ -45,7 +45,7 @@ from speechbrain_cald.data.text_dataset import TokenizedText, collate_text, labe
 from speechbrain_cald.evaluation.report import count_params, machine, read_stage_times, stage_commands, stage_time_lines
 from speechbrain_cald.inference import load_trained_model
 from speechbrain_cald.nnet.linformer import LinformerAttention
-from speechbrain_cald.tasks.text_classification import predictions
+from speechbrain_cald.tasks.text_classification import check_max_length, predictions
 from speechbrain_cald.tasks.text_metrics import METRICS, compute_metrics, task_score
 
 __all__ = ["evaluate_model", "length_limit", "load_text_model", "main", "speed_factory"]
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
         hp, model, tokenizer = load_text_model(folder)
         if not args.no_export:
             _export_inference(folder, model, tokenizer)  # before any position table is tiled
-        max_length = hp.get("max_length") or max_tokens(model)
+        max_length = check_max_length(hp.get("max_length"), model)  # as training read it
         res.params[name] = count_params(model)
         res.limits[name] = length_limit(model)
         res.metrics[name], res.truncation[name], res.full[name] = {}, {}, {}
