@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from float_tolerance import NETWORK, assert_close
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_cald.distill import DistillConfig, HybridGuide, TrajectoryGuide, WaypointGuide
@@ -140,7 +141,7 @@ def test_minialbert_adapter_is_layernorm_of_x_plus_bottleneck():
         x + adapter.up(torch.nn.functional.gelu(adapter.down(x))), (16,), adapter.norm.weight, adapter.norm.bias,
         adapter.norm.eps,
     )
-    torch.testing.assert_close(adapter(x), expected)
+    assert_close(adapter(x), expected, factor=NETWORK)  # same operations, maybe fused differently
 
 
 def test_every_yaml_weight_is_sourced():

@@ -42,7 +42,7 @@ def test_a_recipe_option_value_may_start_with_dashes():
     out = run("--stage", "9", "--stop_stage", "9", "--teacher_args", "--number_of_epochs=2 --lr=0.1")
     assert out.returncode == 0, out.stderr
     assert "recipes/mini/ASR/run.sh --stage 9 --stop_stage 9 --teacher_args --number_of_epochs=2 --lr=0.1" in out.stdout
-    assert "stage 2: Train the conformer CTC teacher" in out.stdout  # the recipe ran (every stage outside 9..9)
+    assert "stage 2: Fine-tune the pretrained conformer on the task" in out.stdout  # the recipe ran (every stage outside 9..9)
     out = run("--teacher_args")
     assert out.returncode == 2 and "needs a value" in out.stderr
 
