@@ -39,8 +39,6 @@ student_args="";                  options_help[student_args]="extra hparams over
 eval_args="";                     options_help[eval_args]="extra options for evaluate.py, e.g. '--bench_seconds 10 30'"
 results_md="$recipe_dir/RESULTS.md"; options_help[results_md]="where stage 4 writes the results table"
 parse_options "$@"
-cli_args=""
-if [ $# -gt 0 ]; then cli_args="$(printf ' %q' "$@")"; fi
 
 stage_times="$exp/stage_times.tsv"
 stage_commands="$exp/commands.sh"

@@ -28,8 +28,6 @@ check_faster_at=2000;             options_help[check_faster_at]="target: student
 eval_args="";                     options_help[eval_args]="extra options for speechbrain_cald.tasks.lm_report"
 results_md="$recipe_dir/RESULTS.md"; options_help[results_md]="where stage 4 writes the results table"
 parse_options "$@"
-cli_args=""
-if [ $# -gt 0 ]; then cli_args="$(printf ' %q' "$@")"; fi
 
 stage_times="$exp/stage_times.tsv"
 stage_commands="$exp/commands.sh"
