@@ -38,7 +38,7 @@ Hparams keys read (defaults in ``DistillConfig``)
 ``distill_objective``, ``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``tap_embeddings``,
 ``tap_skip_last``,
 ``teacher_train_mode``,
-``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``,
+``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``, ``new_params_lr``,
 ``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
 ``train_logger``; plus SpeechBrain's own run options
 (``grad_accumulation_factor``, ``precision``, ``max_grad_norm``, ...).
@@ -116,6 +116,7 @@ from speechbrain_cald.distill.checkpoint import RNGState, make_atomic
 from speechbrain_cald.distill.guides import Guide, select_guide
 from speechbrain_cald.distill.losses import LAYER_LOSS_DEFAULTS
 from speechbrain_cald.distill.objectives import CALDObjective, DistillObjective
+from speechbrain_cald.distill.param_groups import build_optimizer, sync_group_lrs
 from speechbrain_cald.distill.run_safety import SafeRunMixin
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, tapped_layers, unwrap
@@ -230,6 +231,11 @@ class DistillConfig:
         SpeechBrain step scheduler called as ``lr_scheduler(optimizer)`` after
         every student optimizer step (e.g. ``WarmAndExpDecayLRSchedule``); add
         it to the checkpointer's recoverables in the YAML.
+    new_params_lr : float, optional
+        Peak learning rate of the parameters the conversion created
+        (``convert.new_parameters``: Linformer's projections, a Mamba mixer),
+        following the same schedule as the others (``distill/param_groups.py``);
+        None (CALD): one rate for all.
     keep_checkpoints : int
         End-of-epoch checkpoints kept (besides the best ones by key).
     checkpoint_min_key, checkpoint_max_key : str, optional
@@ -260,6 +266,7 @@ class DistillConfig:
     snapshot_dir: Optional[str] = None
     total_steps: Optional[int] = None
     lr_scheduler: Optional[Callable] = None
+    new_params_lr: Optional[float] = None
     keep_checkpoints: int = 1
     checkpoint_min_key: Optional[str] = None
     checkpoint_max_key: Optional[str] = None
@@ -535,7 +542,9 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         self.optimizers_dict = {}
         student_lr = None
         if self.opt_class is not None:
-            self.optimizer = self.opt_class(params)
+            self.optimizer = build_optimizer(
+                self.opt_class, params, unwrap(self.modules["model"]), self.cfg.new_params_lr
+            )
             student_lr = self.optimizer.param_groups[0]["lr"]  # before any scheduler step
             self.optimizers_dict["model"] = self.optimizer
             if self.checkpointer is not None:
@@ -565,6 +574,8 @@ class DistillBrain(SafeRunMixin, sb.Brain):
             self.optimizers_dict
         )
         before = self.optimizer_step
+        if self.opt_class is not None:
+            sync_group_lrs(self.optimizer)  # a scheduler (any hook's) writes one rate into every group
         super().optimizers_step()
         if self.optimizer_step == before:  # skipped: a non-finite gradient (SafeRunMixin)
             return
@@ -572,6 +583,7 @@ class DistillBrain(SafeRunMixin, sb.Brain):
             self.guide.after_teacher_step()
         if self.cfg.lr_scheduler is not None and self.opt_class is not None:
             self.cfg.lr_scheduler(self.optimizer)
+            sync_group_lrs(self.optimizer)
         interval = self.cfg.snapshot_interval
         if interval and self.optimizer_step % interval == 0 and if_main_process():
             save_snapshot(unwrap(self.modules.model), self.cfg.snapshot_dir, self.optimizer_step)

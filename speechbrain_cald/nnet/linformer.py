@@ -194,6 +194,10 @@ class LinformerAttention(nn.Module):
     True
     """
 
+    #: sub-modules that conversion copies from the replaced attention (CALD keeps
+    #: Q / K / V / out); the projections E / F are new (``convert.new_parameters``)
+    kept_from_attention = ("q_proj", "k_proj", "v_proj", "out_proj")
+
     def __init__(
         self,
         d_model: int,
@@ -256,10 +260,15 @@ class LinformerAttention(nn.Module):
         return self.F if "F" in self._modules else self.E
 
     def _project(self, linear: nn.Module, cols: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``cols @ linear(x)`` computed as ``linear(cols @ x)`` plus a bias fix.
+        """``cols @ linear(x)``, in whichever order costs less.
 
-        Projecting the k rows instead of the T frames saves a T x D x D product.
+        With more frames than rows (``T > k``: long inputs) projecting first,
+        ``linear(cols @ x)`` plus a bias fix, saves a ``T x D x D`` product; with
+        fewer (``T < k``: short texts) the linear layer runs on the ``T`` frames.
+        Both are the same formula.
         """
+        if x.shape[1] <= cols.shape[1]:
+            return cols @ linear(x)
         out = linear(cols @ x)
         bias = getattr(linear, "bias", None)
         if bias is not None:

@@ -32,10 +32,11 @@ def reference_linformer(attn, x_one):
     return attn.out_proj(torch.cat(heads, -1))
 
 
+@pytest.mark.parametrize("T", [4, 13], ids=["fewer frames than k (linear first)", "more frames than k (project first)"])
 @pytest.mark.parametrize("share", ["none", "kv"])
-def test_matches_written_out_formula(share):
+def test_matches_written_out_formula(share, T):
     attn = make_attention(share=share)
-    x = torch.randn(13, D_MODEL)
+    x = torch.randn(T, D_MODEL)
     with torch.no_grad():
         assert_close(attn(x[None])[0], reference_linformer(attn, x), factor=LAYER)
 
