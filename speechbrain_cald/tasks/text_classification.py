@@ -24,7 +24,8 @@ What the three text recipes (GLUE, IMDB, mini/Text) share:
 
 Hparams keys read besides ``DistillConfig``'s: ``prepare``, ``manifest_folder``,
 ``tokenizer``, ``model``, ``num_labels``, ``max_length``, ``train_rows``,
-``batch_size``, ``eval_batch_size``, ``num_workers``, ``waypoints``,
+``batch_size``, ``group_by_length`` (default False: shuffled batches; True:
+``LengthGroupedSampler``, seeded by ``seed``), ``eval_batch_size``, ``num_workers``, ``waypoints``,
 ``epoch_counter``, ``opt_class``, ``checkpointer``, ``output_folder``.
 """
 
@@ -43,7 +44,7 @@ from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_cald.convert.positions import max_tokens
 from speechbrain_cald.data.text_classification_corpus import CorpusInfo, load_corpus_info, read_text_manifest
-from speechbrain_cald.data.text_dataset import TextBatch, TokenizedText, collate_text
+from speechbrain_cald.data.text_dataset import LengthGroupedSampler, TextBatch, TokenizedText, collate_text
 from speechbrain_cald.distill import DistillBrain, ModelOutput
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import unwrap
@@ -306,11 +307,15 @@ def train(argv: List[str]) -> TextClassificationBrain:
     )
     collate = collate_text(tokenizer.pad_token_id)
     workers = hp.get("num_workers", 0)
+    train_set = data[corpus.train_split]
+    order = dict(shuffle=True)
+    if hp.get("group_by_length", False):  # batches of similar lengths: less padding, same examples per epoch
+        order = dict(sampler=LengthGroupedSampler(train_set.lengths(), hp["batch_size"], seed=hp.get("seed", 0)))
     brain.fit(
         hp["epoch_counter"],
-        data[corpus.train_split],
+        train_set,
         data[corpus.valid_split],
-        train_loader_kwargs=dict(batch_size=hp["batch_size"], shuffle=True, collate_fn=collate, num_workers=workers),
+        train_loader_kwargs=dict(batch_size=hp["batch_size"], collate_fn=collate, num_workers=workers, **order),
         valid_loader_kwargs=dict(batch_size=hp["eval_batch_size"], collate_fn=collate, num_workers=workers),
     )
     export_model(brain, hp["output_folder"], max_key="score")
