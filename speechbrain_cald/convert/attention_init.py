@@ -145,15 +145,12 @@ INITIALIZERS: Dict[str, Callable[..., List[str]]] = {
     "LinformerAttention": init_linformer,
 }
 
-# mixers whose attention weights are kept whatever ``init`` says (the paper's Linformer)
-ALWAYS_COPY = frozenset({"LinformerAttention"})
-
-
 def initialize_from_attention(mixer: nn.Module, proj: Dict[str, Projection], init: str) -> List[str]:
     """Apply the registered initializer for ``mixer`` if ``init == "attention"`` (or
-    always, for mixers that keep the attention weights). Returns what was copied."""
+    always, for mixers that declare ``kept_from_attention``: the paper's Linformer).
+    Returns what was copied."""
     name = type(mixer).__name__
-    if name in ALWAYS_COPY or init == "attention":
+    if getattr(mixer, "kept_from_attention", ()) or init == "attention":
         fn: Optional[Callable] = INITIALIZERS.get(name)
         if fn is None:
             return [f"no attention initializer for {name}: default init"]

@@ -194,8 +194,9 @@ class LinformerAttention(nn.Module):
     True
     """
 
-    #: sub-modules that conversion copies from the replaced attention (CALD keeps
-    #: Q / K / V / out); the projections E / F are new (``convert.new_parameters``)
+    #: sub-modules that conversion always copies from the replaced attention, whatever
+    #: its ``init`` (CALD keeps Q / K / V / out: ``convert.attention_init``); the
+    #: projections E / F are new (``convert.new_parameters``)
     kept_from_attention = ("q_proj", "k_proj", "v_proj", "out_proj")
 
     def __init__(
