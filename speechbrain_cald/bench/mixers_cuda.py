@@ -30,7 +30,12 @@ defaults (``report_stem``), so such runs do not overwrite the fp32 / TF32 one.
 mamba_ssm's package ``__init__`` imports its compiled selective-scan extension
 eagerly; ``--triton-only`` registers the package without running that
 ``__init__`` so the Mamba2 kernels (Triton, nothing to compile) work where the
-extension was not built. The library itself never needs this.
+extension was not built; the Mamba v1 kernel rows are then skipped. The library
+itself never needs this. mamba_ssm's pure-Python wheel, for a machine without
+internet, builds without a GPU: ``MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE
+pip wheel --no-deps --no-build-isolation mamba_ssm-X.tar.gz`` (without
+``MAMBA_FORCE_BUILD`` its setup.py looks for a prebuilt CUDA wheel and fails
+under a CPU-only torch).
 
 Usage::
 
@@ -481,6 +486,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     }
     if dtype != torch.float32:  # the fp32 header stays as it was
         info["dtype"] = f"{args.dtype} (modules and inputs; the reference: our path in float32)"
+        info["torch matmul bf16 reduced-precision reduction"] = (
+            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
+        )
     if args.dry_run_cpu:
         info.update({"causal_conv1d (fused Mamba2 path)": False, "selective_scan_cuda (Mamba v1)": True})
         s = Sizes(d_model=64, heads=4, d_state=16, headdim=16)
