@@ -609,15 +609,21 @@ def _mix_torch(mixer, mask, own_input, zxbcdt, conv_ctx, ssm, conv_w, conv_b, dt
     """Between the projections: conv, SSD scan, gated norm (less its weight) -> ``(S, B, T, d_inner)``, state.
 
     ``own_input``: ``zxbcdt`` is a temporary that may be overwritten. Under autocast
-    (bf16 / fp16 training) this part runs in float32 with autocast off, as
-    mamba_ssm's kernels keep the scan in float32 (its buffers are written with ``out=``).
+    (bf16 / fp16 training), and for a module itself in bf16 / fp16, this part runs in
+    float32 with autocast off, as mamba_ssm's kernels keep the scan in float32 (its
+    buffers are written with ``out=``): in bf16 the chunk's cumulative sum of
+    ``dt * A`` alone left the output 6% and ``dt_bias``'s gradient 94% off (H100,
+    T = 3,000, ``docs/bench/mixers_cuda_bf16.md``). A half-precision module gets its
+    output and state back in its own dtype.
     """
     device = zxbcdt.device.type
-    if torch.is_autocast_enabled(device):
+    half = zxbcdt.dtype in (torch.float16, torch.bfloat16)
+    if half or torch.is_autocast_enabled(device):
         with torch.autocast(device, enabled=False):
             tensors = [t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
                        for t in (zxbcdt, conv_ctx, ssm, conv_w, conv_b, dt_bias, A, D)]
-            return _mix_torch(mixer, mask, own_input, *tensors)
+            y, state = _mix_torch(mixer, mask, own_input, *tensors)
+        return (y.to(zxbcdt.dtype), state.to(ssm.dtype)) if half else (y, state)
     S, batch, T, _ = zxbcdt.shape
     H, P, N, G = mixer.nheads, mixer.headdim, mixer.d_state, mixer.ngroups
     z, xBC, dt_raw = zxbcdt.split([mixer.d_inner, mixer.conv_dim, mixer.nheads], dim=-1)
