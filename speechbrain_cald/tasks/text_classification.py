@@ -311,12 +311,17 @@ def train(argv: List[str]) -> TextClassificationBrain:
     order = dict(shuffle=True)
     if hp.get("group_by_length", False):  # batches of similar lengths: less padding, same examples per epoch
         order = dict(sampler=LengthGroupedSampler(train_set.lengths(), hp["batch_size"], seed=hp.get("seed", 0)))
+    valid_set = data[corpus.valid_split]
+    # validation in order of length: batches of similar lengths pad little; the metrics do not depend on the order
+    by_length = sorted(range(len(valid_set)), key=valid_set.lengths().__getitem__)
     brain.fit(
         hp["epoch_counter"],
         train_set,
-        data[corpus.valid_split],
+        valid_set,
         train_loader_kwargs=dict(batch_size=hp["batch_size"], collate_fn=collate, num_workers=workers, **order),
-        valid_loader_kwargs=dict(batch_size=hp["eval_batch_size"], collate_fn=collate, num_workers=workers),
+        valid_loader_kwargs=dict(
+            batch_size=hp["eval_batch_size"], collate_fn=collate, num_workers=workers, sampler=by_length
+        ),
     )
     export_model(brain, hp["output_folder"], max_key="score")
     return brain

@@ -25,6 +25,6 @@ recipe_paths
 yaml_prefix=mini
 train_args=()
 [ -n "$pretrained_dir" ] && train_args+=(--pretrained_dir="$pretrained_dir")
-eval_options=(--bench_lengths 64 256 512 1024 2048 --target_margin 10
+eval_options=(--bench_lengths 64 256 512 1024 2048 --bench_repeats 2 --target_margin 10
               --target_within linformer_target=2 --notes "$recipe_dir/results_notes.md")
 text_classification_stages
