@@ -157,8 +157,19 @@ def init_distributed(run_opts):
 
 
 def _close_process_group():
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    if not torch.distributed.is_initialized():
+        return
+    # every rank done before any tears its sockets down (a gloo rank aborted in teardown
+    # once more in a fresh clone's test run with the destroy alone); bounded, so a rank
+    # that died does not keep the others at exit
+    try:
+        if torch.distributed.get_backend() == "gloo":
+            torch.distributed.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+        else:
+            torch.distributed.barrier()
+    except Exception:  # a rank that died or timed out: tear down anyway
+        pass
+    torch.distributed.destroy_process_group()
 
 
 def _cpu_backend(run_opts):
