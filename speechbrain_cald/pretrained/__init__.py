@@ -59,7 +59,8 @@ def local_source(source: Union[str, os.PathLike], what: str = "pretrained model"
     """
     if source is None or str(source).strip() == "":
         raise OfflineSourceError(f"{what} source is empty: pass the path of a local directory")
-    path = Path(os.path.expanduser(str(source)))
+    # lexical "..": `<output_folder>/../pretrained` works before the output folder exists
+    path = Path(os.path.normpath(os.path.expanduser(str(source))))
     if path.is_dir():
         return path.resolve()
     text = str(source)
