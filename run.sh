@@ -123,7 +123,7 @@ install_python_packages() {
     local stamp_file="$VENV/.cald-install-stamp" want
     want="$(install_stamp)"
     if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$want" ] \
-        && python -c "import torchaudio, transformers, speechbrain, speechbrain_cald, kenlm, pyctcdecode" 2>/dev/null; then
+        && python -c "import torchaudio, transformers, speechbrain, speechbrain_cald, kenlm, pyctcdecode, ctranslate2, hibari" 2>/dev/null; then
         log "skip: Python packages already installed (requirements unchanged)"
         return
     fi
@@ -158,6 +158,9 @@ PY
     # pyctcdecode (CTC beam search with KenLM, stage 4 of the ASR recipes) declares numpy<2 but works
     # with numpy 2: --no-deps keeps pip from downgrading numpy.
     python -m pip install -q --no-deps pyctcdecode==0.5.0 pygtrie==2.5.0 2>&1 | grep -v "^WARNING: Location" || true
+    # Whisper's English text normaliser reads openai-whisper's spelling table; the package itself is never
+    # imported (its dependencies would pull numba, tiktoken and a CUDA triton): --no-deps.
+    python -m pip install -q --no-deps openai-whisper==20250625 2>&1 | grep -v "^WARNING: Location" || true
     python -m pip install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
 
     python -c "import torchaudio, transformers, speechbrain, speechbrain_cald, kenlm, pyctcdecode; import torchaudio.compliance.kaldi, torchaudio.functional" \
@@ -169,13 +172,15 @@ PY
 install_system_tools() {
     # espeak-ng synthesises the mini corpus; pocketsphinx-testdata holds real LibriVox
     # utterances used as an extra test set; dict-gcide is the mini LM recipe's English text
-    # (the GNU Collaborative International Dictionary of English, GPL-2+).
+    # (the GNU Collaborative International Dictionary of English, GPL-2+); wordnet-base's
+    # example sentences are the mini Whisper recipe's natural English.
     local missing=()
     command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
     [ -d /usr/share/pocketsphinx/test/data/librivox ] || missing+=(pocketsphinx-testdata)
     [ -f /usr/share/dictd/gcide.dict.dz ] || missing+=(dict-gcide)
+    [ -f /usr/share/wordnet/data.noun ] || missing+=(wordnet-base)
     if [ ${#missing[@]} -eq 0 ]; then
-        log "skip: system tools already installed (espeak-ng, pocketsphinx-testdata, dict-gcide)"
+        log "skip: system tools already installed (espeak-ng, pocketsphinx-testdata, dict-gcide, wordnet-base)"
         return
     fi
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

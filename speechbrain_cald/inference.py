@@ -37,7 +37,16 @@ from torch import nn
 
 from speechbrain_cald.lobes.hf_speech import CTCModel, HFSpeechEncoder
 
-__all__ = ["export_encoder_asr", "export_encoder_classifier", "load_encoder_asr", "load_encoder_classifier", "load_trained_model"]
+__all__ = [
+    "WhisperTranscriber",
+    "export_encoder_asr",
+    "export_encoder_classifier",
+    "load_encoder_asr",
+    "load_encoder_classifier",
+    "load_trained_model",
+    "load_whisper_folder",
+    "whisper_encoder_factory",
+]
 
 
 def load_trained_model(folder: str, key: str = "model") -> Tuple[Dict[str, Any], nn.Module]:
@@ -243,3 +252,97 @@ def load_encoder_classifier(folder: str, savedir: str, device: str = "cpu"):
     classifier = _from_hparams(EncoderClassifier, folder, savedir, device)
     classifier.hparams.label_encoder.expect_len(len(classifier.hparams.label_encoder))
     return classifier
+
+
+# ------------------------------------------------------------------ Whisper
+def load_whisper_folder(folder: str) -> nn.Module:
+    """A Whisper teacher (``save_pretrained``) or converted student (``save_student``) from a folder, in eval mode."""
+    from speechbrain_cald.pretrained import local_source
+
+    folder = str(local_source(folder, "Whisper model"))
+    if os.path.isfile(os.path.join(folder, "cald_conversion.json")):
+        from speechbrain_cald.convert import load_student
+
+        return load_student(folder).eval()
+    from transformers import WhisperForConditionalGeneration
+
+    return WhisperForConditionalGeneration.from_pretrained(folder, local_files_only=True).eval()
+
+
+def whisper_encoder_factory(folder: str) -> Tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[float], torch.Tensor]]:
+    """``bench.speed`` factory: time Whisper's encoder layers on ``seconds`` of audio (front end outside the timing)."""
+    from speechbrain_cald.lobes.whisper import encoder_frontend, encoder_layers
+
+    model = load_whisper_folder(folder)
+    encoder = model.get_encoder()
+    with open(os.path.join(folder, "preprocessor_config.json"), encoding="utf-8") as f:
+        hop = json.load(f).get("hop_length", 160)
+    n_mels = encoder.conv1.in_channels
+
+    def make_input(seconds: float) -> torch.Tensor:
+        frames = int(round(seconds * 16000 / hop))
+        with torch.no_grad():
+            return encoder_frontend(encoder, torch.randn(1, n_mels, frames))
+
+    return (lambda x: encoder_layers(encoder, x)), make_input
+
+
+class WhisperTranscriber:
+    """A Whisper teacher or converted student from its ``inference/`` folder, with ``transcribe_file``.
+
+    SpeechBrain's ``WhisperASR`` builds its encoder from a transformers checkpoint by
+    name and cannot hold a converted encoder, so the Whisper recipes' folders are
+    read by this class (same call as SpeechBrain's interfaces). A file longer
+    than 30 s is cut into 30-s windows, transcribed one after the other (no
+    timestamps, no context carried over).
+
+    Arguments
+    ---------
+    model : transformers.WhisperForConditionalGeneration
+        Teacher or student, in eval mode.
+    text : lobes.whisper.WhisperText
+        Tokenizer and prompt.
+    extractor : transformers.WhisperFeatureExtractor
+        The log-mel front end.
+
+    Example
+    -------
+    >>> asr = WhisperTranscriber.from_hparams("results/mini_mamba_target/inference")  # doctest: +SKIP
+    >>> asr.transcribe_file("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav")  # doctest: +SKIP
+    'He was not an ill-disposed young man.'
+    """
+
+    def __init__(self, model, text, extractor):
+        self.model, self.text, self.extractor = model, text, extractor
+
+    @classmethod
+    def from_hparams(cls, source: str, savedir: str = None) -> "WhisperTranscriber":
+        """Load ``source`` (an ``inference/`` folder; ``savedir`` is accepted for SpeechBrain's call and unused)."""
+        from transformers import WhisperFeatureExtractor
+
+        from speechbrain_cald.lobes.whisper import WhisperText
+
+        model = load_whisper_folder(source)
+        return cls(model, WhisperText(source), WhisperFeatureExtractor.from_pretrained(source))
+
+    def transcribe_file(self, path: str) -> str:
+        """The transcript of an audio file (any rate: resampled to 16 kHz; several channels: averaged)."""
+        import soundfile as sf
+
+        from speechbrain_cald.data.espeak import resample
+        from speechbrain_cald.lobes.whisper import greedy_decode, log_mel
+
+        try:
+            audio, rate = sf.read(path, dtype="float64", always_2d=True)
+        except (RuntimeError, sf.LibsndfileError) as err:
+            raise ValueError(f"{path}: not a readable audio file ({err})") from None
+        audio = audio.mean(axis=1)
+        if rate != 16000:
+            audio = resample(audio, rate, 16000)
+        if len(audio) == 0:
+            raise ValueError(f"{path}: no audio samples")
+        window = 30 * 16000
+        feats = [torch.from_numpy(log_mel(self.extractor, audio[i:i + window].astype("float32")))
+                 for i in range(0, len(audio), window)]
+        ids = greedy_decode(self.model, torch.stack(feats), self.text)
+        return " ".join(t for t in (self.text.decode(i) for i in ids) if t)

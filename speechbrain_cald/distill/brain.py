@@ -144,6 +144,10 @@ class ModelOutput:
         ``(B, H, T, T)`` per tapped layer, when the objective asks for them.
     extra : dict
         Anything else the task loss or metrics need.
+    logits_lengths : torch.Tensor or None
+        ``(B,)`` valid positions of frame logits when they differ from the
+        layers' frames (a decoder's tokens over an encoder's frames: Whisper);
+        None: ``lengths``.
 
     Example
     -------
@@ -158,6 +162,7 @@ class ModelOutput:
     states: List[torch.Tensor] = dataclasses.field(default_factory=list)
     attentions: List[Optional[torch.Tensor]] = dataclasses.field(default_factory=list)
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    logits_lengths: Optional[torch.Tensor] = None
 
     def mask(self, max_len: int) -> torch.Tensor:
         """``(B, T)`` bool mask of valid frames for padded length ``max_len``."""

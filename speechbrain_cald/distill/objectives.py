@@ -34,6 +34,7 @@ import torch
 
 from speechbrain_cald.distill.losses import LAYER_LOSS_DEFAULTS, layer_distill_loss, logits_distill_loss
 from speechbrain_cald.distill.sharing_losses import attention_kl_loss, hidden_cosine_loss
+from speechbrain_cald.distill.taps import lengths_to_mask
 
 __all__ = ["OBJECTIVES", "CALDObjective", "DistillObjective", "MiniALBERTObjective"]
 
@@ -84,7 +85,11 @@ class DistillObjective:
     @staticmethod
     def logits_mask(output: Any) -> Optional[torch.Tensor]:
         """``(B, T)`` valid frames of frame logits; None for utterance logits ``(B, C)``."""
-        return output.mask(output.logits.shape[1]) if output.logits.dim() == 3 else None
+        if output.logits.dim() != 3:
+            return None
+        if getattr(output, "logits_lengths", None) is not None:
+            return lengths_to_mask(output.logits_lengths, output.logits.shape[1]).to(output.logits.device)
+        return output.mask(output.logits.shape[1])
 
 
 class CALDObjective(DistillObjective):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,62 +30,17 @@ from speechbrain_cald.pretrained.ctranslate2_whisper import (
 ctranslate2 = pytest.importorskip("ctranslate2")
 transformers = pytest.importorskip("transformers")
 
-SPECIAL = ["<|endoftext|>", "<|startoftranscript|>", "<|translate|>", "<|transcribe|>", "<|startoflm|>",
-           "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
 CLIPS = sorted(glob.glob("/usr/share/pocketsphinx/test/data/librivox/*.wav")) + sorted(
     glob.glob("/usr/share/pocketsphinx/test/data/cards/*.wav"))
-
-
-def _tiny_tokenizer():
-    """A byte-level BPE trained here, with Whisper's special tokens after it (ids vocab .. vocab + 7)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import WhisperTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=[])
-    tok.train_from_iterator(["the oceans are teeming with life", "he was not an ill disposed young man"] * 20,
-                            trainer)
-    fast = WhisperTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                unk_token="<|endoftext|>", pad_token="<|endoftext|>")
-    fast.add_special_tokens({"additional_special_tokens": SPECIAL[1:]})
-    fast.add_tokens(["<|endoftext|>"], special_tokens=True)
-    return fast
 
 
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory):
     """(random Whisper, its transformers folder, the CTranslate2 folder CTranslate2's converter wrote)."""
-    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
+    from speechbrain_cald.testing.whisper import write_tiny_whisper
 
-    root = tmp_path_factory.mktemp("ct2")
-    tok = _tiny_tokenizer()
-    vocab = tok.get_vocab()
-    n = max(vocab.values()) + 1 + 16  # 16 timestamp tokens after the specials
-    torch.manual_seed(0)
-    config = WhisperConfig(vocab_size=n, num_mel_bins=16, d_model=32, encoder_layers=2, decoder_layers=2,
-                           encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-                           decoder_ffn_dim=64, max_source_positions=50, max_target_positions=24,
-                           pad_token_id=vocab["<|endoftext|>"], bos_token_id=vocab["<|endoftext|>"],
-                           eos_token_id=vocab["<|endoftext|>"], decoder_start_token_id=vocab["<|startoftranscript|>"],
-                           suppress_tokens=[5, 7], begin_suppress_tokens=[vocab["<|endoftext|>"]])
-    model = WhisperForConditionalGeneration(config).eval()
-    with torch.no_grad():  # non-zero biases and norms, so a swapped or dropped one shows
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "layer_norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    model.generation_config = GenerationConfig(suppress_tokens=[5, 7], begin_suppress_tokens=[vocab["<|endoftext|>"]],
-                                               decoder_start_token_id=vocab["<|startoftranscript|>"],
-                                               eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"],
-                                               no_timestamps_token_id=vocab["<|notimestamps|>"], is_multilingual=False)
-    hf = root / "hf"
-    model.save_pretrained(hf)
-    tok.save_pretrained(hf)
-    ct2 = root / "ct2"
-    ctranslate2.converters.TransformersConverter(str(hf), copy_files=["tokenizer.json"]).convert(str(ct2), quantization="float32")
-    return model, hf, ct2
+    model, hf, ct2 = write_tiny_whisper(str(tmp_path_factory.mktemp("ct2")), num_mel_bins=16)
+    return model, Path(hf), Path(ct2)
 
 
 def test_weights_come_back_exactly_from_a_float32_folder(tiny_pair, tmp_path):
@@ -110,7 +66,7 @@ def test_encoder_and_greedy_transcripts_match_ctranslate2_on_the_tiny_model(tiny
     out = convert_ctranslate2_whisper(ct2, tmp_path / "out")
     ours = load_whisper_folder(str(out))
     text = WhisperText(str(out))
-    feats = torch.randn(3, 16, 100, generator=torch.Generator().manual_seed(1))
+    feats = torch.randn(3, 16, 3000, generator=torch.Generator().manual_seed(1))
     runtime = ctranslate2.models.Whisper(str(ct2), device="cpu", compute_type="float32")
     theirs = torch.from_numpy(np.array(runtime.encode(ctranslate2.StorageView.from_array(feats.numpy()))))
     with torch.no_grad():
@@ -198,7 +154,8 @@ def test_int8_weights_are_dequantised_per_row(tiny_pair, tmp_path):
 
     model, hf, _ = tiny_pair
     ct2 = tmp_path / "int8"
-    ctranslate2.converters.TransformersConverter(str(hf), copy_files=["tokenizer.json"]).convert(str(ct2), quantization="int8")
+    ctranslate2.converters.TransformersConverter(str(hf), copy_files=["tokenizer.json"]).convert(
+        str(ct2), quantization="int8")
     out = convert_ctranslate2_whisper(ct2, tmp_path / "out")
     back = WhisperForConditionalGeneration.from_pretrained(out)
     w = model.state_dict()["model.encoder.layers.0.fc1.weight"]
