@@ -18,9 +18,11 @@ import soundfile as sf
 from .espeak import resample
 from .manifest import write_manifest
 
-__all__ = ["POCKETSPHINX_LIBRIVOX", "read_transcription", "prepare_librivox"]
+__all__ = ["POCKETSPHINX_CARDS", "POCKETSPHINX_LIBRIVOX", "read_transcription", "prepare_librivox", "prepare_sphinx_clips"]
 
 POCKETSPHINX_LIBRIVOX = "/usr/share/pocketsphinx/test/data/librivox"
+# five spoken card names ("ten of clubs"), another real speaker
+POCKETSPHINX_CARDS = "/usr/share/pocketsphinx/test/data/cards"
 _LINE = re.compile(r"^\s*(?:<s>)?\s*(?P<text>.*?)\s*(?:</s>)?\s*\((?P<id>[^()]+)\)\s*$")
 
 
@@ -74,10 +76,36 @@ def prepare_librivox(data_folder: str, source: str = POCKETSPHINX_LIBRIVOX, samp
     str or None
         The manifest path, or None when ``source`` does not exist.
     """
-    transcription = os.path.join(source, "transcription")
+    return prepare_sphinx_clips(data_folder, "librivox", source, "transcription", sample_rate)
+
+
+def prepare_sphinx_clips(
+    data_folder: str, name: str, source: str, transcription: str, sample_rate: int = 16000
+) -> Optional[str]:
+    """Copy a folder of Sphinx test clips (``<id>.wav`` + a transcription file) and write ``<name>.csv``.
+
+    Arguments
+    ---------
+    data_folder : str
+        The corpus folder (wavs go to ``wav/<name>``).
+    name : str
+        The set's name (``librivox``, ``cards``): manifest, folder and speaker id.
+    source : str
+        Folder with the transcription file and ``<id>.wav`` files.
+    transcription : str
+        The transcription file's name inside ``source`` (``transcription``, ``cards.transcription``).
+    sample_rate : int
+        Output sampling rate.
+
+    Returns
+    -------
+    str or None
+        The manifest path, or None when ``source`` has no such transcription.
+    """
+    transcription = os.path.join(source, transcription)
     if not os.path.exists(transcription):
         return None
-    folder = os.path.join(data_folder, "wav", "librivox")
+    folder = os.path.join(data_folder, "wav", name)
     os.makedirs(folder, exist_ok=True)
     rows: List[dict] = []
     for uid, text in sorted(read_transcription(transcription).items()):
@@ -88,7 +116,7 @@ def prepare_librivox(data_folder: str, source: str = POCKETSPHINX_LIBRIVOX, samp
         audio = resample(audio, sr, sample_rate)
         pcm = np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768).astype(np.int16)
         sf.write(os.path.join(folder, uid + ".wav"), pcm, sample_rate, subtype="PCM_16")
-        rows.append(dict(ID=uid, duration=len(pcm) / sample_rate, wav=f"$data_root/wav/librivox/{uid}.wav", spk_id="librivox", wrd=text))
-    path = os.path.join(data_folder, "librivox.csv")
+        rows.append(dict(ID=uid, duration=len(pcm) / sample_rate, wav=f"$data_root/wav/{name}/{uid}.wav", spk_id=name, wrd=text))
+    path = os.path.join(data_folder, f"{name}.csv")
     write_manifest(path, rows)
     return path
