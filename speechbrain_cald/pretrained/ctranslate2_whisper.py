@@ -343,7 +343,9 @@ def _special_tokens(tokenizer_json: Path) -> Dict[str, int]:
 def _generation_config(config, ct2_config: dict, special: Dict[str, int]):
     from transformers import GenerationConfig
 
-    multilingual = "<|en|>" in special
+    # transformers' rule: English-only Whisper models have 51,864 tokens, multilingual ones more (their
+    # tokenizer files list the language tokens either way)
+    multilingual = config.vocab_size >= 51865
     no_timestamps = special["<|notimestamps|>"]
     options = dict(
         decoder_start_token_id=special["<|startoftranscript|>"],

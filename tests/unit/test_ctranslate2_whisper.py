@@ -99,6 +99,8 @@ def test_real_whisper_tiny_en_matches_ctranslate2_on_real_speech(tmp_path):
     assert stored.spec == "WhisperSpec" and len(stored.variables) == 148
     out = convert_ctranslate2_whisper(src, tmp_path / "tiny.en")
     model, text = load_whisper_folder(str(out)), WhisperText(str(out))
+    # English-only: <|startoftranscript|><|notimestamps|>, no language or task token
+    assert text.prompt == [50257, 50362] and text.eot == 50256
     extractor = WhisperFeatureExtractor.from_pretrained(str(out))
     feats = torch.stack([torch.from_numpy(log_mel(extractor, sf.read(p, dtype="float32")[0])) for p in CLIPS])
     runtime = ctranslate2.models.Whisper(str(src), device="cpu", compute_type="float32")
@@ -112,6 +114,7 @@ def test_real_whisper_tiny_en_matches_ctranslate2_on_real_speech(tmp_path):
     got = [text.decode(ids) for ids in greedy_decode(model, feats, text)]
     assert got == expected
     assert "he was not an" in got[1].lower()  # real Whisper on real speech, not just agreement
+    assert got[2].lower().startswith("unless to be rather cold")
 
 
 def test_a_folder_that_is_not_ctranslate2_whisper_is_named(tmp_path, tiny_pair):
