@@ -156,7 +156,8 @@ VOICES: Dict[str, Voice] = {
 
 
 # ----------------------------------------------------------------- packing
-def pack_windows(durations: Sequence[float], max_seconds: float = 30.0, gap_seconds: float = 0.4) -> List[List[int]]:
+def pack_windows(durations: Sequence[float], max_seconds: float = 30.0, gap_seconds: float = 0.4,
+                 alone: Sequence[int] = ()) -> List[List[int]]:
     """Group consecutive utterances into windows of at most ``max_seconds`` (gaps included).
 
     Arguments
@@ -167,6 +168,8 @@ def pack_windows(durations: Sequence[float], max_seconds: float = 30.0, gap_seco
         The window length (Whisper: 30 s).
     gap_seconds : float
         Pause between two utterances of a window.
+    alone : sequence of int
+        Utterances that get a window of their own (the rest of it Whisper's padding).
 
     Returns
     -------
@@ -178,13 +181,22 @@ def pack_windows(durations: Sequence[float], max_seconds: float = 30.0, gap_seco
     -------
     >>> pack_windows([10, 12, 9, 29, 31, 2], max_seconds=30, gap_seconds=1)
     [[0, 1], [2], [3], [5]]
+    >>> pack_windows([5, 5, 5, 5], max_seconds=30, gap_seconds=1, alone=[1])
+    [[0], [1], [2, 3]]
     """
     windows: List[List[int]] = []
     current: List[int] = []
     used = 0.0
+    alone = set(alone)
     for i, d in enumerate(durations):
         if d > max_seconds:
             logger.warning("utterance %d (%.1f s) is longer than a %.0f s window: left out", i, d, max_seconds)
+            continue
+        if i in alone:
+            if current:
+                windows.append(current)
+            windows.append([i])
+            current, used = [], 0.0
             continue
         need = d if not current else used + gap_seconds + d
         if current and need > max_seconds:
@@ -221,6 +233,9 @@ class WindowCorpusConfig:
         None: clean.
     real_sets : bool
         Copy pocketsphinx-testdata's LibriVox and cards clips when installed.
+    alone_fraction : float
+        Share of the training sentences that get a window of their own, the rest
+        of it padding: what a short recording looks like to Whisper.
     """
 
     voices: List[str] = field(default_factory=lambda: ["espeak", "hibari"])
@@ -232,6 +247,7 @@ class WindowCorpusConfig:
     seed: int = 1234
     noise_snr_db: Optional[Tuple[float, float]] = (25.0, 45.0)
     real_sets: bool = True
+    alone_fraction: float = 0.05
 
 
 def _render_one(job: Tuple[str, str, int, bool, Optional[Tuple[float, float]]]) -> np.ndarray:
@@ -262,7 +278,7 @@ def _render(items: List[Tuple[str, str]], split: str, config: WindowCorpusConfig
 
 
 def _write_windows(save_folder: str, split: str, items: List[Tuple[str, str]], config: WindowCorpusConfig,
-                   noisy: bool, workers: int) -> str:
+                   noisy: bool, workers: int, alone_fraction: float = 0.0) -> str:
     """Synthesise ``items`` ((sentence, voice) in order), pack them, write wavs + manifest."""
     folder = os.path.join(save_folder, "wav", split)
     os.makedirs(folder, exist_ok=True)
@@ -270,7 +286,9 @@ def _write_windows(save_folder: str, split: str, items: List[Tuple[str, str]], c
     durations = [len(a) / SAMPLE_RATE for a in audios]
     gap = np.zeros(int(config.gap_seconds * SAMPLE_RATE), dtype=np.float32)
     rows = []
-    for n, window in enumerate(pack_windows(durations, config.max_seconds, config.gap_seconds)):
+    step = int(round(1 / alone_fraction)) if alone_fraction > 0 else 0
+    alone = range(step // 2, len(items), step) if step else ()
+    for n, window in enumerate(pack_windows(durations, config.max_seconds, config.gap_seconds, alone)):
         parts: List[np.ndarray] = []
         for i in window:
             if parts:
@@ -333,7 +351,8 @@ def prepare_window_corpus(save_folder: str, config: Optional[WindowCorpusConfig]
     test, dev = sentences[:n_test], sentences[n_test:n_test + config.dev_sentences]
     train = sentences[n_test + config.dev_sentences:need]
     voices = config.voices
-    _write_windows(save_folder, "train", [(s, voices[i % len(voices)]) for i, s in enumerate(train)], config, True, workers)
+    _write_windows(save_folder, "train", [(s, voices[i % len(voices)]) for i, s in enumerate(train)], config, True, workers,
+                   config.alone_fraction)
     _write_windows(save_folder, "dev", [(s, voices[i % len(voices)]) for i, s in enumerate(dev)], config, False, workers)
     for k, voice in enumerate(voices):
         part = test[k * config.test_sentences:(k + 1) * config.test_sentences]
