@@ -358,9 +358,9 @@ class _StackedParams(NamedTuple):
 # far slower per FLOP than with 1040 (docs/bench/mixers_short.md)
 _IN_PROJ_ALIGN = 16
 
-# a single layer's derived parameters (padded in_proj, folded out_proj, A),
+# the derived parameters of a layer or a stack of layers (padded in_proj, folded out_proj, A),
 # kept between calls without autograd; rebuilt when a parameter changes
-_DERIVED: "weakref.WeakKeyDictionary[Mamba2, Tuple[tuple, _StackedParams]]" = weakref.WeakKeyDictionary()
+_DERIVED: "weakref.WeakKeyDictionary[Mamba2, Dict[tuple, Tuple[tuple, _StackedParams]]]" = weakref.WeakKeyDictionary()
 
 
 def _stack_params(mixers: Sequence[Mamba2], dtype: torch.dtype) -> _StackedParams:
@@ -368,18 +368,21 @@ def _stack_params(mixers: Sequence[Mamba2], dtype: torch.dtype) -> _StackedParam
 
     ``in_proj``'s weight gets zero rows up to a multiple of ``_IN_PROJ_ALIGN``
     (their outputs are never read); the gated norm's weight is folded into
-    ``out_proj``. Without autograd a single layer's result is cached, keyed on
+    ``out_proj``. Without autograd the result is cached, keyed on
     its parameters' storage and version counters (in-place updates such as an
-    optimizer step or ``load_state_dict`` invalidate it).
+    optimizer step or ``load_state_dict`` invalidate it); several layers are
+    cached under the first, keyed on all of theirs.
     """
     params = [p for m in mixers for p in m.parameters()]
-    if len(mixers) > 1 or needs_autograd(*params):
+    if needs_autograd(*params):
         return _build_params(mixers, dtype)
     key = (dtype, *((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
-    cached = _DERIVED.get(mixers[0])
+    by_layers = _DERIVED.setdefault(mixers[0], {})
+    layers = tuple(id(m) for m in mixers)
+    cached = by_layers.get(layers)
     if cached is None or cached[0] != key:
         with torch.inference_mode(False), torch.no_grad():  # usable in and out of inference mode
-            cached = _DERIVED[mixers[0]] = (key, _build_params(mixers, dtype))
+            cached = by_layers[layers] = (key, _build_params(mixers, dtype))
     return cached[1]
 
 
