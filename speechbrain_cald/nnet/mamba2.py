@@ -546,11 +546,9 @@ def _forward_stacked(
     S, batch, T, _ = xs.shape
     if add_reversed_to is not None and lengths is not None:
         raise ValueError("_forward_stacked: add_reversed_to takes no lengths (padding stays at the end)")
-    if state is None:  # the SSM state stays None (zero) until a block has run
-        conv = xs.new_zeros(S, batch, mixer.conv_dim, mixer.d_conv)
-        state = Mamba2State(conv, None)
-    conv_ctx = state.conv.transpose(-1, -2)  # (S, B, d_conv, conv_dim)
-    ssm = state.ssm
+    # a zero state stays None (never materialised) until a block has run
+    conv_ctx = None if state is None else state.conv.transpose(-1, -2)  # (S, B, d_conv, conv_dim)
+    ssm = None if state is None else state.ssm
     mask = None
     if lengths is not None:
         mask = torch.arange(T, device=xs.device) < lengths.to(xs.device)[:, None]
@@ -610,14 +608,16 @@ def _final_state(mixer: Mamba2, S: int, batch: int, conv_ctx, ssm, like: torch.T
     """The state after the last block, ``(S, B, ...)`` (zeros for an SSM that saw no frame)."""
     if ssm is None:
         ssm = like.new_zeros(S, batch, mixer.nheads, mixer.headdim, mixer.d_state)
+    if conv_ctx is None:
+        return Mamba2State(like.new_zeros(S, batch, mixer.conv_dim, mixer.d_conv), ssm)
     return Mamba2State(conv_ctx.transpose(-1, -2), ssm)
 
 
 def _block_torch(mixer, p: _StackedParams, x, mask, conv_ctx, ssm, out=None, reverse=False, carry=True):
     """One block of ``S`` layers: in_proj, causal conv, SSD scan, gated norm, out_proj.
 
-    ``x (S, B, T, D)``, ``mask (B, T)``, ``conv_ctx (S, B, d_conv, conv_dim)``,
-    ``ssm (S, B, H, P, N)`` or None (zeros). Without autograd the output may go
+    ``x (S, B, T, D)``, ``mask (B, T)``, ``conv_ctx (S, B, d_conv, conv_dim)``
+    and ``ssm (S, B, H, P, N)``, each None for zeros. Without autograd the output may go
     into ``out`` ``(S, B, T, D)`` (``reverse``: reversed in time and added to
     it), which is then returned. ``carry=False``: no later block or caller needs
     the states, which are then not formed (None in their place).
@@ -634,7 +634,8 @@ def _block_torch(mixer, p: _StackedParams, x, mask, conv_ctx, ssm, out=None, rev
     if carry:
         xBC = zxbcdt[..., mixer.d_inner : mixer.d_inner + mixer.conv_dim]
         flat_mask = None if mask is None else mask.repeat(S, 1)  # (S·B, T)
-        new_ctx = _last_valid(conv_ctx.flatten(0, 1), xBC.flatten(0, 1), flat_mask)
+        ctx = conv_ctx if conv_ctx is not None else x.new_zeros(S, batch, mixer.d_conv, mixer.conv_dim)
+        new_ctx = _last_valid(ctx.flatten(0, 1), xBC.flatten(0, 1), flat_mask)
         if own:  # a view of the reused buffer: the next block would overwrite it
             new_ctx = new_ctx.clone()
         new_ctx = new_ctx.view(S, batch, *new_ctx.shape[1:])
@@ -657,7 +658,10 @@ def _block_torch(mixer, p: _StackedParams, x, mask, conv_ctx, ssm, out=None, rev
     # out_proj acts frame by frame: reverse its input, accumulate into the result
     rev = torch.arange(T - 1, -1, -1, device=y.device)
     y = torch.index_select(y, 1, rev, out=scratch("mamba2.y_reversed", y.shape, y))
-    target.baddbmm_(y, p.w_out.transpose(1, 2))
+    if S == 1:  # as _batched_linear: a plain product for one layer
+        target[0].addmm_(y[0], p.w_out[0].t())
+    else:
+        target.baddbmm_(y, p.w_out.transpose(1, 2))
     if p.b_out is not None:
         target.add_(p.b_out[:, None])
     return out, new_ctx, ssm
@@ -766,6 +770,10 @@ def _batched_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], out: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     """``x (S, M, K) @ weight (S, O, K)ᵀ + bias (S, O)``: one product for all ``S`` layers (into ``out``)."""
+    if x.shape[0] == 1:  # one layer: a plain matrix product, faster here than bmm for small M
+        o = None if out is None else out[0]
+        y = torch.mm(x[0], weight[0].t(), out=o) if bias is None else torch.addmm(bias[0], x[0], weight[0].t(), out=o)
+        return y[None] if out is None else out
     if bias is None:
         return torch.bmm(x, weight.transpose(1, 2), out=out)
     return torch.baddbmm(bias[:, None], x, weight.transpose(1, 2), out=out)
@@ -799,7 +807,7 @@ def _gate(mixer: Mamba2, y: torch.Tensor, z: torch.Tensor, inplace: bool, own_z:
 
 
 def _causal_depthwise_conv(
-    ctx: torch.Tensor,
+    ctx: Optional[torch.Tensor],
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: Optional[torch.Tensor],
@@ -810,20 +818,28 @@ def _causal_depthwise_conv(
     ``weight (..., C, K)`` and ``bias (..., C)`` may carry leading layer dims
     (``(S, C, K)`` for ``x (S, B, T, C)``). ``ctx`` holds the ``K = d_conv``
     previous inputs (the oldest is only kept for the state: the conv reaches
-    back ``K - 1`` frames). Shifted multiply-adds in the (..., T, C) layout,
-    without concatenating ``ctx`` and ``x``, run ~5x faster here than
-    ``F.conv1d`` with its transposes. Without autograd the result goes into
-    ``out`` when given (shaped as ``x``).
+    back ``K - 1`` frames); None means zeros, whose products are skipped.
+    Shifted multiply-adds in the (..., T, C) layout, without concatenating
+    ``ctx`` and ``x``, run several times faster here than ``F.conv1d`` with
+    its transposes. Without autograd the result goes into ``out`` when given
+    (shaped as ``x``). Under autograd from a zero context, ``_ZeroStartConv``
+    gives the same products and a hand-written backward pass.
     """
+    if ctx is None and needs_autograd(x, weight, bias):
+        bias = None if bias is None else bias.to(x.dtype)
+        return _ZeroStartConv.apply(x, weight.to(x.dtype), bias)
     K, T = weight.shape[-1], x.shape[-2]
     lead = weight.shape[:-2]
     shape = (*lead, *([1] * (x.dim() - 1 - len(lead))), weight.shape[-2])
     w = [weight[..., k].to(x.dtype).reshape(shape) for k in range(K)]  # w[K-1]: current frame
     bias = None if bias is None else bias.to(x.dtype).reshape(shape)
-    ctx = ctx.to(x.dtype)
+    ctx = None if ctx is None else ctx.to(x.dtype)
     if needs_autograd(x, weight, ctx):
         # autograd: one concatenation, then out-of-place shifted products
-        padded = torch.cat([ctx[..., 1:, :], x], dim=-2)  # (..., K - 1 + T, C)
+        if ctx is None:
+            padded = F.pad(x, (0, 0, K - 1, 0))  # (..., K - 1 + T, C)
+        else:
+            padded = torch.cat([ctx[..., 1:, :], x], dim=-2)
         y = padded[..., :T, :] * w[0] if bias is None else torch.addcmul(bias, padded[..., :T, :], w[0])
         for k in range(1, K):
             y = torch.addcmul(y, padded[..., k : k + T, :], w[k])
@@ -832,10 +848,54 @@ def _causal_depthwise_conv(
     for lag in range(1, K):
         w_lag = w[K - 1 - lag]
         head = min(lag, T)  # the first frames reach back into the context
-        y[..., :head, :].addcmul_(ctx[..., K - lag : K - lag + head, :], w_lag)
+        if ctx is not None:
+            y[..., :head, :].addcmul_(ctx[..., K - lag : K - lag + head, :], w_lag)
         if T > lag:
             y[..., lag:, :].addcmul_(x[..., : T - lag, :], w_lag)
     return y
+
+
+class _ZeroStartConv(torch.autograd.Function):
+    """``_causal_depthwise_conv`` from a zero context, with its backward pass written out.
+
+    Autograd's own graph of the shifted multiply-adds (a padded copy, one
+    ``addcmul`` per tap) spent most of its backward in zero fills of the padded
+    gradient, products by the scalar ``value`` and broadcast reductions; here
+    the backward is one shifted multiply-add per tap for the input and one
+    product-and-sum per tap for the weight.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):  # noqa: D102
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        with torch.no_grad():
+            return _causal_depthwise_conv(None, x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, weight = ctx.saved_tensors
+        K, T = weight.shape[-1], x.shape[-2]
+        lead = weight.shape[:-2]
+        shape = (*lead, *([1] * (x.dim() - 1 - len(lead))), weight.shape[-2])
+        w = [weight[..., k].reshape(shape) for k in range(K)]
+        reduce_dims = tuple(range(len(lead), x.dim() - 1))  # batch and time: what a weight is shared over
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            # output t read input t - lag through tap K-1-lag
+            grad_x = grad * w[K - 1]
+            for lag in range(1, min(K, T)):
+                grad_x[..., : T - lag, :].addcmul_(grad[..., lag:, :], w[K - 1 - lag])
+        if ctx.needs_input_grad[1]:
+            taps = []
+            for k in range(K):
+                lag = K - 1 - k
+                part = (grad[..., lag:, :] * x[..., : T - lag, :]).sum(reduce_dims) if T > lag else None
+                taps.append(part if part is not None else weight.new_zeros(weight.shape[:-1]))
+            grad_w = torch.stack(taps, dim=-1)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(reduce_dims)
+        return grad_x, grad_w, grad_b
 
 
 def _last_valid(ctx: torch.Tensor, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:

@@ -30,6 +30,7 @@ Choices made for speed on CPU (see ``/work/shared/PERF.md``):
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from typing import Optional, Sequence, Tuple
@@ -284,8 +285,7 @@ def _scan_equal_chunks(
 
     # 1. inside chunks: y_diag[l] = sum_{s<=l} (C_l·B_s) exp(a_l - a_s) dt_s x_s
     scores = torch.matmul(Cc, Bc.transpose(-1, -2))  # (b·c, G, L, L), once per group
-    causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-    scores = scores.masked_fill_(~causal, 0.0).view(batch, nc, G, 1, L, L)
+    scores = scores.masked_fill_(_above_diagonal(L, x.device), 0.0).view(batch, nc, G, 1, L, L)
     # above the diagonal a_l - a_s >= 0: clamped to 0 there, zeroed by `scores`
     diff = (a_cum[..., :, None], a_cum[..., None, :])
     if inplace:
@@ -349,6 +349,13 @@ def _scan_equal_chunks(
     if D is not None:
         y = y.addcmul_(xc, D) if inplace else torch.addcmul(y, xc, D)
     return y.reshape(batch, T, H, P), state if final_state else None
+
+
+@functools.lru_cache(maxsize=32)
+def _above_diagonal(L: int, device: torch.device) -> torch.Tensor:
+    """``(L, L)`` bool, True above the diagonal; made once per size and device (three ops per call otherwise)."""
+    with torch.inference_mode(False):  # usable both inside and outside inference mode
+        return torch.ones(L, L, dtype=torch.bool, device=device).triu(1)
 
 
 def _finish_diagonal_only(

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 import torch
-from float_tolerance import ELEMENTWISE, LAYER, assert_close
+from float_tolerance import ELEMENTWISE, LAYER, REDUCTION, assert_close
 
 from speechbrain_cald.nnet.mamba2 import Mamba2, Mamba2State
 from speechbrain_cald.nnet.ssd import ssd_chunked
@@ -516,3 +516,26 @@ def test_cached_parameters_follow_in_place_updates():
     fresh.load_state_dict(m.state_dict())
     with torch.no_grad():
         assert torch.equal(fresh(x), y)
+
+
+@pytest.mark.parametrize("T", [1, 2, 7])
+@pytest.mark.parametrize("layers", [(), (2,)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_from_zero_context_backward_matches_autograd(T, layers, bias):
+    # the hand-written backward of the zero-context conv against autograd's own
+    # graph of the same products (the path taken with an explicit context)
+    from speechbrain_cald.nnet.mamba2 import _causal_depthwise_conv
+
+    dd = dict(dtype=torch.float64)
+    x = torch.randn(*layers, 3, T, 5, **dd, requires_grad=True)
+    w = torch.randn(*layers, 5, 4, **dd, requires_grad=True)
+    b = torch.randn(*layers, 5, **dd, requires_grad=True) if bias else None
+    inputs = [x, w] + ([b] if bias else [])
+    y = _causal_depthwise_conv(None, x, w, b)
+    y_ref = _causal_depthwise_conv(torch.zeros(*layers, 3, 4, 5, **dd), x, w, b)
+    g = torch.randn_like(y)
+    for got, want in zip(torch.autograd.grad(y, inputs, g), torch.autograd.grad(y_ref, inputs, g)):
+        # the same sums in another order: one reduction's roundings
+        assert_close(got, want, factor=REDUCTION)
+    assert_close(y, y_ref, factor=REDUCTION)
+    assert torch.autograd.gradcheck(lambda *t: _causal_depthwise_conv(None, t[0], t[1], t[2] if bias else None), tuple(inputs))
