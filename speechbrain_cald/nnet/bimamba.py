@@ -71,12 +71,15 @@ class BiMamba2(torch.nn.Module):
         With Mamba2 directions on the plain-PyTorch path, run both as one
         batch (``mamba2_stacked_forward``): each projection is one batched
         product and the conv, scan and norm are issued once for both, half the
-        operator calls of two passes. Same parameters and results. Off by
-        default: on the shared 2-core CPU it was measured on (d_model 768,
-        T = 3000, 2026-11-26, interleaved medians) it was not faster (forward
-        fused vs two passes: 290 vs 264, 172 vs 162, 270 vs 268 ms in three
-        runs) and doubles the forward's working memory; kept for machines
-        where operator calls cost more than memory traffic.
+        operator calls of two passes. Same parameters and results, up to
+        rounding. On by default: once the per-call set-up was gone, the
+        operator calls were what short sequences paid most for on the shared
+        2-core CPU, and the fused pass was as fast or faster at every length
+        measured, forward and training (``docs/bench/mixers_short.md``; at long
+        lengths the two were within noise, ``docs/bench/mixers_quiet.md``).
+        ``False``: two passes, the backward one added into the output block by
+        block without autograd, which holds about half the working memory of
+        a long forward.
     **mixer_kwargs
         Passed to both directional mixers (e.g. ``d_state``, ``expand``,
         ``headdim``, ``chunk_size``, ``backend``).
@@ -95,7 +98,7 @@ class BiMamba2(torch.nn.Module):
         d_model: int,
         mixer: str = "mamba2",
         residual_inside: bool = False,
-        fuse_directions: bool = False,
+        fuse_directions: bool = True,
         **mixer_kwargs,
     ) -> None:
         super().__init__()

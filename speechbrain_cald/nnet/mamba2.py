@@ -771,9 +771,10 @@ def _batched_linear(
 ) -> torch.Tensor:
     """``x (S, M, K) @ weight (S, O, K)ᵀ + bias (S, O)``: one product for all ``S`` layers (into ``out``)."""
     if x.shape[0] == 1:  # one layer: a plain matrix product, faster here than bmm for small M
-        o = None if out is None else out[0]
-        y = torch.mm(x[0], weight[0].t(), out=o) if bias is None else torch.addmm(bias[0], x[0], weight[0].t(), out=o)
-        return y[None] if out is None else out
+        # squeeze, not [0]: its backward is a view, where select's fills a zero tensor and copies
+        x2, w2, o = x.squeeze(0), weight.squeeze(0), None if out is None else out.squeeze(0)
+        y = torch.mm(x2, w2.t(), out=o) if bias is None else torch.addmm(bias.squeeze(0), x2, w2.t(), out=o)
+        return y.unsqueeze(0) if out is None else out
     if bias is None:
         return torch.bmm(x, weight.transpose(1, 2), out=out)
     return torch.baddbmm(bias[:, None], x, weight.transpose(1, 2), out=out)
