@@ -110,7 +110,7 @@ def test_fused_directions_equal_separate_directions(dtype, tol, residual_inside)
     lengths = torch.tensor([13, 8, 1, 0])
     x = torch.randn(4, 13, 16, dtype=dtype)
     outs = {}
-    assert bi.fuse_directions  # the default: one batched pass
+    assert bi.fuse_directions is None and bi._fused(x)  # the default here: one batched pass
     for fused in (True, False):
         bi.fuse_directions = fused
         assert bi._fused(x) is fused
@@ -150,3 +150,14 @@ def test_inference_outputs_are_not_overwritten_by_the_next_call(fused):
         bi(x2)
         bi.forward_mixer(x2)
     assert torch.equal(y1, kept)
+
+
+def test_default_fuses_except_long_training():
+    # None: fused, except under autograd on more than one block of frames
+    bi = tiny(block_size=8).float()
+    short, long = torch.randn(1, 8, 16), torch.randn(2, 8, 16)
+    with torch.no_grad():
+        assert bi._fused(short) and bi._fused(long)
+    assert bi._fused(short) and not bi._fused(long)  # the parameters need gradients
+    bi.fuse_directions = True
+    assert bi._fused(long)
