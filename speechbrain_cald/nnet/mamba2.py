@@ -360,7 +360,7 @@ _IN_PROJ_ALIGN = 16
 
 # the derived parameters of a layer or a stack of layers (padded in_proj, folded out_proj, A),
 # kept between calls without autograd; rebuilt when a parameter changes
-_DERIVED: "weakref.WeakKeyDictionary[Mamba2, Dict[tuple, Tuple[tuple, _StackedParams]]]" = weakref.WeakKeyDictionary()
+_DERIVED: "weakref.WeakKeyDictionary[Mamba2, Dict[tuple, tuple]]" = weakref.WeakKeyDictionary()
 
 
 def _stack_params(mixers: Sequence[Mamba2], dtype: torch.dtype) -> _StackedParams:
@@ -382,7 +382,10 @@ def _stack_params(mixers: Sequence[Mamba2], dtype: torch.dtype) -> _StackedParam
     cached = by_layers.get(layers)
     if cached is None or cached[0] != key:
         with torch.inference_mode(False), torch.no_grad():  # usable in and out of inference mode
-            cached = by_layers[layers] = (key, _build_params(mixers, dtype))
+            # the entry holds the parameters' storages: while it lives, none of their
+            # addresses can be handed to a new tensor, so an equal key means the same data
+            kept = tuple(p.detach() for p in params)
+            cached = by_layers[layers] = (key, _build_params(mixers, dtype), kept)
     return cached[1]
 
 

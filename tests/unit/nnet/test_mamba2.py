@@ -539,3 +539,17 @@ def test_conv_from_zero_context_backward_matches_autograd(T, layers, bias):
         assert_close(got, want, factor=REDUCTION)
     assert_close(y, y_ref, factor=REDUCTION)
     assert torch.autograd.gradcheck(lambda *t: _causal_depthwise_conv(None, t[0], t[1], t[2] if bias else None), tuple(inputs))
+
+
+def test_cached_parameters_follow_replaced_data():
+    # `param.data = ...` (no version bump) must not reuse the previous call's derived weights
+    m = perturb_(small_mixer())
+    x = torch.randn(1, 9, 16)
+    with torch.no_grad():
+        m(x)
+        m.in_proj.weight.data = m.in_proj.weight.data * 1.5
+        y = m(x)
+    fresh = small_mixer()
+    fresh.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fresh(x), y)
