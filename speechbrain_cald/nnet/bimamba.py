@@ -67,16 +67,20 @@ class BiMamba2(torch.nn.Module):
         ``"mamba2"`` (default) or ``"mamba"`` (Mamba v1) for both directions.
     residual_inside : bool
         Add the input ``x`` to the sum (CALD's "residual inside" option).
-    fuse_directions : bool
+    fuse_directions : bool, optional
         With Mamba2 directions on the plain-PyTorch path, run both as one
         batch (``mamba2_stacked_forward``): each projection is one batched
         product and the conv, scan and norm are issued once for both, half the
-        operator calls of two passes. Same parameters and results. Off by
-        default: on the shared 2-core CPU it was measured on (d_model 768,
-        T = 3000, 2026-11-26, interleaved medians) it was not faster (forward
-        fused vs two passes: 290 vs 264, 172 vs 162, 270 vs 268 ms in three
-        runs) and doubles the forward's working memory; kept for machines
-        where operator calls cost more than memory traffic.
+        operator calls of two passes. Same parameters and results, up to
+        rounding. ``None`` (default) decides per call: fused, except in
+        training on more than one block of frames (``B·T`` above the mixers'
+        ``block_size``). Operator calls are what short sequences pay most for,
+        and there the fused pass was as fast or faster forward and in
+        training; a long training step holds both directions' intermediates
+        at once and was slower fused (``docs/bench/mixers_short.md``).
+        ``False``: two passes (without autograd the backward one is added into
+        the output block by block: about half the working memory of a long
+        forward); ``True``: always fused.
     **mixer_kwargs
         Passed to both directional mixers (e.g. ``d_state``, ``expand``,
         ``headdim``, ``chunk_size``, ``backend``).
@@ -88,6 +92,8 @@ class BiMamba2(torch.nn.Module):
     >>> y = bi(x, lengths=torch.tensor([9, 5]))
     >>> y.shape, bool((y[1, 5:] == 0).all())
     (torch.Size([2, 9, 16]), True)
+    >>> bi._fused(x), BiMamba2(16, d_state=8, expand=1, headdim=8, fuse_directions=False)._fused(x)
+    (True, False)
     """
 
     def __init__(
@@ -95,7 +101,7 @@ class BiMamba2(torch.nn.Module):
         d_model: int,
         mixer: str = "mamba2",
         residual_inside: bool = False,
-        fuse_directions: bool = False,
+        fuse_directions: Optional[bool] = None,
         **mixer_kwargs,
     ) -> None:
         super().__init__()
@@ -131,7 +137,7 @@ class BiMamba2(torch.nn.Module):
             raise ValueError(
                 f"BiMamba2: x must be (B, T, d_model={self.d_model}), got shape {tuple(x.shape)}"
             )
-        if lengths is None and not self._needs_grad(x) and self._plain_mamba2(x) and not self.fuse_directions:
+        if lengths is None and not self._needs_grad(x) and self._plain_mamba2(x) and not self._fused(x):
             # the backward direction adds into the forward one block by block:
             # no reversed or summed copies of the whole sequence
             y = mamba2_add_reversed(self.backward_mixer, x, self.forward_mixer(x))
@@ -155,7 +161,12 @@ class BiMamba2(torch.nn.Module):
 
     def _fused(self, x: torch.Tensor) -> bool:
         """Whether both directions run as one batch (Mamba2, plain-PyTorch path)."""
-        return self.fuse_directions and self._plain_mamba2(x)
+        if not self._plain_mamba2(x) or self.fuse_directions is False:
+            return False
+        if self.fuse_directions is None and self._needs_grad(x):
+            # training on long inputs: two passes hold half the intermediates
+            return x.shape[0] * x.shape[1] <= self.forward_mixer.block_size
+        return True
 
     def _plain_mamba2(self, x: torch.Tensor) -> bool:
         """Whether both directions are Mamba2 on the plain-PyTorch path."""

@@ -14,6 +14,7 @@ piece gives the output of one pass.
 from __future__ import annotations
 
 import math
+import weakref
 from functools import partial
 from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -352,8 +353,44 @@ class _StackedParams(NamedTuple):
     b_out: Optional[torch.Tensor]  # (S, D)
 
 
+# in_proj's output width rounded up to this many features: this CPU's GEMM
+# kernels run products with 1030 output features (d_model 384, d_state 128)
+# far slower per FLOP than with 1040 (docs/bench/mixers_short.md)
+_IN_PROJ_ALIGN = 16
+
+# the derived parameters of a layer or a stack of layers (padded in_proj, folded out_proj, A),
+# kept between calls without autograd; rebuilt when a parameter changes
+_DERIVED: "weakref.WeakKeyDictionary[Mamba2, Dict[tuple, tuple]]" = weakref.WeakKeyDictionary()
+
+
 def _stack_params(mixers: Sequence[Mamba2], dtype: torch.dtype) -> _StackedParams:
-    """Views (one layer) or stacked copies (several) of the layers' parameters."""
+    """The layers' parameters stacked on a leading dim, in the form the plain path uses.
+
+    ``in_proj``'s weight gets zero rows up to a multiple of ``_IN_PROJ_ALIGN``
+    (their outputs are never read); the gated norm's weight is folded into
+    ``out_proj``. Without autograd the result is cached, keyed on
+    its parameters' storage and version counters (in-place updates such as an
+    optimizer step or ``load_state_dict`` invalidate it); several layers are
+    cached under the first, keyed on all of theirs.
+    """
+    params = [p for m in mixers for p in m.parameters()]
+    if needs_autograd(*params):
+        return _build_params(mixers, dtype)
+    key = (dtype, *((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
+    by_layers = _DERIVED.setdefault(mixers[0], {})
+    layers = tuple(id(m) for m in mixers)
+    cached = by_layers.get(layers)
+    if cached is None or cached[0] != key:
+        with torch.inference_mode(False), torch.no_grad():  # usable in and out of inference mode
+            # the entry holds the parameters' storages: while it lives, none of their
+            # addresses can be handed to a new tensor, so an equal key means the same data
+            kept = tuple(p.detach() for p in params)
+            cached = by_layers[layers] = (key, _build_params(mixers, dtype), kept)
+    return cached[1]
+
+
+def _build_params(mixers: Sequence[Mamba2], dtype: torch.dtype) -> _StackedParams:
+    """``_StackedParams`` of ``mixers``: views where one layer allows, else stacked copies."""
 
     def stack(get):
         tensors = [get(m) for m in mixers]
@@ -361,10 +398,14 @@ def _stack_params(mixers: Sequence[Mamba2], dtype: torch.dtype) -> _StackedParam
             return None
         return tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
 
+    def aligned(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        pad = -t.shape[0] % _IN_PROJ_ALIGN if t is not None else 0
+        return t if not pad else F.pad(t, (0, 0) * (t.dim() - 1) + (0, pad))
+
     first = mixers[0]
     return _StackedParams(
-        w_in=stack(lambda m: m.in_proj.weight),
-        b_in=stack(lambda m: m.in_proj.bias),
+        w_in=stack(lambda m: aligned(m.in_proj.weight)),
+        b_in=stack(lambda m: aligned(m.in_proj.bias)),
         conv_w=stack(lambda m: m.conv1d.weight[:, 0, :]),
         conv_b=stack(lambda m: m.conv1d.bias),
         dt_bias=stack(lambda m: m.dt_bias),
@@ -479,6 +520,7 @@ def _forward_torch(
     y, new_state = _forward_stacked(
         mixer, _stack_params([mixer], x.dtype), x[None], lengths,
         None if state is None else Mamba2State(state.conv[None], state.ssm[None]),
+        return_state=return_state,
     )
     if not return_state:
         return y[0], None
@@ -492,10 +534,13 @@ def _forward_stacked(
     lengths: Optional[torch.Tensor],
     state: Optional[Mamba2State],
     add_reversed_to: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, Mamba2State]:
+    return_state: bool = False,
+) -> Tuple[torch.Tensor, Optional[Mamba2State]]:
     """``S`` layers over ``xs (S, B, T, D)``, block by block of frames, carrying conv and SSM states.
 
-    ``mixer`` supplies the hyper-parameters; ``state`` holds ``(S, B, ...)`` tensors.
+    ``mixer`` supplies the hyper-parameters; ``state`` holds ``(S, B, ...)``
+    tensors (None: zeros, never materialised). The state after the last block
+    is formed only with ``return_state`` (else None is returned in its place).
     With ``add_reversed_to`` (``(S, B, T, D)``; no ``lengths``, no autograd)
     the layers run over the time-reversed ``xs``, one reversed block at a
     time, and each block's output is added, reversed back, into
@@ -504,12 +549,9 @@ def _forward_stacked(
     S, batch, T, _ = xs.shape
     if add_reversed_to is not None and lengths is not None:
         raise ValueError("_forward_stacked: add_reversed_to takes no lengths (padding stays at the end)")
-    if state is None:
-        zeros = mixer.allocate_state(S * batch, device=xs.device, dtype=xs.dtype)
-        state = Mamba2State(zeros.conv.view(S, batch, *zeros.conv.shape[1:]),
-                            zeros.ssm.view(S, batch, *zeros.ssm.shape[1:]))
-    conv_ctx = state.conv.transpose(-1, -2)  # (S, B, d_conv, conv_dim)
-    ssm = state.ssm
+    # a zero state stays None (never materialised) until a block has run
+    conv_ctx = None if state is None else state.conv.transpose(-1, -2)  # (S, B, d_conv, conv_dim)
+    ssm = None if state is None else state.ssm
     mask = None
     if lengths is not None:
         mask = torch.arange(T, device=xs.device) < lengths.to(xs.device)[:, None]
@@ -525,6 +567,8 @@ def _forward_stacked(
         result = xs.new_empty(S, batch, T, mixer.d_model)
     for start in range(0, T, mixer.block_size):
         stop = min(T, start + mixer.block_size)
+        # the last block forms the state only when it is returned
+        carry = return_state or stop < T
         block_mask = None if mask is None else mask[:, start:stop]
         if add_reversed_to is not None:
             lo, hi = T - stop, T - start
@@ -533,60 +577,78 @@ def _forward_stacked(
                 xs[:, :, lo:hi], 2, rev, out=scratch("mamba2.x_reversed", (S, batch, hi - lo, xs.shape[-1]), xs)
             )
             _, conv_ctx, ssm = _block_torch(
-                mixer, params, x_rev, None, conv_ctx, ssm, out=result[:, :, lo:hi], reverse=True
+                mixer, params, x_rev, None, conv_ctx, ssm, out=result[:, :, lo:hi], reverse=True, carry=carry
             )
             continue
         if result is not None:
             _, conv_ctx, ssm = _block_torch(
-                mixer, params, xs[:, :, start:stop], None, conv_ctx, ssm, out=result[:, :, start:stop]
+                mixer, params, xs[:, :, start:stop], None, conv_ctx, ssm, out=result[:, :, start:stop],
+                carry=carry,
             )
             continue
         if recompute:
             y, conv_ctx, ssm = checkpoint(
                 _block_torch, mixer, params, xs[:, :, start:stop], block_mask, conv_ctx, ssm,
-                use_reentrant=False,
+                carry=carry, use_reentrant=False,
             )
         else:
-            y, conv_ctx, ssm = _block_torch(mixer, params, xs[:, :, start:stop], block_mask, conv_ctx, ssm)
+            y, conv_ctx, ssm = _block_torch(
+                mixer, params, xs[:, :, start:stop], block_mask, conv_ctx, ssm, carry=carry
+            )
         outputs.append(y)
+    final = _final_state(mixer, S, batch, conv_ctx, ssm, xs) if return_state else None
     if result is not None:
-        return result, Mamba2State(conv_ctx.transpose(-1, -2), ssm)
+        return result, final
     if not outputs:  # T == 0
         outputs.append(xs.new_zeros(S, batch, 0, mixer.d_model))
     y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
     if mask is not None:
         y = y * mask[..., None].to(y.dtype)
-    return y, Mamba2State(conv_ctx.transpose(-1, -2), ssm)
+    return y, final
 
 
-def _block_torch(mixer, p: _StackedParams, x, mask, conv_ctx, ssm, out=None, reverse=False):
+def _final_state(mixer: Mamba2, S: int, batch: int, conv_ctx, ssm, like: torch.Tensor) -> Mamba2State:
+    """The state after the last block, ``(S, B, ...)`` (zeros for an SSM that saw no frame)."""
+    if ssm is None:
+        ssm = like.new_zeros(S, batch, mixer.nheads, mixer.headdim, mixer.d_state)
+    if conv_ctx is None:
+        return Mamba2State(like.new_zeros(S, batch, mixer.conv_dim, mixer.d_conv), ssm)
+    return Mamba2State(conv_ctx.transpose(-1, -2), ssm)
+
+
+def _block_torch(mixer, p: _StackedParams, x, mask, conv_ctx, ssm, out=None, reverse=False, carry=True):
     """One block of ``S`` layers: in_proj, causal conv, SSD scan, gated norm, out_proj.
 
-    ``x (S, B, T, D)``, ``mask (B, T)``, ``conv_ctx (S, B, d_conv, conv_dim)``,
-    ``ssm (S, B, H, P, N)``. Without autograd the output may go into ``out``
-    ``(S, B, T, D)`` (``reverse``: reversed in time and added to it), which is
-    then returned.
+    ``x (S, B, T, D)``, ``mask (B, T)``, ``conv_ctx (S, B, d_conv, conv_dim)``
+    and ``ssm (S, B, H, P, N)``, each None for zeros. Without autograd the output may go
+    into ``out`` ``(S, B, T, D)`` (``reverse``: reversed in time and added to
+    it), which is then returned. ``carry=False``: no later block or caller needs
+    the states, which are then not formed (None in their place).
     """
     S, batch, T, d_model = x.shape
     # without autograd nothing keeps the in_proj output: it lives in a reused
     # buffer, and the gate may overwrite it
     own = not needs_autograd(x, *p)
-    d_in_proj = p.w_in.shape[1]
+    d_in_proj = p.w_in.shape[1]  # rounded up to _IN_PROJ_ALIGN: the extra features are not read
     in_buf = scratch("mamba2.in_proj", (S, batch * T, d_in_proj), x) if own else None
     zxbcdt = _batched_linear(x.reshape(S, batch * T, d_model), p.w_in, p.b_in, in_buf).view(S, batch, T, -1)
-    xBC = zxbcdt[..., mixer.d_inner : mixer.d_inner + mixer.conv_dim]
-    flat_mask = None if mask is None else mask.repeat(S, 1)  # (S·B, T)
-    new_ctx = _last_valid(conv_ctx.flatten(0, 1), xBC.flatten(0, 1), flat_mask)
-    if own:  # a view of the reused buffer: the next block would overwrite it
-        new_ctx = new_ctx.clone()
-    mix = partial(_mix_torch, mixer, mask, own)
+    zxbcdt = zxbcdt[..., : 2 * mixer.d_inner + 2 * mixer.ngroups * mixer.d_state + mixer.nheads]
+    new_ctx = None
+    if carry:
+        xBC = zxbcdt[..., mixer.d_inner : mixer.d_inner + mixer.conv_dim]
+        flat_mask = None if mask is None else mask.repeat(S, 1)  # (S·B, T)
+        ctx = conv_ctx if conv_ctx is not None else x.new_zeros(S, batch, mixer.d_conv, mixer.conv_dim)
+        new_ctx = _last_valid(ctx.flatten(0, 1), xBC.flatten(0, 1), flat_mask)
+        if own:  # a view of the reused buffer: the next block would overwrite it
+            new_ctx = new_ctx.clone()
+        new_ctx = new_ctx.view(S, batch, *new_ctx.shape[1:])
+    mix = partial(_mix_torch, mixer, mask, own, carry)
     inputs = (zxbcdt, conv_ctx, ssm, p.conv_w, p.conv_b, p.dt_bias, p.A, p.D)
     if mixer.checkpoint_scan and needs_autograd(*inputs):
         y, ssm = _RecomputedInBackward.apply(mix, *inputs)
     else:
         y, ssm = mix(*inputs)
     y = y.view(S, batch * T, mixer.d_inner)
-    new_ctx = new_ctx.view(S, batch, *new_ctx.shape[1:])
     if out is None:
         return _batched_linear(y, p.w_out, p.b_out).view(S, batch, T, d_model), new_ctx, ssm
     if batch > 1:  # a slice of the result is not one matrix per layer
@@ -599,16 +661,21 @@ def _block_torch(mixer, p: _StackedParams, x, mask, conv_ctx, ssm, out=None, rev
     # out_proj acts frame by frame: reverse its input, accumulate into the result
     rev = torch.arange(T - 1, -1, -1, device=y.device)
     y = torch.index_select(y, 1, rev, out=scratch("mamba2.y_reversed", y.shape, y))
-    target.baddbmm_(y, p.w_out.transpose(1, 2))
+    if S == 1:  # as _batched_linear: a plain product for one layer
+        target[0].addmm_(y[0], p.w_out[0].t())
+    else:
+        target.baddbmm_(y, p.w_out.transpose(1, 2))
     if p.b_out is not None:
         target.add_(p.b_out[:, None])
     return out, new_ctx, ssm
 
 
-def _mix_torch(mixer, mask, own_input, zxbcdt, conv_ctx, ssm, conv_w, conv_b, dt_bias, A, D):
+def _mix_torch(mixer, mask, own_input, carry, zxbcdt, conv_ctx, ssm, conv_w, conv_b, dt_bias, A, D):
     """Between the projections: conv, SSD scan, gated norm (less its weight) -> ``(S, B, T, d_inner)``, state.
 
-    ``own_input``: ``zxbcdt`` is a temporary that may be overwritten. Under autocast
+    ``own_input``: ``zxbcdt`` is a temporary that may be overwritten. ``ssm``
+    None is a zero state; ``carry=False`` returns None for the final state,
+    which is then not formed. Under autocast
     (bf16 / fp16 training), and for a module itself in bf16 / fp16, this part runs in
     float32 with autocast off, as mamba_ssm's kernels keep the scan in float32 (its
     buffers are written with ``out=``): in bf16 the chunk's cumulative sum of
@@ -622,8 +689,10 @@ def _mix_torch(mixer, mask, own_input, zxbcdt, conv_ctx, ssm, conv_w, conv_b, dt
         with torch.autocast(device, enabled=False):
             tensors = [t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
                        for t in (zxbcdt, conv_ctx, ssm, conv_w, conv_b, dt_bias, A, D)]
-            y, state = _mix_torch(mixer, mask, own_input, *tensors)
-        return (y.to(zxbcdt.dtype), state.to(ssm.dtype)) if half else (y, state)
+            y, state = _mix_torch(mixer, mask, own_input, carry, *tensors)
+        if not half:
+            return y, state
+        return y.to(zxbcdt.dtype), None if state is None else state.to((zxbcdt if ssm is None else ssm).dtype)
     S, batch, T, _ = zxbcdt.shape
     H, P, N, G = mixer.nheads, mixer.headdim, mixer.d_state, mixer.ngroups
     z, xBC, dt_raw = zxbcdt.split([mixer.d_inner, mixer.conv_dim, mixer.nheads], dim=-1)
@@ -650,12 +719,13 @@ def _mix_torch(mixer, mask, own_input, zxbcdt, conv_ctx, ssm, conv_w, conv_b, dt
         C.unflatten(-1, (G, N)),
         mixer.chunk_size,
         D=D,
-        initial_state=ssm.flatten(0, 1),
+        initial_state=None if ssm is None else ssm.flatten(0, 1),
         # without autograd, out_proj reads y and drops it: a reused buffer
         out=scratch("mamba2.ssd_y", (S * batch, T, H, P), zxbcdt) if own_input else None,
+        final_state=carry,
     )
     y = _gate(mixer, y.view(S, batch, T, mixer.d_inner), z, inplace, own_input)
-    return y, ssm.view(S, batch, H, P, N)
+    return y, None if ssm is None else ssm.view(S, batch, H, P, N)
 
 
 class _RecomputedInBackward(torch.autograd.Function):
@@ -687,7 +757,7 @@ class _RecomputedInBackward(torch.autograd.Function):
                 for t, need in zip(ctx.saved_tensors, needs)
             ]
             outputs = ctx.fn(*inputs)
-            pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o.requires_grad]
+            pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o is not None and o.requires_grad]
             wanted = [i for i, t in enumerate(inputs) if t is not None and needs[i]]
             grads = torch.autograd.grad(
                 [o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
@@ -703,6 +773,11 @@ def _batched_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], out: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     """``x (S, M, K) @ weight (S, O, K)ᵀ + bias (S, O)``: one product for all ``S`` layers (into ``out``)."""
+    if x.shape[0] == 1:  # one layer: a plain matrix product, faster here than bmm for small M
+        # squeeze, not [0]: its backward is a view, where select's fills a zero tensor and copies
+        x2, w2, o = x.squeeze(0), weight.squeeze(0), None if out is None else out.squeeze(0)
+        y = torch.mm(x2, w2.t(), out=o) if bias is None else torch.addmm(bias.squeeze(0), x2, w2.t(), out=o)
+        return y.unsqueeze(0) if out is None else out
     if bias is None:
         return torch.bmm(x, weight.transpose(1, 2), out=out)
     return torch.baddbmm(bias[:, None], x, weight.transpose(1, 2), out=out)
@@ -736,7 +811,7 @@ def _gate(mixer: Mamba2, y: torch.Tensor, z: torch.Tensor, inplace: bool, own_z:
 
 
 def _causal_depthwise_conv(
-    ctx: torch.Tensor,
+    ctx: Optional[torch.Tensor],
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: Optional[torch.Tensor],
@@ -747,20 +822,28 @@ def _causal_depthwise_conv(
     ``weight (..., C, K)`` and ``bias (..., C)`` may carry leading layer dims
     (``(S, C, K)`` for ``x (S, B, T, C)``). ``ctx`` holds the ``K = d_conv``
     previous inputs (the oldest is only kept for the state: the conv reaches
-    back ``K - 1`` frames). Shifted multiply-adds in the (..., T, C) layout,
-    without concatenating ``ctx`` and ``x``, run ~5x faster here than
-    ``F.conv1d`` with its transposes. Without autograd the result goes into
-    ``out`` when given (shaped as ``x``).
+    back ``K - 1`` frames); None means zeros, whose products are skipped.
+    Shifted multiply-adds in the (..., T, C) layout, without concatenating
+    ``ctx`` and ``x``, run several times faster here than ``F.conv1d`` with
+    its transposes. Without autograd the result goes into ``out`` when given
+    (shaped as ``x``). Under autograd from a zero context, ``_ZeroStartConv``
+    gives the same products and a hand-written backward pass.
     """
+    if ctx is None and needs_autograd(x, weight, bias):
+        bias = None if bias is None else bias.to(x.dtype)
+        return _ZeroStartConv.apply(x, weight.to(x.dtype), bias)
     K, T = weight.shape[-1], x.shape[-2]
     lead = weight.shape[:-2]
     shape = (*lead, *([1] * (x.dim() - 1 - len(lead))), weight.shape[-2])
     w = [weight[..., k].to(x.dtype).reshape(shape) for k in range(K)]  # w[K-1]: current frame
     bias = None if bias is None else bias.to(x.dtype).reshape(shape)
-    ctx = ctx.to(x.dtype)
+    ctx = None if ctx is None else ctx.to(x.dtype)
     if needs_autograd(x, weight, ctx):
         # autograd: one concatenation, then out-of-place shifted products
-        padded = torch.cat([ctx[..., 1:, :], x], dim=-2)  # (..., K - 1 + T, C)
+        if ctx is None:
+            padded = F.pad(x, (0, 0, K - 1, 0))  # (..., K - 1 + T, C)
+        else:
+            padded = torch.cat([ctx[..., 1:, :], x], dim=-2)
         y = padded[..., :T, :] * w[0] if bias is None else torch.addcmul(bias, padded[..., :T, :], w[0])
         for k in range(1, K):
             y = torch.addcmul(y, padded[..., k : k + T, :], w[k])
@@ -769,10 +852,54 @@ def _causal_depthwise_conv(
     for lag in range(1, K):
         w_lag = w[K - 1 - lag]
         head = min(lag, T)  # the first frames reach back into the context
-        y[..., :head, :].addcmul_(ctx[..., K - lag : K - lag + head, :], w_lag)
+        if ctx is not None:
+            y[..., :head, :].addcmul_(ctx[..., K - lag : K - lag + head, :], w_lag)
         if T > lag:
             y[..., lag:, :].addcmul_(x[..., : T - lag, :], w_lag)
     return y
+
+
+class _ZeroStartConv(torch.autograd.Function):
+    """``_causal_depthwise_conv`` from a zero context, with its backward pass written out.
+
+    Autograd's own graph of the shifted multiply-adds (a padded copy, one
+    ``addcmul`` per tap) spent most of its backward in zero fills of the padded
+    gradient, products by the scalar ``value`` and broadcast reductions; here
+    the backward is one shifted multiply-add per tap for the input and one
+    product-and-sum per tap for the weight.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):  # noqa: D102
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        with torch.no_grad():
+            return _causal_depthwise_conv(None, x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, weight = ctx.saved_tensors
+        K, T = weight.shape[-1], x.shape[-2]
+        lead = weight.shape[:-2]
+        shape = (*lead, *([1] * (x.dim() - 1 - len(lead))), weight.shape[-2])
+        w = [weight[..., k].reshape(shape) for k in range(K)]
+        reduce_dims = tuple(range(len(lead), x.dim() - 1))  # batch and time: what a weight is shared over
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            # output t read input t - lag through tap K-1-lag
+            grad_x = grad * w[K - 1]
+            for lag in range(1, min(K, T)):
+                grad_x[..., : T - lag, :].addcmul_(grad[..., lag:, :], w[K - 1 - lag])
+        if ctx.needs_input_grad[1]:
+            taps = []
+            for k in range(K):
+                lag = K - 1 - k
+                part = (grad[..., lag:, :] * x[..., : T - lag, :]).sum(reduce_dims) if T > lag else None
+                taps.append(part if part is not None else weight.new_zeros(weight.shape[:-1]))
+            grad_w = torch.stack(taps, dim=-1)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(reduce_dims)
+        return grad_x, grad_w, grad_b
 
 
 def _last_valid(ctx: torch.Tensor, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:

@@ -30,6 +30,7 @@ Choices made for speed on CPU (see ``/work/shared/PERF.md``):
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from typing import Optional, Sequence, Tuple
@@ -132,7 +133,8 @@ def ssd_chunked(
     D: Optional[torch.Tensor] = None,
     initial_state: Optional[torch.Tensor] = None,
     out: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    final_state: bool = True,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Run the SSD recurrence over ``T`` frames, chunk by chunk.
 
     Arguments
@@ -158,13 +160,18 @@ def ssd_chunked(
         State ``(B, H, P, N)`` before the first frame; zeros if ``None``.
     out : torch.Tensor, optional
         Contiguous ``(B, T, H, P)`` that receives ``y`` (without autograd only).
+    final_state : bool
+        Compute the state after the last frame. ``False`` returns ``None`` in
+        its place and skips work no output needs: with no ``initial_state``
+        and ``T <= chunk_size`` no state is formed at all, only the products
+        inside the chunk (what short sequences spend most of their scan on).
 
     Returns
     -------
     y : torch.Tensor
         Outputs ``(B, T, H, P)`` (``out`` when given).
-    final_state : torch.Tensor
-        State ``(B, H, P, N)`` after the last frame.
+    final_state : torch.Tensor or None
+        State ``(B, H, P, N)`` after the last frame; ``None`` if not ``final_state``.
 
     Example
     -------
@@ -175,6 +182,9 @@ def ssd_chunked(
     >>> y, s = ssd_chunked(x, dt, A, B, C, chunk_size=4)
     >>> y.shape, s.shape
     (torch.Size([2, 10, 4, 3]), torch.Size([2, 4, 3, 5]))
+    >>> y_only, none = ssd_chunked(x, dt, A, B, C, chunk_size=4, final_state=False)
+    >>> none is None, bool((y_only - y).abs().max() <= 64 * torch.finfo(y.dtype).eps * y.abs().max())
+    (True, True)
     """
     batch, T, H, P = x.shape
     G, N = B.shape[-2:]
@@ -191,9 +201,8 @@ def ssd_chunked(
             f"ssd_chunked: out must be a contiguous {tuple(x.shape)} tensor and no input may "
             f"need gradients, got {tuple(out.shape)}"
         )
+    # None stands for a zero state: never materialised, and its terms are skipped
     state = initial_state
-    if state is None:
-        state = x.new_zeros(batch, H, P, N)
     full = (T // chunk_size) * chunk_size
     pieces = []
     # full chunks batched together, then the remainder as one shorter chunk:
@@ -203,8 +212,13 @@ def ssd_chunked(
             y, state = _scan_equal_chunks(
                 x[:, start:stop], dt[:, start:stop], A, B[:, start:stop],
                 C[:, start:stop], D, state, length, None if out is None else out[:, start:stop],
+                final_state=final_state or stop < T,
             )
             pieces.append(y)
+    if final_state and state is None:  # T == 0, or no frame past a zero state
+        state = initial_state if initial_state is not None else x.new_zeros(batch, H, P, N)
+    if not final_state:
+        state = None
     if out is not None:
         return out, state
     y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
@@ -235,11 +249,15 @@ def _scan_equal_chunks(
     B: torch.Tensor,
     C: torch.Tensor,
     D: Optional[torch.Tensor],
-    state: torch.Tensor,
+    state: Optional[torch.Tensor],
     L: int,
     out: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """SSD over ``T = nc * L`` frames; shapes as in ``ssd_chunked``; ``y`` written into ``out`` if given."""
+    final_state: bool = True,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """SSD over ``T = nc * L`` frames; shapes as in ``ssd_chunked``; ``y`` written into ``out`` if given.
+
+    ``state`` None is a zero state; the returned state is None unless ``final_state``.
+    """
     batch, T, H, P = x.shape
     G, N = B.shape[-2:]
     nc, hg = T // L, H // G
@@ -267,8 +285,7 @@ def _scan_equal_chunks(
 
     # 1. inside chunks: y_diag[l] = sum_{s<=l} (C_l·B_s) exp(a_l - a_s) dt_s x_s
     scores = torch.matmul(Cc, Bc.transpose(-1, -2))  # (b·c, G, L, L), once per group
-    causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-    scores = scores.masked_fill_(~causal, 0.0).view(batch, nc, G, 1, L, L)
+    scores = scores.masked_fill_(_above_diagonal(L, x.device), 0.0).view(batch, nc, G, 1, L, L)
     # above the diagonal a_l - a_s >= 0: clamped to 0 there, zeroed by `scores`
     diff = (a_cum[..., :, None], a_cum[..., None, :])
     if inplace:
@@ -281,6 +298,15 @@ def _scan_equal_chunks(
         weights = (diff[0] - diff[1]).view(batch, nc, G, hg, L, L)  # (b, c, G, hg, L, L)
         weights = torch.exp(weights.clamp(_EXP_FLOOR, 0.0)) * scores
         y_diag = torch.matmul(weights.view(batch, nc, H, L, L), xdt)  # (b, c, H, L, P)
+
+    if D is not None:
+        if per_sequence:  # (b, H[, P]) -> (b, 1, 1, H, P or 1)
+            D = (D if D.dim() == 3 else D[..., None])[:, None, None]
+        else:
+            D = D if D.dim() == 2 else D[:, None]
+    if state is None and nc == 1 and not final_state:
+        # one chunk from a zero state: nothing enters from outside it
+        return _finish_diagonal_only(y_diag.transpose(2, 3), xc, D, inplace, out).reshape(batch, T, H, P), None
 
     # 2. each chunk's own contribution to the state at its end: (b, c, H, P, N)
     a_last = a_cum[..., -1]  # (b, c, H), each chunk's total log-decay
@@ -298,10 +324,12 @@ def _scan_equal_chunks(
     chunk_decay = torch.exp(a_last.clamp(min=_EXP_FLOOR)).masked_fill(a_last <= _EXP_FLOOR, 0.0)
     chunk_decay = chunk_decay[..., None, None]  # (b, c, H, 1, 1)
     if inplace:
-        start_states, state = _carry_states_inplace(x_scaled, Bc, chunk_decay, state)
+        start_states, state = _carry_states_inplace(x_scaled, Bc, chunk_decay, state, final_state)
     else:
         # under autograd one decay-matrix product: a loop's backward is ~4 ops per chunk
         chunk_states = torch.matmul(x_scaled, Bc).view(batch, nc, H, P, N)
+        if state is None:
+            state = chunk_states.new_zeros(batch, H, P, N)
         start_states, state = _carry_states(chunk_states, a_last, state)
 
     # 4. read the carried state out: C_l · s_start, decayed to frame l
@@ -319,18 +347,36 @@ def _scan_equal_chunks(
     else:
         y = y * decay_in + y_diag
     if D is not None:
-        if per_sequence:  # (b, H[, P]) -> (b, 1, 1, H, P or 1)
-            D = (D if D.dim() == 3 else D[..., None])[:, None, None]
-        else:
-            D = D if D.dim() == 2 else D[:, None]
         y = y.addcmul_(xc, D) if inplace else torch.addcmul(y, xc, D)
-    return y.reshape(batch, T, H, P), state
+    return y.reshape(batch, T, H, P), state if final_state else None
+
+
+@functools.lru_cache(maxsize=32)
+def _above_diagonal(L: int, device: torch.device) -> torch.Tensor:
+    """``(L, L)`` bool, True above the diagonal; made once per size and device (three ops per call otherwise)."""
+    with torch.inference_mode(False):  # usable both inside and outside inference mode
+        return torch.ones(L, L, dtype=torch.bool, device=device).triu(1)
+
+
+def _finish_diagonal_only(
+    y_diag: torch.Tensor, xc: torch.Tensor, D: Optional[torch.Tensor], inplace: bool, out: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """``y_diag + D * x`` (``(b, c, L, H, P)``), in one pass; into ``out`` without autograd."""
+    if not inplace:
+        # laid out as x, (b, c, L, H, P): the callers view the result as (b, T, H·P)
+        return y_diag.contiguous() if D is None else (xc * D).add_(y_diag)
+    y_out = (xc.new_empty(xc.shape) if out is None else out).view(xc.shape)
+    return y_out.copy_(y_diag) if D is None else torch.addcmul(y_diag, xc, D, out=y_out)
 
 
 
 def _carry_states_inplace(
-    x_scaled: torch.Tensor, Bc: torch.Tensor, chunk_decay: torch.Tensor, state: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    x_scaled: torch.Tensor,
+    Bc: torch.Tensor,
+    chunk_decay: torch.Tensor,
+    state: Optional[torch.Tensor],
+    final_state: bool = True,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Chunk states and the states entering each chunk, in one buffer, without autograd.
 
     A loop of one in-place ``addcmul_`` per chunk over a buffer laid out as
@@ -350,8 +396,10 @@ def _carry_states_inplace(
         ``(b·nc, G, L, N)``.
     chunk_decay : torch.Tensor
         ``e^{a} (b, nc, H, 1, 1)``, each chunk's total decay.
-    state : torch.Tensor
-        ``h_0 (b, H, P, N)``.
+    state : torch.Tensor or None
+        ``h_0 (b, H, P, N)``; None: zeros.
+    final_state : bool
+        Return the final state (else None).
 
     Returns
     -------
@@ -359,17 +407,21 @@ def _carry_states_inplace(
         As ``_carry_states``.
     """
     batch, nc, H = chunk_decay.shape[:3]
-    P, N = state.shape[-2:]
-    buf = scratch("ssd.states", (batch * nc + 1, H, P, N), state)
+    G, N = Bc.shape[1], Bc.shape[-1]
+    P = x_scaled.shape[2] * G // H
+    buf = scratch("ssd.states", (batch * nc + 1, H, P, N), Bc)
     ends = buf[1:].view(batch, nc, H, P, N)
-    G = Bc.shape[1]
     torch.matmul(x_scaled, Bc, out=ends.view(batch * nc, G, -1, N))  # chunk contributions
-    ends[:, 0].addcmul_(state, chunk_decay[:, 0])
+    if state is not None:
+        ends[:, 0].addcmul_(state, chunk_decay[:, 0])
     for c in range(1, nc):
         ends[:, c].addcmul_(ends[:, c - 1], chunk_decay[:, c])
-    final = ends[:, -1].clone()
+    final = ends[:, -1].clone() if final_state else None
     starts = buf[:-1].view(batch, nc, H, P, N)
-    starts[:, 0] = state
+    if state is None:
+        starts[:, 0].zero_()
+    else:
+        starts[:, 0] = state
     return starts, final
 
 

@@ -110,7 +110,7 @@ def test_fused_directions_equal_separate_directions(dtype, tol, residual_inside)
     lengths = torch.tensor([13, 8, 1, 0])
     x = torch.randn(4, 13, 16, dtype=dtype)
     outs = {}
-    assert not bi.fuse_directions  # the default: two passes
+    assert bi.fuse_directions is None and bi._fused(x)  # the default here: one batched pass
     for fused in (True, False):
         bi.fuse_directions = fused
         assert bi._fused(x) is fused
@@ -123,11 +123,13 @@ def test_fused_directions_equal_separate_directions(dtype, tol, residual_inside)
         assert (a - b).abs().max() <= tol * max(1.0, b.abs().max().item())
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("residual_inside", [False, True])
 @pytest.mark.parametrize("block_size", [4, 8, 64])
-def test_inference_path_equals_reference(residual_inside, block_size):
-    """Without autograd or lengths the backward direction adds into the output block by block."""
-    bi = tiny(residual_inside=residual_inside, block_size=block_size)
+def test_inference_path_equals_reference(residual_inside, block_size, fused):
+    """Without autograd or lengths: one batched pass, or (unfused) the backward direction
+    adding into the output block by block."""
+    bi = tiny(residual_inside=residual_inside, block_size=block_size, fuse_directions=fused)
     x = torch.randn(2, 21, 16, dtype=torch.float64)  # 21: blocks and chunks do not divide it
     y_ref = per_sample_reference(bi, x, torch.tensor([21, 21]))
     with torch.no_grad():
@@ -137,9 +139,10 @@ def test_inference_path_equals_reference(residual_inside, block_size):
     assert torch.equal(y, y_again)
 
 
-def test_inference_outputs_are_not_overwritten_by_the_next_call():
+@pytest.mark.parametrize("fused", [True, False])
+def test_inference_outputs_are_not_overwritten_by_the_next_call(fused):
     """The plain path reuses scratch memory between calls: results must stay the caller's."""
-    bi = tiny().float()
+    bi = tiny(fuse_directions=fused).float()
     x1, x2 = torch.randn(1, 30, 16), torch.randn(1, 30, 16)
     with torch.no_grad():
         y1 = bi(x1)
@@ -147,3 +150,14 @@ def test_inference_outputs_are_not_overwritten_by_the_next_call():
         bi(x2)
         bi.forward_mixer(x2)
     assert torch.equal(y1, kept)
+
+
+def test_default_fuses_except_long_training():
+    # None: fused, except under autograd on more than one block of frames
+    bi = tiny(block_size=8).float()
+    short, long = torch.randn(1, 8, 16), torch.randn(2, 8, 16)
+    with torch.no_grad():
+        assert bi._fused(short) and bi._fused(long)
+    assert bi._fused(short) and not bi._fused(long)  # the parameters need gradients
+    bi.fuse_directions = True
+    assert bi._fused(long)
