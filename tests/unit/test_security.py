@@ -277,6 +277,21 @@ def test_hparams_json_naming_popen_is_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_converter_cli_on_a_crafted_teacher_runs_no_code(tmp_path):
+    """The issue's demonstration: `python -m speechbrain_cald.convert` on an hparams.json naming Popen."""
+    import subprocess
+
+    marker = tmp_path / "marker"
+    folder = _sb_teacher_folder(tmp_path / "teacher")
+    (folder / "hparams.json").write_text(json.dumps(_popen_touching(marker)))
+    result = subprocess.run([sys.executable, "-m", "speechbrain_cald.convert", str(folder), str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1"))
+    assert result.returncode != 0
+    assert "hparams.json" in result.stderr and "subprocess.Popen" in result.stderr, result.stderr[-2000:]
+    assert not marker.exists()
+
+
 def test_classes_inside_hparams_kwargs_come_from_the_allow_list(tmp_path, evil_module):
     from speechbrain_cald.convert import load_teacher
 
