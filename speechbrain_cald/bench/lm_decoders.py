@@ -85,7 +85,7 @@ def _worker(args) -> Dict[str, float]:
     from speechbrain_cald.decoders.kenlm_search import kenlm_ctc_searcher
     from speechbrain_cald.evaluation.wer import corpus_wer
 
-    data = torch.load(args.data, weights_only=False)
+    data = torch.load(args.data, weights_only=True)  # tensors and strings only
     before = _rss_mb("VmRSS")
     t0 = time.perf_counter()
     searcher = kenlm_ctc_searcher(args.worker, LABELS, args.lm, 0, alpha=args.alpha, beta=args.beta,

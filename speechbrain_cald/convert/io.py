@@ -14,12 +14,17 @@ SpeechBrain ``TransformerASR`` (``"speechbrain"``)::
     model.ckpt                          torch.save(state_dict)
     cald_conversion.json                (students only)
 
-or, for a student saved without known constructor hparams, ``model.pt`` (the
-pickled module) + ``cald_conversion.json``.
+Older versions saved a SpeechBrain student without constructor hparams as
+``model.pt``, a pickled module: loading it would run code from the file, so
+:func:`load_student` refuses it (docs/security.md says how to convert one).
 
 A SpeechBrain teacher directory is the same without ``cald_conversion.json``
 (write one with :func:`save_speechbrain_model`). Classes inside ``kwargs``
-(e.g. ``activation``) are stored as ``{"__class__": "module.Class"}``. Every file
+(e.g. ``activation``) are stored as ``{"__class__": "module.Class"}``. Loading
+resolves every class name only through allow-lists (``convert/class_names.py``:
+transformers' model classes, the families' ``model_classes``, activation
+classes) and reads weights with ``weights_only=True``: a model folder is data,
+never code (docs/security.md). Every file
 is written to a temporary name and moved into place with ``os.replace``, so an
 interrupted save never leaves a half-written file under the final name.
 
@@ -30,18 +35,20 @@ it and loads the student's state_dict.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
+import pickle
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from speechbrain_cald.convert import class_names
 from speechbrain_cald.convert.families import FAMILIES
 from speechbrain_cald.convert.linear_time import convert_in_place
 from speechbrain_cald.pretrained import local_source
+from speechbrain_cald.safe_load import UnsafeFileError, load_weights_only
 
 __all__ = [
     "CONVERSION_FILE",
@@ -57,18 +64,6 @@ HPARAMS_FILE = "hparams.json"
 SB_WEIGHTS_FILE = "model.ckpt"
 SB_PICKLE_FILE = "model.pt"
 HF_WEIGHTS_FILE = "model.safetensors"
-
-
-def _import(dotted: str):
-    """``"pkg.mod.Class"`` (or ``"pkg.mod:Class"``) -> the object."""
-    if ":" in dotted:
-        module, _, qualname = dotted.partition(":")
-    else:
-        module, _, qualname = dotted.rpartition(".")
-    obj = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _class_path(cls: type) -> str:
@@ -104,24 +99,42 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decode(value: Any) -> Any:
+def _decode(value: Any, where: Union[str, os.PathLike], key: str = "") -> Any:
+    """``value`` read from ``where`` at ``key``, with ``{"__class__": name}`` resolved (allow-listed)."""
     if isinstance(value, dict):
         if set(value) == {"__class__"}:
-            return _import(value["__class__"])
-        return {k: _decode(v) for k, v in value.items()}
+            return class_names.argument_class(value["__class__"], f"{where}: key '{key}'")
+        return {k: _decode(v, where, f"{key}.{k}" if key else k) for k, v in value.items()}
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [_decode(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
     return value
 
 
 # ---------------------------------------------------------------- SpeechBrain
-def build_speechbrain_model(hparams: Dict[str, Any]) -> nn.Module:
-    """Instantiate ``hparams["class"](**hparams["kwargs"])`` (classes in kwargs decoded)."""
-    if "class" not in hparams or "kwargs" not in hparams:
-        raise KeyError(
-            f"{HPARAMS_FILE}: expected keys 'class' and 'kwargs', found {sorted(hparams)}"
-        )
-    return _import(hparams["class"])(**_decode(hparams["kwargs"]))
+def build_speechbrain_model(hparams: Dict[str, Any], where: Union[str, os.PathLike] = HPARAMS_FILE) -> nn.Module:
+    """Instantiate ``hparams["class"](**hparams["kwargs"])`` (classes in kwargs decoded).
+
+    Arguments
+    ---------
+    hparams : dict
+        ``{"class": "module.Class", "kwargs": {...}}`` as in ``hparams.json``; the
+        class must be one a registered family lists in ``model_classes`` and
+        classes inside ``kwargs`` activation classes (``convert/class_names.py``).
+    where : path-like
+        The file ``hparams`` was read from, for errors.
+
+    Returns
+    -------
+    nn.Module
+        The model, with freshly initialised weights.
+    """
+    if not isinstance(hparams, dict) or "class" not in hparams or "kwargs" not in hparams:
+        found = sorted(hparams) if isinstance(hparams, dict) else type(hparams).__name__
+        raise KeyError(f"{where}: expected keys 'class' and 'kwargs', found {found}")
+    cls = class_names.model_class(hparams["class"], f"{where}: key 'class'")
+    if not isinstance(hparams["kwargs"], dict):
+        raise TypeError(f"{where}: key 'kwargs': expected an object of constructor arguments")
+    return cls(**_decode(hparams["kwargs"], where, "kwargs"))
 
 
 def save_speechbrain_model(model: nn.Module, directory: Union[str, os.PathLike], hparams: Dict[str, Any]) -> Path:
@@ -155,10 +168,10 @@ def save_speechbrain_model(model: nn.Module, directory: Union[str, os.PathLike],
 def _load_speechbrain(directory: Path, map_location="cpu") -> nn.Module:
     with open(directory / HPARAMS_FILE) as f:
         hparams = json.load(f)
-    model = build_speechbrain_model(hparams)
-    state = torch.load(directory / SB_WEIGHTS_FILE, map_location=map_location, weights_only=True)
+    model = build_speechbrain_model(hparams, directory / HPARAMS_FILE)
+    state = load_weights_only(directory / SB_WEIGHTS_FILE, map_location=map_location)
     model.load_state_dict(state, strict=True)
-    model.cald_hparams = _decode(hparams)
+    model.cald_hparams = _decode(hparams, directory / HPARAMS_FILE)
     return model
 
 
@@ -168,17 +181,13 @@ def _hf_class(directory: Path, model_class=None) -> type:
 
     if model_class is not None and not isinstance(model_class, str):
         return model_class
-    if model_class is None:
-        config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
-        architectures = getattr(config, "architectures", None) or []
-        if not architectures:
-            return transformers.AutoModel
-        model_class = architectures[0]
-    if "." in model_class:
-        return _import(model_class)
-    if not hasattr(transformers, model_class):
-        raise ValueError(f"{directory / 'config.json'}: unknown transformers class '{model_class}'")
-    return getattr(transformers, model_class)
+    if model_class is not None:  # named by the caller (code, CLI, YAML), not by the folder
+        return class_names.caller_class(model_class, "load_teacher: argument model_class")
+    config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
+    architectures = getattr(config, "architectures", None) or []
+    if not architectures:
+        return transformers.AutoModel
+    return class_names.model_class(architectures[0], f"{directory / 'config.json'}: key 'architectures'")
 
 
 def load_teacher(
@@ -224,9 +233,16 @@ def load_teacher(
         )
     if (directory / "config.json").is_file():
         cls = _hf_class(directory, model_class)
-        model, info = cls.from_pretrained(
-            directory, local_files_only=True, output_loading_info=True, **from_pretrained_kwargs
-        )
+        try:
+            model, info = cls.from_pretrained(
+                directory, local_files_only=True, output_loading_info=True, **from_pretrained_kwargs
+            )
+        except pickle.UnpicklingError as error:  # transformers reads .bin weights with weights_only=True
+            pickled = sorted(p.name for p in directory.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+            raise UnsafeFileError(
+                f"{directory}: refused the weights file(s) {pickled}: they hold Python objects other than "
+                "tensors, and unpickling them could run any code (docs/security.md)"
+            ) from error
         _check_teacher_weights(model, info, directory)
     elif (directory / HPARAMS_FILE).is_file():
         model = _load_speechbrain(directory, map_location)
@@ -291,11 +307,11 @@ def save_student(
     directory : path
         Created if missing.
     hparams : dict, optional
-        SpeechBrain models only: the constructor keyword arguments (recorded
-        automatically when the teacher came from :func:`load_teacher`). Then the
-        directory holds ``hparams.json`` + ``model.ckpt`` (a state_dict). Without
-        them the whole module is pickled to ``model.pt`` (``torch.save(model)``),
-        which reloads only where the same classes import; prefer hparams.
+        SpeechBrain models only, and required for them: the constructor keyword
+        arguments (recorded automatically when the teacher came from
+        :func:`load_teacher`). The directory then holds ``hparams.json`` +
+        ``model.ckpt`` (a state_dict). No module is pickled: a pickle is code
+        that would run when the folder is loaded (docs/security.md).
 
     Returns
     -------
@@ -315,11 +331,13 @@ def save_student(
         _save_hf(model, directory)
     elif family.save_format == "speechbrain":
         hparams = hparams if hparams is not None else getattr(model, "cald_hparams", None)
-        if hparams is not None:
-            save_speechbrain_model(model, directory, hparams)
-        else:
-            # no constructor hparams known: keep the whole module (architecture + weights)
-            _write_atomic(directory / SB_PICKLE_FILE, lambda tmp: torch.save(model, tmp))
+        if hparams is None:
+            raise ValueError(
+                f"save_student({directory}): a SpeechBrain {type(model).__name__} needs its constructor "
+                "arguments, hparams={...} (recorded automatically when the teacher came from load_teacher); "
+                "the module is not pickled, since loading a pickle runs code from the folder (docs/security.md)"
+            )
+        save_speechbrain_model(model, directory, hparams)
     else:
         raise ValueError(f"family '{family.name}': unknown save_format '{family.save_format}'")
     _write_json(directory / CONVERSION_FILE, conversion)
@@ -402,8 +420,13 @@ def _load_safetensors(directory: Path, device: str) -> Dict[str, torch.Tensor]:
     return state
 
 
-def load_student(directory: Union[str, os.PathLike], map_location: str = "cpu") -> nn.Module:
+def load_student(
+    directory: Union[str, os.PathLike], map_location: str = "cpu", mixer_classes: Sequence[type] = ()
+) -> nn.Module:
     """Rebuild a student saved by :func:`save_student` (no teacher weights needed).
+
+    Nothing in the folder runs as code: class names resolve only through
+    allow-lists and weights load with ``weights_only=True`` (docs/security.md).
 
     Arguments
     ---------
@@ -411,6 +434,9 @@ def load_student(directory: Union[str, os.PathLike], map_location: str = "cpu") 
         Local directory holding ``cald_conversion.json`` and the weights.
     map_location : str
         Device to load onto.
+    mixer_classes : sequence of type
+        Custom mixer classes (not in the registry) the folder may name as its
+        ``mixer``; the caller imports them, the folder never does.
 
     Returns
     -------
@@ -432,14 +458,15 @@ def load_student(directory: Union[str, os.PathLike], map_location: str = "cpu") 
             f"(known: {sorted(FAMILIES)}); import the module that calls register_family first"
         )
     family = FAMILIES[conversion["family"]]
+    mixer = class_names.recorded_mixer(conversion.get("mixer"), f"{path}: key 'mixer'", mixer_classes)
     if family.save_format == "hf":
         import transformers
 
         config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
-        model = _import(conversion["teacher_class"])(config)
+        model = class_names.model_class(conversion.get("teacher_class"), f"{path}: key 'teacher_class'")(config)
         convert_in_place(
             model,
-            conversion["mixer"],
+            mixer,
             "default",  # weights are loaded next; skip attention init
             conversion["family"],
             conversion["teacher_class"],
@@ -448,22 +475,26 @@ def load_student(directory: Union[str, os.PathLike], map_location: str = "cpu") 
         state = _load_safetensors(directory, str(map_location))
         _load_tied_tolerant(model, state, directory)
     elif not (directory / HPARAMS_FILE).is_file() and (directory / SB_PICKLE_FILE).is_file():
-        # written by save_student without hparams: our own pickle of the student
-        model = torch.load(directory / SB_PICKLE_FILE, map_location=map_location, weights_only=False)
+        raise ValueError(
+            f"{directory / SB_PICKLE_FILE}: a pickled module (how older versions saved a SpeechBrain student "
+            f"without hparams) is not loaded: unpickling it would run code from the file. If you wrote it "
+            "yourself, convert it once as docs/security.md shows (torch.load(..., weights_only=False) in your "
+            "own code, then save_student(model, new_folder, hparams={...}))"
+        )
     else:
         with open(directory / HPARAMS_FILE) as f:
             hparams = json.load(f)
-        model = build_speechbrain_model(hparams)
+        model = build_speechbrain_model(hparams, directory / HPARAMS_FILE)
         convert_in_place(
             model,
-            conversion["mixer"],
+            mixer,
             "default",
             conversion["family"],
             conversion["teacher_class"],
             conversion["mixer_options"],
         )
-        state = torch.load(directory / SB_WEIGHTS_FILE, map_location=map_location, weights_only=True)
+        state = load_weights_only(directory / SB_WEIGHTS_FILE, map_location=map_location)
         model.load_state_dict(state, strict=True)
-        model.cald_hparams = _decode(hparams)
+        model.cald_hparams = _decode(hparams, directory / HPARAMS_FILE)
     model.cald_conversion = conversion
     return model.to(map_location).eval()

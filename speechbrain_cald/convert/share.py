@@ -66,6 +66,7 @@ from speechbrain_cald.nnet.sharing import (
     ResidualWeight,
     SharedWeight,
 )
+from speechbrain_cald.safe_load import load_weights_only
 
 __all__ = [
     "SCHEMES",
@@ -700,7 +701,7 @@ def shared_student(
     if init_from is not None:
         if Path(init_from).is_file():
             source = copy.deepcopy(teacher)
-            state = torch.load(init_from, map_location="cpu", weights_only=True)
+            state = load_weights_only(init_from)
             try:
                 source.load_state_dict(state)
             except RuntimeError as err:
@@ -881,7 +882,7 @@ def load_shared_weights(model: nn.Module, path: os.PathLike, strict: bool = True
         with safe_open(str(path), framework="pt") as f:
             aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
     else:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = load_weights_only(path)
         unique, aliases = blob["state"], blob["aliases"]
     missing = [kept for kept in aliases.values() if kept not in unique]
     if missing:
@@ -1004,6 +1005,7 @@ def load_shared_student(directory: os.PathLike) -> nn.Module:
     nn.Module
         The student in eval mode, with ``cald_sharing`` (and ``cald_conversion``).
     """
+    from speechbrain_cald.convert import class_names
     from speechbrain_cald.convert import io as convert_io
     from speechbrain_cald.convert.linear_time import convert_in_place
     from speechbrain_cald.pretrained import local_source
@@ -1020,21 +1022,22 @@ def load_shared_student(directory: os.PathLike) -> nn.Module:
         import transformers
 
         config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
-        model = convert_io._import(meta["teacher_class"])(config)
+        model = class_names.model_class(meta.get("teacher_class"), f"{path}: key 'teacher_class'")(config)
         hparams = None
     else:
         hparams = json.loads((directory / convert_io.HPARAMS_FILE).read_text())
-        model = convert_io.build_speechbrain_model(hparams)
+        model = convert_io.build_speechbrain_model(hparams, directory / convert_io.HPARAMS_FILE)
     conversion = meta.get("conversion")
     if conversion:
+        mixer = class_names.recorded_mixer(conversion.get("mixer"), f"{path}: key 'conversion.mixer'")
         convert_in_place(
-            model, conversion["mixer"], "default", conversion["family"], conversion["teacher_class"],
+            model, mixer, "default", conversion["family"], conversion["teacher_class"],
             **conversion["mixer_options"],
         )
     student = apply_sharing_record(model, meta["sharing"])
     load_shared_weights(student, directory / SHARED_WEIGHTS_FILE)
     if hparams is not None:
-        student.cald_hparams = convert_io._decode(hparams)
+        student.cald_hparams = convert_io._decode(hparams, directory / convert_io.HPARAMS_FILE)
     return student.eval()
 
 

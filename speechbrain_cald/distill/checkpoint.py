@@ -10,6 +10,15 @@ a rename within one directory is atomic on POSIX file systems.
 ``RNGState`` puts the Python, NumPy and torch (CPU and CUDA) generator states
 in the checkpoint, so that a resumed run draws the same dropout masks as an
 uninterrupted one.
+
+No file of a checkpoint runs code when it is loaded: ``RNGState`` stores its
+states as tensors and numbers, and ``AtomicCheckpointer.load_checkpoint`` reads
+modules, optimizers, schedulers and grad scalers (SpeechBrain's default
+``torch_recovery`` hook) with ``weights_only=True`` passed explicitly and runs
+every other load hook (SpeechBrain's own schedulers) with weights-only loading
+forced. RNG checkpoints of the older format (NumPy's state tuple, pickled with
+NumPy arrays) load through :data:`LEGACY_RNG_GLOBALS`, an explicit allow-list of
+the NumPy objects that format names (docs/security.md).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import pickle
 import random
 import shutil
 
@@ -25,27 +35,72 @@ import torch
 from speechbrain.utils.checkpoints import (
     METAFNAME,
     PARAMFILE_EXT,
+    DEFAULT_LOAD_HOOKS,
     DEFAULT_SAVE_HOOKS,
     Checkpoint,
     Checkpointer,
     get_default_hook,
+    hook_on_loading_state_dict_checkpoint,
     mark_as_loader,
     mark_as_saver,
     register_checkpoint_hooks,
+    torch_recovery,
 )
 from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process
 
-__all__ = ["AtomicCheckpointer", "RNGState", "make_atomic"]
+from speechbrain_cald.safe_load import UnsafeFileError, load_weights_only, weights_only_loads
+
+__all__ = ["AtomicCheckpointer", "RNGState", "make_atomic", "weights_only_recovery", "LEGACY_RNG_GLOBALS"]
 
 logger = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
 
 
-class AtomicCheckpointer(Checkpointer):
-    """A SpeechBrain ``Checkpointer`` whose checkpoints appear all at once.
+def _naming_the_file(hook):
+    """``hook`` with a refused unpickling reported as an ``UnsafeFileError`` naming the file."""
 
-    Same arguments and behaviour as ``speechbrain.utils.checkpoints.Checkpointer``.
+    def load(obj, path, end_of_epoch):
+        try:
+            hook(obj, path, end_of_epoch)
+        except pickle.UnpicklingError as error:
+            raise UnsafeFileError(
+                f"{path}: refused: the file holds Python objects other than tensors, numbers and strings, "
+                "and unpickling them could run any code (docs/security.md)"
+            ) from error
+
+    return load
+
+
+def weights_only_recovery(obj, path: pathlib.Path, end_of_epoch: bool) -> None:
+    """SpeechBrain's ``torch_recovery`` load hook with ``weights_only=True`` passed explicitly.
+
+    Same effect (SpeechBrain's state-dict key patching, strict loading where
+    the object supports it) for modules, optimizers, schedulers and grad
+    scalers, but a file holding other objects is refused, naming it.
+
+    Arguments
+    ---------
+    obj : object with ``load_state_dict``
+        The recoverable.
+    path : pathlib.Path
+        Its file in the checkpoint.
+    end_of_epoch : bool
+        Unused (SpeechBrain's hook signature).
+    """
+    del end_of_epoch
+    state = hook_on_loading_state_dict_checkpoint(load_weights_only(path, map_location="cpu"))
+    try:
+        obj.load_state_dict(state, strict=True)
+    except TypeError:  # optimizers and schedulers take no `strict`
+        obj.load_state_dict(state)
+
+
+class AtomicCheckpointer(Checkpointer):
+    """A SpeechBrain ``Checkpointer`` whose checkpoints appear all at once and load no code.
+
+    Same arguments and behaviour as ``speechbrain.utils.checkpoints.Checkpointer``;
+    :meth:`load_checkpoint` unpickles nothing but weights, whichever hook reads a file.
 
     Example
     -------
@@ -108,6 +163,35 @@ class AtomicCheckpointer(Checkpointer):
         logger.log(verbosity, f"Saved an {ckpt_type} checkpoint in {final_dir}")
         return Checkpoint(final_dir, saved_meta, paramfiles)
 
+    def load_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Load ``checkpoint`` without unpickling anything but weights.
+
+        For this load, SpeechBrain's default ``torch_recovery`` hook (a
+        ``torch.load`` without ``weights_only``, which torch before 2.6 or
+        ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` turn into unpickling) becomes
+        :func:`weights_only_recovery`; the other hooks (SpeechBrain's
+        schedulers call ``torch.load(path)`` themselves) run inside
+        ``safe_load.weights_only_loads()``; a refused file is named.
+        ``recover_if_possible`` comes through here.
+
+        Arguments
+        ---------
+        checkpoint : Checkpoint
+            The checkpoint to load.
+        """
+        own_hooks = dict(self.custom_load_hooks)
+        for name, obj in self.recoverables.items():
+            hook = own_hooks.get(name) or get_default_hook(obj, DEFAULT_LOAD_HOOKS)
+            if hook is torch_recovery:
+                hook = weights_only_recovery
+            if hook is not None:  # None: SpeechBrain's own error follows
+                self.custom_load_hooks[name] = _naming_the_file(hook)
+        try:
+            with weights_only_loads():
+                super().load_checkpoint(checkpoint)
+        finally:
+            self.custom_load_hooks = own_hooks
+
 
 def make_atomic(checkpointer: Checkpointer) -> Checkpointer:
     """Make a plain SpeechBrain ``Checkpointer`` save atomically (in place).
@@ -133,6 +217,21 @@ def make_atomic(checkpointer: Checkpointer) -> Checkpointer:
     return checkpointer
 
 
+def _legacy_rng_globals() -> list:
+    """The NumPy objects an older ``rng.ckpt`` names (NumPy's state array), under NumPy 1 and 2 names."""
+    try:
+        from numpy._core.multiarray import _reconstruct as reconstruct
+    except ImportError:  # NumPy 1
+        from numpy.core.multiarray import _reconstruct as reconstruct
+    allowed = [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    if reconstruct.__module__ != "numpy.core.multiarray":  # NumPy 2 reading a file written by NumPy 1
+        allowed.append((reconstruct, "numpy.core.multiarray._reconstruct"))
+    return allowed
+
+
+LEGACY_RNG_GLOBALS = _legacy_rng_globals()
+
+
 class RNGState:
     """Python / NumPy / torch generator states as a checkpoint recoverable.
 
@@ -147,6 +246,10 @@ class RNGState:
     Under DDP every process saves its own states (``rng.ckpt`` for rank 0,
     ``rng.rank<r>`` beside it for the others) and loads its own, falling back
     to rank 0's when the number of processes changed.
+
+    The file holds tensors and numbers only (format 2), read with
+    ``weights_only=True``; format 1 files (NumPy's state tuple as saved by
+    earlier versions) load through :data:`LEGACY_RNG_GLOBALS`.
 
     Example
     -------
@@ -171,18 +274,45 @@ class RNGState:
 
     @mark_as_saver
     def _save(self, path: pathlib.Path) -> None:
+        py_version, py_internal, py_gauss = random.getstate()
+        np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
         state = {
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "format": 2,
+            "python": {"version": py_version, "internal": torch.tensor(py_internal, dtype=torch.int64),
+                       "gauss_next": py_gauss},
+            "numpy": {"bit_generator": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)),
+                      "pos": int(np_pos), "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_gauss)},
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
         torch.save(state, self._own_path(pathlib.Path(path)))
 
+    @staticmethod
+    def _read(path: pathlib.Path) -> dict:
+        """The states in ``path`` as ``random.getstate()`` / ``np.random.get_state()`` tuples and tensors."""
+        try:
+            state = load_weights_only(path)
+        except UnsafeFileError:
+            state = load_weights_only(path, allowed_globals=LEGACY_RNG_GLOBALS)  # format 1
+        try:
+            if state.get("format") == 2:
+                py, nps = state["python"], state["numpy"]
+                state = dict(
+                    state,
+                    python=(py["version"], tuple(py["internal"].tolist()), py["gauss_next"]),
+                    numpy=(nps["bit_generator"], nps["keys"].numpy().astype(np.uint32), nps["pos"],
+                           nps["has_gauss"], nps["cached_gaussian"]),
+                )
+            return {key: state[key] for key in ("python", "numpy", "torch", "cuda")}
+        except (AttributeError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{path}: not an RNG state saved by RNGState (expected keys python, numpy, torch, cuda): {error!r}"
+            ) from None
+
     @mark_as_loader
     def _load(self, path: pathlib.Path, end_of_epoch: bool) -> None:
         own = self._own_path(pathlib.Path(path))
-        self.pending = torch.load(own if own.exists() else path, weights_only=False)
+        self.pending = self._read(own if own.exists() else pathlib.Path(path))
         if end_of_epoch:
             self.apply_pending()
 

@@ -65,6 +65,7 @@ from torch import nn
 
 from speechbrain_cald.distill.snapshots import list_snapshots
 from speechbrain_cald.distill.taps import unwrap
+from speechbrain_cald.safe_load import load_weights_only
 
 __all__ = [
     "GUIDES",
@@ -177,7 +178,7 @@ class Guide:
     @mark_as_loader
     def _load(self, path: pathlib.Path, end_of_epoch: bool) -> None:
         del end_of_epoch
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        self.load_state_dict(load_weights_only(path))
 
 
 class UnguidedGuide(Guide):
@@ -426,7 +427,7 @@ class WaypointGuide(Guide):
         wanted = self.waypoint_for(step)
         if wanted != self.loaded_step:
             path = dict(self.snapshots)[wanted]
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_weights_only(path)
             unwrap(self.teacher).load_state_dict(state)
             index = [s for s, _ in self.snapshots].index(wanted) + 1
             logger.info(

@@ -15,6 +15,8 @@ from typing import Optional
 import torch
 from speechbrain.utils import checkpoints
 
+from speechbrain_cald.safe_load import load_weights_only
+
 __all__ = ["WarmupCosineLR"]
 
 
@@ -101,6 +103,6 @@ class WarmupCosineLR:
 
     @checkpoints.mark_as_loader
     def load(self, path, end_of_epoch=False, device=None):
-        data = torch.load(path)
+        data = load_weights_only(path)
         self.current_step = data["current_step"]
         self.total_steps = data["total_steps"]

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from speechbrain_cald.distill.guides import select_guide
+from speechbrain_cald.safe_load import load_weights_only
 
 __all__ = ["WEIGHT_KEYS", "build_modules", "load_weights"]
 
@@ -69,7 +70,7 @@ def load_weights(module: nn.Module, path: str, what: str, strict: bool = True) -
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"{what}: checkpoint '{path}' does not exist (run the teacher stage first)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights_only(path)
     if strict:
         module.load_state_dict(state)
         return len(state)

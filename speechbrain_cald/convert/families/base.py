@@ -107,6 +107,12 @@ class Family:
         GPT-NeoX numbers its attention wrappers for the recurrent-state cache).
     save_format : str
         ``"hf"`` (``save_pretrained`` + safetensors) or ``"speechbrain"``.
+    model_classes : tuple of str
+        Dotted names (``module.Class``) of the model classes a saved folder of
+        this family may name to be rebuilt (``hparams.json`` ``class``,
+        ``teacher_class``), besides transformers' own model classes, which any
+        folder may name. Names outside every family's list are refused
+        (``convert/class_names.py``, docs/security.md).
     extras : dict
         Free per-family facts for other modules (e.g. parameter-sharing students).
     """
@@ -125,6 +131,7 @@ class Family:
     causal_required: bool = False
     post_convert: Optional[Callable[[nn.Module], None]] = None
     save_format: str = "hf"
+    model_classes: Tuple[str, ...] = ()
     extras: Dict[str, object] = field(default_factory=dict)
 
     def encoder(self, model: nn.Module) -> Optional[nn.Module]:

@@ -102,4 +102,5 @@ SPEECHBRAIN_TRANSFORMER_ASR = Family(
     is_causal_fn=_is_causal,
     post_convert=_exact_conformer_padding,
     save_format="speechbrain",
+    model_classes=("speechbrain.lobes.models.transformer.TransformerASR.TransformerASR",),
 )
