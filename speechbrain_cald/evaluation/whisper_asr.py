@@ -157,6 +157,16 @@ def whisper_targets(wer: Dict[str, Dict[str, float]], agreement: Dict[str, Dict[
     return out
 
 
+def _max_seconds(folder: str) -> Optional[float]:
+    """The longest audio a converted encoder reads (a Linformer's ``max_len`` frames at 50 per second), else None."""
+    path = os.path.join(folder, "cald_conversion.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        max_len = (json.load(f).get("mixer_options") or {}).get("max_len")
+    return None if max_len is None else max_len / 50.0
+
+
 def _curve(folder: str, text, extractor, manifest: str, data_root: str, norm, teacher_hyps) -> List[Tuple[int, float, float]]:
     """WER and agreement of a student's snapshots (``<model>/snapshots/step_*.ckpt``) on one set."""
     from speechbrain_cald.distill.snapshots import list_snapshots
@@ -189,6 +199,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="lengths for the teacher (default: --bench_seconds)")
     parser.add_argument("--curve", default="", help="a model whose snapshots get a WER-vs-steps curve")
     parser.add_argument("--decode_batch", type=int, default=8)
+    parser.add_argument("--notes", default="", help="hand-written analysis included in RESULTS.md when the file exists")
     args, models, sets = parse_report_arguments(parser, argv)
     sets.update(parse_pairs(args.extra_tests, "--extra_tests"))
     for name, path in sets.items():
@@ -261,6 +272,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name, folder in models.items():
             lengths = args.teacher_bench_seconds if name == teacher and args.teacher_bench_seconds is not None \
                 else args.bench_seconds
+            limit = _max_seconds(os.path.join(folder, "inference"))
+            lengths = [s for s in lengths if limit is None or s <= limit]  # a Linformer has no rows past them
             speed[name] = run_isolated(SPEED_FACTORY, os.path.join(folder, "inference"), lengths, args.bench_repeats)
             print(f"{name:28s} encoder ms: " + "  ".join(f"{r['length']:g}s {r['ms']:.0f}" for r in speed[name]),
                   flush=True)
@@ -271,6 +284,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                   "computed beforehand), random features; each model in its own process. Past 30 s the teacher "
                   "reads its 1,500 positions tiled (what it would cost, not what it was trained for).\n",
                   speed_table(speed, "s"), "", f"![encoder time vs audio length]({os.path.basename(png)})"]
+    if args.notes and os.path.exists(args.notes):
+        with open(args.notes, encoding="utf-8") as f:
+            lines += ["", f"## Notes (from {os.path.basename(args.notes)})\n", f.read().strip()]
     lines += [""] + report_tail(args, time.time() - start)
     write_results(args.results_md, "\n".join(lines))
     print(f"wrote {args.results_md}")

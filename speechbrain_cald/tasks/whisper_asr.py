@@ -204,10 +204,18 @@ def train_whisper(exp: Experiment, prepare: Callable[[], Dict[str, str]]) -> str
     if hparams.get("fine_tune", False):
         raise NotImplementedError("fine_tune: True: this recipe evaluates Whisper as distributed (stage 2 exports it)")
     csvs = {"train": hparams["train_csv"], "valid": hparams["valid_csv"]}
+    text = WhisperText(hparams["pretrained_dir"])
+    positions = hparams["model"].config.max_target_positions
+
+    def fits_the_decoder(row):
+        n = len(text.encode(row["wrd"]))
+        if n > positions:
+            return f"transcript of {n} tokens (prompt and end included); the decoder holds {positions}: cut the window"
+        return None
+
     validate_manifests(csvs, report_file=os.path.join(hparams["output_folder"], "manifest_problems.txt"),
                        replacements={"data_root": str(hparams["data_folder"])}, sample_rate=16000,
-                       duration_column="duration", text_column="wrd")
-    text = WhisperText(hparams["pretrained_dir"])
+                       duration_column="duration", text_column="wrd", row_checks=[fits_the_decoder])
     data = whisper_datasets(hparams, text, csvs)
     modules = build_modules(hparams)
     alignment = MixerAlignment(**(hparams.get("mixer_alignment") or {}))

@@ -42,7 +42,7 @@ def tiny_whisper_tokenizer(vocab_size: int = 300):
     return fast
 
 
-def write_tiny_whisper(root: str, d_model: int = 32, layers: int = 2, num_mel_bins: int = 80,
+def write_tiny_whisper(root: str, d_model: int = 32, layers: int = 2, heads: int = 4, num_mel_bins: int = 80,
                        max_target_positions: int = 24, seed: int = 0, quantization: str = "float32") -> Tuple[object, str, str]:
     """``(model, <root>/hf, <root>/ct2)``: a random Whisper and the CTranslate2 folder of it.
 
@@ -50,8 +50,9 @@ def write_tiny_whisper(root: str, d_model: int = 32, layers: int = 2, num_mel_bi
     ---------
     root : str
         Created; gets ``hf/`` (``save_pretrained``) and ``ct2/`` (CTranslate2's converter).
-    d_model, layers : int
-        Width (4 heads) and layers of the encoder and the decoder.
+    d_model, layers, heads : int
+        Width, layers and attention heads of the encoder and the decoder (384 and 6 heads: tiny.en's
+        geometry, which the recipe's BiMamba2 sizes expect).
     num_mel_bins : int
         80 as the real tiny.en (the recipes' feature extractor is built from it).
     max_target_positions : int
@@ -69,8 +70,8 @@ def write_tiny_whisper(root: str, d_model: int = 32, layers: int = 2, num_mel_bi
     eot, sot = vocab["<|endoftext|>"], vocab["<|startoftranscript|>"]
     torch.manual_seed(seed)
     config = WhisperConfig(vocab_size=max(vocab.values()) + 1 + 16, num_mel_bins=num_mel_bins, d_model=d_model,
-                           encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=4,
-                           decoder_attention_heads=4, encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model,
+                           encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=heads,
+                           decoder_attention_heads=heads, encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model,
                            max_source_positions=1500, max_target_positions=max_target_positions, pad_token_id=eot,
                            bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=sot, suppress_tokens=[5, 7],
                            begin_suppress_tokens=[eot])

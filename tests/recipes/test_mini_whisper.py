@@ -40,7 +40,8 @@ def test_mini_whisper_stages_on_a_tiny_random_whisper(tmp_path):
     from speechbrain_cald.evaluation.wer import corpus_wer
     from speechbrain_cald.testing.whisper import write_tiny_whisper
 
-    _, _, ct2 = write_tiny_whisper(str(tmp_path / "tiny"))
+    _, _, ct2 = write_tiny_whisper(str(tmp_path / "tiny"), d_model=384, heads=6,
+                                   max_target_positions=448)  # tiny.en's width, 2 layers
     exp = tmp_path / "exp 1"  # a space in the path
     mine = tmp_path / "mine.csv"  # an extra test set: a real clip, absolute path
     clip = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav"
@@ -94,6 +95,10 @@ def test_mini_whisper_stages_on_a_tiny_random_whisper(tmp_path):
     speed = md.split("## Encoder time")[1]
     teacher_row = next(line for line in speed.splitlines() if line.startswith("| teacher |"))
     assert teacher_row.rstrip(" |").endswith("—")  # the teacher was timed at 30 s only here
+    linformer_row = next(line for line in speed.splitlines() if line.startswith("| linformer_target |"))
+    assert linformer_row.rstrip(" |").endswith("—")  # no projection rows past its 1,500 frames
+    mamba_row = next(line for line in speed.splitlines() if line.startswith("| mamba_target |"))
+    assert "—" not in mamba_row
     assert (tmp_path / "speed_vs_length.png").exists()
 
     # the SpeechBrain-style inference interface on an exported student

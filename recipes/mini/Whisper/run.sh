@@ -67,6 +67,7 @@ if evaluation_stage "Evaluate teacher and students: WER, agreement, targets, spe
         --data_root "$data" --sets "${sets[@]}" "${extra[@]}" --results_md "$results_md" \
         --stage_times "$stage_times" --title "$results_title" --command "$recipe_command" --repo_root "$repo_root" \
         --target_student mamba_target --unguided_student mamba_unguided --curve mamba_target \
-        --bench_seconds 30 60 120 300 600 --teacher_bench_seconds 30 60 120 300 --bench_repeats 2 $eval_args
+        --bench_seconds 30 60 120 300 600 --teacher_bench_seconds 30 60 120 300 --bench_repeats 2 \
+        --notes "$recipe_dir/results_notes.md" $eval_args
     stage_done
 fi
