@@ -135,6 +135,16 @@ class AttentionTransfer:
 
         return _Recording()
 
+    def take(self) -> List[Tuple[tuple, dict, torch.Tensor]]:
+        """The recorded calls ``[(args, kwargs, attention output)]``, one per slot, released here."""
+        calls, self._calls = self._calls, []
+        if len(calls) != len(self.mixers):
+            raise RuntimeError(
+                f"AttentionTransfer: {len(calls)} attention calls recorded for {len(self.mixers)} slots: "
+                "run the teacher once inside recording() first (LayerDrop in eval mode?)"
+            )
+        return calls
+
     def loss(self, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean over layers of ``relative_mse(student slot(inputs), attention output)``.
 
@@ -149,12 +159,7 @@ class AttentionTransfer:
         torch.Tensor
             Scalar; the kept calls are released.
         """
-        calls, self._calls = self._calls, []
-        if len(calls) != len(self.mixers):
-            raise RuntimeError(
-                f"AttentionTransfer: {len(calls)} attention calls recorded for {len(self.mixers)} slots: "
-                "run the teacher once inside recording() before loss()"
-            )
+        calls = self.take()
         terms = []
         mask = None
         for mixer, (args, kwargs, target) in zip(self.mixers, calls):

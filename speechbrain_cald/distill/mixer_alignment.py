@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from speechbrain_cald.convert import new_parameters
-from speechbrain_cald.convert.families import find_family
+from speechbrain_cald.distill.attention_transfer import AttentionTransfer, relative_mse
 
 __all__ = ["MixerAlignment", "align_mixers"]
 
@@ -63,30 +63,6 @@ class MixerAlignment:
     crop_frames: Optional[int] = None
     crops_per_call: int = 2
     max_grad_norm: float = 1.0
-
-
-class _Recorder:
-    """Forward hooks on the teacher's attentions: the last call's inputs and output, per layer."""
-
-    def __init__(self, modules: List[nn.Module]):
-        self.calls: List[Optional[Tuple[tuple, dict, torch.Tensor]]] = [None] * len(modules)
-        self.handles = [m.register_forward_hook(self._hook(i), with_kwargs=True) for i, m in enumerate(modules)]
-
-    def _hook(self, i: int):
-        def record(module, args, kwargs, output):
-            out = output[0] if isinstance(output, (tuple, list)) else output
-            self.calls[i] = (tuple(a.detach() if torch.is_tensor(a) else a for a in args),
-                             {k: v.detach() if torch.is_tensor(v) else v for k, v in kwargs.items()}, out.detach())
-        return record
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def _slots(model: nn.Module) -> List[nn.Module]:
-    family = find_family(model)
-    return [getattr(parent, attr) for parent, attr in family.attention_slots(model)]
 
 
 def _hidden(args: tuple, kwargs: dict) -> Tuple[torch.Tensor, bool]:
@@ -140,9 +116,6 @@ def align_mixers(student: nn.Module, teacher: nn.Module, batches: Iterable[Any],
     """
     if config.steps <= 0:
         return []
-    student_slots, teacher_slots = _slots(student), _slots(teacher)
-    if len(student_slots) != len(teacher_slots):
-        raise ValueError(f"the student has {len(student_slots)} mixer slots, the teacher {len(teacher_slots)} attentions")
     params = [p for _, p in new_parameters(student)]
     if not params:
         raise ValueError("align_mixers: the student has no new parameters (not a converted model?)")
@@ -154,7 +127,7 @@ def align_mixers(student: nn.Module, teacher: nn.Module, batches: Iterable[Any],
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
-    recorder = _Recorder(teacher_slots)
+    transfer = AttentionTransfer(student, teacher)  # the hooks on the teacher's attentions, the slots' mixers
     was_training = teacher.training, student.training
     teacher.eval()
     student.train()
@@ -164,10 +137,11 @@ def align_mixers(student: nn.Module, teacher: nn.Module, batches: Iterable[Any],
         while len(losses) < config.steps:
             before = len(losses)
             for batch in batches:
-                with torch.no_grad():
+                with torch.no_grad(), transfer.recording():
                     run(teacher, batch)
+                calls = transfer.take()
                 for _ in range(config.inner_steps):
-                    loss = _step(student_slots, recorder.calls, config, generator)
+                    loss = _step(transfer.mixers, calls, config, generator)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -184,7 +158,7 @@ def align_mixers(student: nn.Module, teacher: nn.Module, batches: Iterable[Any],
             if len(losses) == before:
                 raise ValueError("align_mixers: `batches` gave no batch (an exhausted iterator? pass a loader or a list)")
     finally:
-        recorder.remove()
+        transfer.remove()
         for p, flag in frozen:
             p.requires_grad_(flag)
         teacher.train(was_training[0])
@@ -193,11 +167,8 @@ def align_mixers(student: nn.Module, teacher: nn.Module, batches: Iterable[Any],
 
 
 def _step(slots: List[nn.Module], calls, config: MixerAlignment, generator) -> torch.Tensor:
-    total = 0.0
-    for slot, call in zip(slots, calls):
-        if call is None:
-            raise RuntimeError("mixer alignment: a teacher attention was not called (LayerDrop in eval mode?)")
-        args, kwargs, target = call
+    terms = []
+    for slot, (args, kwargs, target) in zip(slots, calls):
         hidden, masked = _hidden(args, kwargs)
         if config.crop_frames and not masked and hidden.shape[1] > config.crop_frames:
             x, y = _crops(hidden, target, config.crop_frames, config.crops_per_call, generator)
@@ -206,8 +177,8 @@ def _step(slots: List[nn.Module], calls, config: MixerAlignment, generator) -> t
             y = target
             out = slot(*args, **kwargs)
         out = out[0] if isinstance(out, (tuple, list)) else out
-        total = total + ((out - y) ** 2).mean() / (y**2).mean().clamp(min=1e-12)
-    return total / len(slots)
+        terms.append(relative_mse(out, y))
+    return torch.stack(terms).mean()
 
 
 def _crops(x: torch.Tensor, y: torch.Tensor, frames: int, per_call: int, generator) -> Tuple[torch.Tensor, torch.Tensor]:
