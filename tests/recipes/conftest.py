@@ -163,3 +163,11 @@ def tiny_pythia(tmp_path_factory):
     )
     GPTNeoXForCausalLM(config).save_pretrained(str(folder))
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory):
+    """A random 2-layer Whisper of tiny.en's width (384, 6 heads) as a transformers folder (Whisper recipes)."""
+    from speechbrain_cald.testing.whisper import write_tiny_whisper
+
+    return write_tiny_whisper(str(tmp_path_factory.mktemp("whisper-tiny")), d_model=384, heads=6)[1]
