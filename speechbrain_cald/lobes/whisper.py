@@ -47,7 +47,9 @@ def encoder_frontend(encoder: nn.Module, features: torch.Tensor) -> torch.Tensor
     >>> enc = WhisperEncoder(WhisperConfig(d_model=8, encoder_layers=1, encoder_attention_heads=2,
     ...     encoder_ffn_dim=16, num_mel_bins=4, max_source_positions=5)).eval()
     >>> x = torch.randn(1, 4, 10)
-    >>> torch.allclose(encoder_layers(enc, encoder_frontend(enc, x)), enc(x).last_hidden_state, atol=1e-6)
+    >>> ref = enc(x).last_hidden_state  # the same modules in the same order: a few roundings at most
+    >>> out = encoder_layers(enc, encoder_frontend(enc, x))
+    >>> bool((out - ref).abs().max() <= 64 * torch.finfo(ref.dtype).eps * ref.abs().max())
     True
     >>> encoder_frontend(enc, torch.randn(1, 4, 24)).shape  # longer than the 5 positions
     torch.Size([1, 12, 8])
