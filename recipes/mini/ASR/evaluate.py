@@ -53,7 +53,7 @@ def load_model(folder: str):
     with open(os.path.join(folder, "hyperparams.yaml")) as f:
         hp = load_hyperpyyaml(f)
     model = hp["model"]
-    model.load_state_dict(torch.load(os.path.join(folder, "model.ckpt"), map_location="cpu"))
+    model.load_state_dict(torch.load(os.path.join(folder, "model.ckpt"), map_location="cpu", weights_only=True))
     return SimpleNamespace(**hp), model.eval()
 
 
