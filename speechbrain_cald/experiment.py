@@ -3,8 +3,8 @@
 ``start_experiment(argv)`` parses ``train.py hparams.yaml --key=value ...``,
 initialises DDP when the script runs under ``torchrun`` (SpeechBrain's
 ``ddp_init_group``), loads the YAML with the overrides and creates the output
-folder (with the resolved ``hyperparams.yaml``, as SpeechBrain does). Before
-anything is written there it makes sure the run can finish:
+folder (SpeechBrain's log and environment description). Before anything is
+written there it makes sure the run can finish:
 
 - every override of a number or a boolean is one (``--lr=abc`` is an error
   naming the key, the YAML and its default, not a crash inside AdamW later);
@@ -13,7 +13,16 @@ anything is written there it makes sure the run can finish:
   makes a second run into the same folder stop at once, naming the folder and
   the run that holds it;
 - the output and save folders can be written (a read-only ``save/`` would
-  otherwise fail at the first checkpoint, after an epoch's work).
+  otherwise fail at the first checkpoint, after an epoch's work);
+- a folder that holds a run's record (``hyperparams.yaml``) is rerun only with
+  the options it was trained with, but for what a resume may change
+  (``options_record.check_rerun``), unless ``--overwrite`` is given: then the
+  earlier run's checkpoints and model go when this one starts training.
+The record itself (``hyperparams.yaml``, the resolved YAML as SpeechBrain
+writes it) is written when training starts (``distill.run_safety.training_starts``):
+a run refused or failed before that leaves a finished folder as it was.
+Overrides are read by ``speechbrain_cald.overrides.parse_arguments``: a path is
+data, whatever its characters (``#``, ``:``, ``=``, quotes).
 ``export_model(brain, output_folder)`` writes the best checkpoint's model as
 ``<output_folder>/model.ckpt`` (atomically, on the main process only): what
 the next stage (students, evaluation) reads.
@@ -45,7 +54,10 @@ from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml import YAML
 from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, ddp_init_group, if_main_process
 
+from speechbrain_cald.distill.run_safety import at_training_start, training_starts
 from speechbrain_cald.distill.taps import unwrap
+from speechbrain_cald.options_record import OptionsDiffer, check_rerun, clear_earlier_run, write_record
+from speechbrain_cald.overrides import parse_arguments
 
 __all__ = [
     "Experiment",
@@ -96,10 +108,13 @@ def start_experiment(argv: List[str]) -> Experiment:
     >>> import contextlib, io
     >>> with contextlib.redirect_stdout(io.StringIO()):  # SpeechBrain's start-up log lines
     ...     exp = start_experiment([yaml, f"--output_folder={d}/out", "--lr=0.5"])
-    >>> exp.hparams["lr"], os.path.exists(f"{d}/out/hyperparams.yaml")
-    (0.5, True)
+    >>> exp.hparams["lr"], os.path.exists(f"{d}/out/hyperparams.yaml")  # the record waits for training
+    (0.5, False)
+    >>> training_starts(); os.path.exists(f"{d}/out/hyperparams.yaml")
+    True
     """
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    overwrite, argv = _take_overwrite(argv)
+    hparams_file, run_opts, overrides = parse_arguments(argv)
     run_opts = init_distributed(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
@@ -111,18 +126,37 @@ def start_experiment(argv: List[str]) -> Experiment:
     if if_main_process():  # one lock per run: the main process holds it for all ranks
         try:
             lock = lock_output_folder(output_folder, command=" ".join([os.path.basename(sys.argv[0]), *argv]))
+            if not overwrite:
+                check_rerun(output_folder, hparams_file, overrides)
             check_writable(_run_folders(hparams))
-        except (OutputFolderInUse, PermissionError) as err:
+        except (OutputFolderInUse, OptionsDiffer, PermissionError) as err:
             error = err
     error = ddp_broadcast(error, src=0)
     if error is not None:
         raise error
-    sb.create_experiment_directory(
-        experiment_directory=output_folder,
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    sb.create_experiment_directory(experiment_directory=output_folder)  # the log; the record waits for training
+    at_training_start("options record", lambda: _record_options(hparams, hparams_file, overrides, overwrite))
     return Experiment(hparams, run_opts, hparams_file, overrides, lock)
+
+
+def _take_overwrite(argv: List[str]):
+    """``(overwrite, argv without it)``: ``--overwrite`` / ``--overwrite=True|False`` of train.py."""
+    flags = [a for a in argv if a == "--overwrite" or a.startswith("--overwrite=")]
+    values = [a.partition("=")[2] or "True" for a in flags]
+    for value in values:
+        if value not in ("True", "true", "False", "false"):
+            raise ValueError(f"--overwrite takes True or False (got '{value}')")
+    overwrite = bool(values) and values[-1] in ("True", "true")
+    return overwrite, [a for a in argv if a not in flags]
+
+
+def _record_options(hparams: Mapping[str, Any], hparams_file: str, overrides: str, overwrite: bool) -> None:
+    """At the start of training (main process): ``--overwrite`` clears the earlier run, then the record."""
+    if not if_main_process():
+        return
+    if overwrite:
+        clear_earlier_run(hparams)
+    write_record(hparams["output_folder"], hparams_file, overrides)
 
 
 def init_distributed(run_opts):
@@ -276,7 +310,9 @@ def lock_output_folder(folder: str, command: str = "") -> IO:
     the returned file is closed); the kernel drops it when the holder dies,
     so the lock of a killed run is taken over at once and safely (there is
     no stale lock to judge). The file records who holds it, for the message
-    a second run gets. (On NFS, Linux maps ``flock`` to NFS byte-range locks.)
+    a second run gets, and is emptied when the run exits: a run that finds
+    it filled takes over from one that was killed, and says so. (On NFS,
+    Linux maps ``flock`` to NFS byte-range locks.)
 
     Arguments
     ---------
@@ -333,7 +369,26 @@ def lock_output_folder(folder: str, command: str = "") -> IO:
                         "started": datetime.datetime.now().isoformat(timespec="seconds")}) + "\n")
     f.flush()
     _HELD_LOCKS[folder] = f
+    atexit.register(_release_lock, folder)
     return f
+
+
+def _release_lock(folder: str) -> None:
+    """At a run's exit (finished or failed, not killed): empty the lock file, then let it go.
+
+    An empty file tells the next run that nobody died holding it; the record of a
+    run that was killed stays, and the next run says it takes over from it.
+    """
+    f = _HELD_LOCKS.pop(folder, None)
+    if f is None or f.closed:
+        return
+    try:
+        f.seek(0)
+        f.truncate()
+        f.flush()
+    except OSError:  # a folder gone or read-only by now: the kernel still drops the lock
+        pass
+    f.close()
 
 
 def _run_folders(hparams: Mapping[str, Any]) -> Dict[str, str]:
@@ -404,6 +459,7 @@ def export_model(
         (written aside, then renamed), and only the main process writes it;
         every process waits until it is there.
     """
+    training_starts()  # a model.ckpt never goes without its record (a run that trained nothing: now)
     if brain.checkpointer is not None:
         brain.checkpointer.recover_if_possible(min_key=min_key, max_key=max_key)
     export = os.path.join(output_folder, "model.ckpt")

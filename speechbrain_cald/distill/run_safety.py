@@ -21,6 +21,11 @@
   (superseded by the keep policy, or intra-epoch ones older than the last
   end-of-epoch one), are removed. The output folder's lock
   (``speechbrain_cald.experiment``) makes this safe: no other run writes there.
+- **Nothing recorded before training.** What waits for training to start
+  (the output folder's record of options, written by ``speechbrain_cald.experiment``:
+  a refused or failed rerun must leave a finished folder as it was) is run by
+  ``training_starts()``, first thing in ``on_fit_start`` (and by any export
+  that trains nothing).
 - **An honest log.** When a run starts where an earlier attempt left a
   ``train_log.txt``, a line says so: resumed from which checkpoint (epoch,
   step), or started afresh; lines above it for later epochs are the
@@ -33,7 +38,7 @@ import datetime
 import logging
 import os
 import shutil
-from typing import Any, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
@@ -42,9 +47,31 @@ from speechbrain.utils.distributed import ddp_all_reduce, ddp_barrier, if_main_p
 
 from speechbrain_cald.distill.checkpoint import TMP_PREFIX
 
-__all__ = ["NonFiniteLossError", "SafeRunMixin"]
+__all__ = ["NonFiniteLossError", "SafeRunMixin", "at_training_start", "training_starts"]
 
 logger = logging.getLogger(__name__)
+
+# what waits for this process's training to start, by name (a later registration replaces an earlier one)
+_AT_TRAINING_START: Dict[str, Callable[[], None]] = {}
+
+
+def at_training_start(name: str, action: Callable[[], None]) -> None:
+    """Run ``action`` when this process's training starts (``training_starts``), replacing one of that name.
+
+    Example
+    -------
+    >>> at_training_start("greet", lambda: print("training starts"))
+    >>> training_starts()
+    training starts
+    >>> training_starts()  # once
+    """
+    _AT_TRAINING_START[name] = action
+
+
+def training_starts() -> None:
+    """Run, once, what waits for training to start (``at_training_start``)."""
+    while _AT_TRAINING_START:
+        _AT_TRAINING_START.pop(next(iter(_AT_TRAINING_START)))()
 
 
 class NonFiniteLossError(ValueError):
@@ -189,7 +216,8 @@ class SafeRunMixin:
             f.write(line + "\n")
 
     def on_fit_start(self):
-        """Clean the checkpoint folder, recover (SpeechBrain), then mark the log."""
+        """What waits for training (``training_starts``), clean the checkpoint folder, recover, mark the log."""
+        training_starts()
         self.clean_checkpoint_folder()
         resumed_from = self.checkpointer.find_checkpoint() if self.checkpointer is not None else None
         super().on_fit_start()

@@ -50,6 +50,7 @@ from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import unwrap
 from speechbrain_cald.distill.weights import build_modules
 from speechbrain_cald.experiment import export_model, start_experiment
+from speechbrain_cald.overrides import parse_arguments
 from speechbrain_cald.pretrained import local_source
 from speechbrain_cald.tasks.classification import classification_objective
 from speechbrain_cald.tasks.text_metrics import compute_metrics, task_score
@@ -331,7 +332,7 @@ def prepare(argv: List[str]) -> CorpusInfo:
     """Stage 0 from a recipe YAML: call its ``prepare`` (``[hparams.yaml, --key=value, ...]``)."""
     from hyperpyyaml import load_hyperpyyaml
 
-    hparams_file, _, overrides = sb.parse_arguments(argv)
+    hparams_file, _, overrides = parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     for key in ("prepare", "manifest_folder"):

@@ -29,11 +29,13 @@ from speechbrain_cald.data.audio import speech_datasets
 from speechbrain_cald.data.validate import validate_manifests
 from speechbrain_cald.distill import DistillBrain, ModelOutput
 from speechbrain_cald.distill.mixer_alignment import MixerAlignment, align_mixers
+from speechbrain_cald.distill.run_safety import training_starts
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import unwrap
 from speechbrain_cald.distill.weights import build_modules
 from speechbrain_cald.experiment import Experiment, export_model
 from speechbrain_cald.lobes.whisper import WhisperText, greedy_decode, log_mel
+from speechbrain_cald.overrides import parse_arguments
 from speechbrain_cald.pretrained import local_source
 
 __all__ = [
@@ -193,6 +195,7 @@ def train_whisper(exp: Experiment, prepare: Callable[[], Dict[str, str]]) -> str
     out = os.path.join(hparams["output_folder"], "model.ckpt")
     if "teacher" not in hparams and not hparams.get("fine_tune", False):
         # stage 2 without fine-tuning: the teacher is the pretrained model as distributed
+        training_starts()  # the folder's record of options goes with its model.ckpt
         if sb.utils.distributed.if_main_process():
             from speechbrain_cald.files import atomic_write
 
@@ -281,7 +284,7 @@ def prepare(argv: List[str]) -> Dict[str, str]:
     """Stage 0 from a recipe YAML: call its ``prepare`` (``[hparams.yaml, --key=value, ...]``)."""
     from hyperpyyaml import load_hyperpyyaml
 
-    hparams_file, _, overrides = sb.parse_arguments(argv)
+    hparams_file, _, overrides = parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     if "prepare" not in hparams:
