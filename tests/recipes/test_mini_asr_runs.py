@@ -160,3 +160,29 @@ def test_torchrun_two_processes_train_and_export_one_model(noise_corpus, tiny_te
     weights = _weights(out)
     assert weights and all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
     assert "step 2 |" in (out / "log.txt").read_text()  # 4 batches an epoch, 2 per rank
+
+
+def test_a_rerun_with_other_options_leaves_the_finished_folder_as_it_was(noise_corpus, tiny_teacher, tmp_path, mini,
+                                                                         recipe_module):
+    """Issue 24: another architecture rewrote hyperparams.yaml, then failed (model.ckpt no longer loaded at
+    stage 4); another --lr "resumed" and recorded a rate the model was not trained with."""
+    import shutil
+
+    folder = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher, folder)
+    files = lambda: {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}  # noqa: E731
+    before = files()
+    for option, named in (("--d_model=48", "`d_model` 32 there, 48 now"), ("--lr=0.005", "`lr` 0.0015 there, 0.005 now")):
+        proc = mini.run_train("mini_teacher.yaml", noise_corpus, folder, "--snapshot_interval=1", option)
+        text = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and f"OptionsDiffer: {folder} holds a run trained with other options" in text, text
+        assert named in text and "--overwrite" in text
+        assert files() == before  # the lock file included: emptied by the run that finished, untouched since
+    hp, model = recipe_module("evaluate").load_model(str(folder))  # stage 4 still loads it
+    assert hp.d_model == 32 and hp.lr == 0.0015
+
+    proc = mini.run_train("mini_teacher.yaml", noise_corpus, folder, "--snapshot_interval=1", "--lr=0.005",
+                          "--overwrite")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    hp, model = recipe_module("evaluate").load_model(str(folder))
+    assert hp.lr == 0.005 and (folder / "model.ckpt").read_bytes() != before[folder / "model.ckpt"]

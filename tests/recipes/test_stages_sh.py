@@ -103,7 +103,7 @@ corpus_options
 parse_options "$@"
 require_options data_folder pretrained_dir
 cd "{tmp}"
-for entry in $students; do student_plan "$entry"; done
+for entry in $students; do student_plan "$entry"; echo "$plan_name $plan_guide $plan_out"; done
 """
 
 
@@ -305,3 +305,65 @@ def test_evaluation_stage_skips_until_a_model_an_input_or_an_option_changes(tmp_
     assert ".stage4_options" in run(SETS="test other", EVAL_ARGS="--beam 5")
     assert "skipped" in run(SETS="test other", EVAL_ARGS="--beam 5")
     assert (tmp_path / "log").read_text().split() == ["run"] * 5
+
+
+PUBLISHED = r"""
+source "{lib}"
+recipe_dir="{tmp}/recipes/C/T"
+published_results_md="$recipe_dir/RESULTS.md"
+corpus_options
+parse_options "$@"
+recipe_paths
+echo "results_md=$results_md"
+"""
+
+
+def test_a_run_elsewhere_writes_its_results_into_its_experiment(tmp_path):
+    """Issue 24: with --exp elsewhere a mini recipe wrote RESULTS.md and its plot over the tracked files."""
+    recipe = tmp_path / "recipes" / "C" / "T"
+    recipe.mkdir(parents=True)
+    script = recipe / "run.sh"
+    script.write_text(PUBLISHED.format(lib=LIB, tmp=tmp_path))
+
+    def results_md(*args):
+        out = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split("results_md=")[1].strip()
+
+    assert results_md() == f"{recipe}/RESULTS.md"  # the default experiment: the published record
+    assert results_md("--exp", "recipes/C/T/results") == f"{recipe}/RESULTS.md"
+    assert results_md("--exp", "elsewhere") == f"{tmp_path}/elsewhere/RESULTS.md"
+    assert results_md("--exp", "elsewhere", "--results_md", "R.md") == f"{tmp_path}/R.md"
+
+
+def test_stage_4_never_reports_another_experiments_results(tmp_path):
+    """Issue 24: two experiments, one --results_md: stage 4 of the second skipped, its outputs newer than its
+    models, and the file reported the first one's results."""
+    import os
+
+    script = tmp_path / "eval.sh"
+    script.write_text(EVAL.format(lib=LIB, tmp=tmp_path).replace('results_md="$exp/RESULTS.md"',
+                                                                   'results_md="{tmp}/RESULTS.md"'.format(tmp=tmp_path)))
+    results = tmp_path / "RESULTS.md"
+
+    def run(exp):
+        text = script.read_text().replace(f'exp="{tmp_path}/exp"', f'exp="{tmp_path}/{exp}"')
+        (tmp_path / "eval_now.sh").write_text(text.replace("touch \"$results_md\"", f"echo {exp} > \"$results_md\""))
+        out = subprocess.run(["bash", str(tmp_path / "eval_now.sh")], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    (tmp_path / "lm.arpa").write_text("lm")
+    (tmp_path / "exp_a" / "a").mkdir(parents=True)
+    (tmp_path / "exp_b" / "a").mkdir(parents=True)
+    (tmp_path / "exp_a" / "a" / "model.ckpt").write_text("a")
+    (tmp_path / "exp_b" / "a" / "model.ckpt").write_text("b")
+    for path in ("lm.arpa", "exp_a/a/model.ckpt", "exp_b/a/model.ckpt"):  # all there before either evaluation
+        t = os.stat(tmp_path / path).st_mtime - 100
+        os.utime(tmp_path / path, (t, t))
+    assert "evaluate: running" in run("exp_a") and results.read_text() == "exp_a\n"
+    out = run("exp_b")
+    assert f"{results} was not written by this experiment's stage 4 ({tmp_path}/exp_b)" in out
+    assert "evaluate: running" in out and results.read_text() == "exp_b\n"
+    assert "skipped, outputs exist" in run("exp_b")
+    assert "evaluate: running" in run("exp_a") and results.read_text() == "exp_a\n"

@@ -3,6 +3,8 @@
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -56,3 +58,38 @@ def test_the_default_recipe_checks_guides_and_the_stage_window():
 
 def test_ci_calls_the_readme_test_command():
     assert "./run.sh --test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _recipe_args(recipe, tmp_path):
+    """The options a recipe cannot start without (existing folders: nothing is read before the checks)."""
+    if recipe.startswith("mini/"):
+        return []
+    return ["--data_folder", str(tmp_path), "--pretrained_dir", str(tmp_path),
+            *(["--task", "sst2"] if recipe.startswith("GLUE/") else [])]
+
+
+RECIPES = sorted(str(p.parent.relative_to(ROOT / "recipes")) for p in ROOT.glob("recipes/*/*/run.sh"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_an_unknown_student_stops_at_the_usage_error_and_creates_nothing(tmp_path, recipe):
+    """Issue 24: mini/ASR went on past `--students nosuch` (the error was lost in a $(...)); any refused run
+    must stop before it creates a folder."""
+    exp = tmp_path / "new" / "exp"
+    out = run("--recipe", recipe, *_recipe_args(recipe, tmp_path), "--exp", str(exp), "--students", "nosuch")
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "student 'nosuch': no hparams/nosuch.yaml" in out.stderr and "Usage:" in out.stderr
+    assert "== stage" not in out.stdout and not (tmp_path / "new").exists()
+
+
+def test_a_hub_id_as_pretrained_dir_gets_the_hub_hint_and_creates_nothing(tmp_path):
+    """Issue 24: run.sh made `facebook/wav2vec2-base` <cwd>/facebook/wav2vec2-base; stage 2 then said the folder
+    does not exist, and the stages before it had run."""
+    exp = tmp_path / "exp"
+    out = subprocess.run(["bash", str(ROOT / "run.sh"), "--skip-setup", "--recipe", "LibriSpeech/ASR",
+                          "--data_folder", str(tmp_path), "--pretrained_dir", "facebook/wav2vec2-base", "--exp", str(exp)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "--pretrained_dir source 'facebook/wav2vec2-base' looks like a model-hub id" in out.stderr
+    assert "huggingface-cli download facebook/wav2vec2-base" in out.stderr
+    assert "== stage" not in out.stdout and not exp.exists()

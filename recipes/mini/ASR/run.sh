@@ -37,12 +37,33 @@ teacher_args="";                  options_help[teacher_args]="extra hparams over
 pretrain_args="";                 options_help[pretrain_args]="extra hparams overrides for the pre-training run only (after teacher_args)"
 student_args="";                  options_help[student_args]="extra hparams overrides for every student (a +key=value variant keeps its own key)"
 eval_args="";                     options_help[eval_args]="extra options for evaluate.py, e.g. '--bench_seconds 10 30'"
-results_md="$recipe_dir/RESULTS.md"; options_help[results_md]="where stage 4 writes the results table"
+published_results_md="$recipe_dir/RESULTS.md"  # the published record; a run with --exp elsewhere writes <exp>/RESULTS.md
+results_md_option
 parse_options "$@"
+absolute_paths data exp results_md
+default_results_md
 
 stage_times="$exp/stage_times.tsv"
 stage_commands="$exp/commands.sh"
 cd "$recipe_dir"
+
+# variant_plan NAME[:GUIDE][+KEY=VALUE]: student_plan (plan_name, plan_guide, plan_out) plus
+# an optional override naming a variant: plan_override (--KEY=VALUE or empty), the folder
+# <yaml>_<guide>_<key>-<value> and plan_model, the model's name for evaluate.py
+# (<yaml without mini_>_<guide>[+<key>-<value>]). In the caller's shell, as student_plan.
+variant_plan() {
+    local entry="$1" variant=""
+    if [[ "$entry" == *+* ]]; then
+        variant="${entry#*+}"; entry="${entry%%+*}"
+        [[ "$variant" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^[:space:]=]+$ ]] || die_usage "student '$1': expected +key=value after the name"
+    fi
+    student_plan "$entry"
+    plan_override=""; plan_model="${plan_name#mini_}_${plan_guide}"
+    if [ -n "$variant" ]; then
+        plan_out="${plan_out}_${variant/=/-}"; plan_override="--$variant"; plan_model="${plan_model}+${variant/=/-}"
+    fi
+}
+check_students variant_plan   # an unknown student stops here, before anything is written
 
 if stage 0 "Synthesise the espeak-ng corpus (+ pre-training set, long-form, LibriVox if installed)" "$data/corpus.json"; then
     run python prepare.py --data_folder "$data" --n_train "$n_train" --n_valid "$n_valid" --n_test "$n_test" \
@@ -56,76 +77,42 @@ if stage 1 "Character units and a word 3-gram LM of the training transcripts" "$
     stage_done
 fi
 
-# merge_overrides "--k=v ..." ...: one list, a key given again later replacing the earlier
-# value (hyperpyyaml refuses a key twice).
-merge_overrides() {
-    local -A value=(); local order=() item key
-    for item in $*; do
-        key="${item%%=*}"
-        [ -n "${value[$key]+set}" ] || order+=("$key")
-        value[$key]="$item"
-    done
-    for key in "${order[@]}"; do printf '%s ' "${value[$key]}"; done
-}
-
 # The paper's models are a pretrained transformer fine-tuned on the task: the conformer is
 # first pre-trained on other data (the pre-training corpus), and the teacher is that model
 # fine-tuned on the task. Guides whose networks start from "pretrained" start from it.
 if stage 2 "Pre-train the conformer on the pre-training corpus (the pretrained model)" "$exp/pretrained/model.ckpt"; then
-    # shellcheck disable=SC2046  # a list of overrides
+    # shellcheck disable=SC2086  # lists of overrides; of a key given twice train.py takes the later
     run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/pretrained" \
-        $(merge_overrides "--train_csv=$data/pretrain.csv --snapshot_interval=0 --number_of_epochs=1" \
-            "$teacher_args" "$pretrain_args")
+        --train_csv="$data/pretrain.csv" --snapshot_interval=0 --number_of_epochs=1 $teacher_args $pretrain_args \
+        $overwrite_arg
     stage_done
 fi
 
 if stage 2 "Fine-tune the pretrained conformer on the task: the CTC teacher (with waypoint snapshots)" "$exp/teacher/model.ckpt"; then
     # shellcheck disable=SC2086
     run python train.py hparams/mini_teacher.yaml --data_folder="$data" --output_folder="$exp/teacher" \
-        $(merge_overrides "--pretrained_ckpt=$exp/pretrained/model.ckpt" "$teacher_args")
+        --pretrained_ckpt="$exp/pretrained/model.ckpt" $teacher_args $overwrite_arg
     stage_done
 fi
 
-# variant_plan NAME[:GUIDE][+KEY=VALUE] -> "yaml guide outdir override model_name": student_plan
-# plus an optional override naming a variant (folder <yaml>_<guide>_<key>-<value>, model
-# <yaml without mini_>_<guide>+<key>-<value>: evaluate.py takes name=folder pairs).
-variant_plan() {
-    local entry="$1" variant="" name g out
-    if [[ "$entry" == *+* ]]; then
-        variant="${entry#*+}"; entry="${entry%%+*}"
-        [[ "$variant" =~ ^[A-Za-z_][A-Za-z0-9_]*=[^[:space:]=]+$ ]] || die_usage "student '$1': expected +key=value after the name"
-    fi
-    read -r name g out <<< "$(student_plan "$entry")"
-    if [ -n "$variant" ]; then
-        echo "$name $g ${out}_${variant/=/-} --$variant ${name#mini_}_${g}+${variant/=/-}"
-    else
-        echo "$name $g $out - ${name#mini_}_${g}"
-    fi
-}
-
 for entry in $students; do
-    read -r name g out override _ <<< "$(variant_plan "$entry")"
-    [ "$override" = "-" ] && override=""
-    if stage 3 "CALD student $name, guide $g${override:+, $override}" "$out/model.ckpt"; then
-        # shellcheck disable=SC2046  # a variant's override wins over --student_args (it names the folder)
-        run python train.py "hparams/$name.yaml" --data_folder="$data" --teacher_folder="$exp/teacher" \
-            --output_folder="$out" ${g:+--guide=$g} $(merge_overrides "$student_args" "$override")
+    variant_plan "$entry"
+    if stage 3 "CALD student $plan_name, guide $plan_guide${plan_override:+, $plan_override}" "$plan_out/model.ckpt"; then
+        # shellcheck disable=SC2086  # a variant's override comes last: it wins over --student_args (it names the folder)
+        run python train.py "hparams/$plan_name.yaml" --data_folder="$data" --teacher_folder="$exp/teacher" \
+            --output_folder="$plan_out" --guide="$plan_guide" $student_args $plan_override $overwrite_arg
         stage_done
     fi
 done
 
 models=("teacher=$exp/teacher")
-eval_inputs=("$exp/teacher/model.ckpt")
 for entry in $students; do
-    read -r _ _ out _ model_name <<< "$(variant_plan "$entry")"
-    models+=("$model_name=$out")
-    eval_inputs+=("$out/model.ckpt")
+    variant_plan "$entry"
+    models+=("$plan_model=$plan_out")
 done
 # stage 4 reruns when a model, the data, the decoder or the evaluation's options changed
-[ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ] && stamp_file "$exp/.stage4_options" "${models[*]} | $data | $eval_args"
-eval_inputs+=("$exp/.stage4_options" "$data/units.txt" "$data/lm_3gram.arpa" "$data/test.csv" evaluate.py hparams/decode.yaml)
-if stage 4 "Evaluate: WER (short, long-form, LibriVox), speed and memory vs length" "$results_md" \
-        --newer_than "${eval_inputs[@]}"; then
+if evaluation_stage "Evaluate: WER (short, long-form, LibriVox), speed and memory vs length" "$data" \
+        "$data/units.txt" "$data/lm_3gram.arpa" "$data/test.csv" evaluate.py hparams/decode.yaml; then
     # shellcheck disable=SC2086
     run python evaluate.py --data_folder "$data" --exp_folder "$exp" --models "${models[@]}" \
         --results_md "$results_md" --stage_times "$stage_times" \

