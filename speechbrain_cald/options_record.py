@@ -150,10 +150,12 @@ def write_record(folder: str, hparams_file: str, overrides: Any) -> None:
 
 
 def clear_earlier_run(hparams: Mapping[str, Any]) -> List[str]:
-    """``--overwrite``: delete what an earlier run left to resume from or to evaluate.
+    """``--overwrite``: delete what an earlier run left to resume from, to evaluate or to guide with.
 
-    ``<output_folder>/model.ckpt``, ``<output_folder>/inference/`` and the
-    checkpoints in ``save_folder`` (when it lies inside the output folder).
+    ``<output_folder>/model.ckpt``, ``<output_folder>/inference/``, the
+    checkpoints in ``save_folder`` and the waypoints in ``snapshot_dir`` (each
+    when it lies inside the output folder: a longer earlier run's later
+    snapshots would otherwise guide the next students).
 
     Returns
     -------
@@ -162,9 +164,10 @@ def clear_earlier_run(hparams: Mapping[str, Any]) -> List[str]:
     """
     out = os.path.abspath(hparams["output_folder"])
     targets = [os.path.join(out, "model.ckpt"), os.path.join(out, "inference")]
-    save: Optional[str] = hparams.get("save_folder")
-    if isinstance(save, str) and os.path.abspath(save).startswith(out + os.sep) and os.path.isdir(save):
-        targets += [os.path.join(save, name) for name in sorted(os.listdir(save))]
+    for key in ("save_folder", "snapshot_dir"):
+        folder: Optional[str] = hparams.get(key)
+        if isinstance(folder, str) and os.path.abspath(folder).startswith(out + os.sep) and os.path.isdir(folder):
+            targets += [os.path.join(folder, name) for name in sorted(os.listdir(folder))]
     removed = []
     for path in targets:
         if os.path.isdir(path) and not os.path.islink(path):

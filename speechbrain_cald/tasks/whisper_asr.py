@@ -222,6 +222,7 @@ def train_whisper(exp: Experiment, prepare: Callable[[], Dict[str, str]]) -> str
     data = whisper_datasets(hparams, text, csvs)
     modules = build_modules(hparams)
     alignment = MixerAlignment(**(hparams.get("mixer_alignment") or {}))
+    training_starts()  # the alignment trains: the record now, and --overwrite's clearing before the look for checkpoints
     if alignment.steps and "teacher" in modules and hparams["checkpointer"].find_checkpoint() is None:
         # a resumed run restores the aligned (and further trained) weights from its checkpoint
         loader = sb.dataio.dataloader.make_dataloader(data["train"], **hparams.get("train_dataloader_opts", {}))

@@ -116,6 +116,7 @@ def test_read_only_save_folder_is_found_before_training(hp, tmp_path):
 
 
 ARCH_YAML = YAML + textwrap.dedent("""\
+    snapshot_dir: !ref <output_folder>/snapshots
     d_state: 64
     model: !new:torch.nn.Linear
         in_features: !ref <d_state>
@@ -131,6 +132,8 @@ def _finished_folder(tmp_path, *options):
     start_experiment([str(hp), f"--output_folder={out}", *options])
     training_starts()
     (out / "save" / "CKPT+1").mkdir(parents=True)
+    (out / "snapshots").mkdir(exist_ok=True)  # check_writable made it
+    (out / "snapshots" / "step_00000500.ckpt").write_bytes(b"a waypoint")
     (out / "model.ckpt").write_bytes(b"the trained weights")
     return str(hp), out
 
@@ -174,6 +177,7 @@ def test_overwrite_trains_afresh_from_when_training_starts(tmp_path):
     assert (out / "model.ckpt").exists() and "d_state: 64" in (out / "hyperparams.yaml").read_text()
     training_starts()
     assert not (out / "model.ckpt").exists() and list((out / "save").iterdir()) == []
+    assert list((out / "snapshots").iterdir()) == []  # no waypoint of the earlier run guides a student
     assert "d_state: 32" in (out / "hyperparams.yaml").read_text()
     with pytest.raises(ValueError, match="--overwrite takes True or False"):
         start_experiment([hp, f"--output_folder={out}", "--overwrite=yes"])
