@@ -293,7 +293,7 @@ evaluation_stage() {
     if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
         stamp_file "$exp/.stage4_options" "${models[*]} | $results_md | ${results_title:-} | ${eval_args:-} | $options"
         if [ -e "$results_md" ] && [ "$(cat "$written" 2>/dev/null)" != "$(report_checksum "$results_md")" ]; then
-            echo "== stage 4: $results_md was not written by this experiment's stage 4 ($exp): it will be"
+            echo "== stage 4: $results_md was not written by this experiment's stage 4 ($exp): another run's results, to be replaced"
             rm -f "$written"
         fi
     fi
