@@ -26,7 +26,8 @@ Hparams keys read besides ``DistillConfig``'s: ``prepare``, ``manifest_folder``,
 ``tokenizer``, ``model``, ``num_labels``, ``max_length``, ``train_rows``,
 ``batch_size``, ``group_by_length`` (default False: shuffled batches; True:
 ``LengthGroupedSampler``, seeded by ``seed``), ``eval_batch_size``, ``num_workers``, ``waypoints``,
-``epoch_counter``, ``opt_class``, ``checkpointer``, ``output_folder``.
+``epoch_counter``, ``opt_class``, ``checkpointer``, ``output_folder``, ``mixer_alignment``
+(``distill.mixer_alignment``: each new mixer fit to its attention before CALD's first step).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from speechbrain_cald.data.text_dataset import LengthGroupedSampler, TextBatch, 
 from speechbrain_cald.distill import DistillBrain, ModelOutput
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import unwrap
+from speechbrain_cald.distill.mixer_alignment import align_from_hparams
 from speechbrain_cald.distill.weights import build_modules
 from speechbrain_cald.experiment import export_model, start_experiment
 from speechbrain_cald.pretrained import local_source
@@ -296,8 +298,18 @@ def train(argv: List[str]) -> TextClassificationBrain:
     data = text_datasets(
         corpus, folder, [corpus.train_split, corpus.valid_split], tokenizer, max_length, hp.get("train_rows")
     )
+    collate = collate_text(tokenizer.pad_token_id)
+    workers = hp.get("num_workers", 0)
+    train_set = data[corpus.train_split]
+    order = dict(shuffle=True)
+    if hp.get("group_by_length", False):  # batches of similar lengths: less padding, same examples per epoch
+        order = dict(sampler=LengthGroupedSampler(train_set.lengths(), hp["batch_size"], seed=hp.get("seed", 0)))
+    modules = build_modules(hp)
+    align_from_hparams(  # the YAML's mixer_alignment (ours, not CALD's), on the training batches; padding not counted
+        hp, modules, torch.utils.data.DataLoader(train_set, batch_size=hp["batch_size"], collate_fn=collate, **order),
+        lambda model, batch: model(**batch.model_inputs()), lambda batch: batch.attention_mask.bool())
     brain = TextClassificationBrain(
-        modules=build_modules(hp),
+        modules=modules,
         opt_class=hp["opt_class"],
         hparams=hp,
         run_opts=run_opts,
@@ -305,12 +317,6 @@ def train(argv: List[str]) -> TextClassificationBrain:
         corpus=corpus,
         waypoints=hp.get("waypoints", 0),
     )
-    collate = collate_text(tokenizer.pad_token_id)
-    workers = hp.get("num_workers", 0)
-    train_set = data[corpus.train_split]
-    order = dict(shuffle=True)
-    if hp.get("group_by_length", False):  # batches of similar lengths: less padding, same examples per epoch
-        order = dict(sampler=LengthGroupedSampler(train_set.lengths(), hp["batch_size"], seed=hp.get("seed", 0)))
     valid_set = data[corpus.valid_split]
     # validation in order of length: batches of similar lengths pad little; the metrics do not depend on the order
     by_length = sorted(range(len(valid_set)), key=valid_set.lengths().__getitem__)
