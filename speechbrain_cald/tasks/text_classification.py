@@ -42,6 +42,7 @@ from speechbrain.nnet.schedulers import LinearWarmupScheduler
 from speechbrain.utils import checkpoints
 from speechbrain.utils.distributed import run_on_main
 
+from speechbrain_cald.convert.io import check_model_kind, load_pretrained
 from speechbrain_cald.convert.positions import max_tokens
 from speechbrain_cald.data.text_classification_corpus import CorpusInfo, load_corpus_info, read_text_manifest
 from speechbrain_cald.data.text_dataset import LengthGroupedSampler, TextBatch, TokenizedText, collate_text
@@ -66,11 +67,23 @@ __all__ = [
 ]
 
 
-def load_tokenizer(pretrained_dir: str):
-    """The tokenizer saved beside the pretrained model (``AutoTokenizer``, local files only)."""
-    from transformers import AutoTokenizer
+# what load_text_classifier takes, for the error when a folder holds a speech model
+TEXT_ENCODERS = "a text encoder such as BERT or RoBERTa (families bert, roberta, or another transformers text model)"
 
-    return AutoTokenizer.from_pretrained(str(local_source(pretrained_dir, "tokenizer")), local_files_only=True)
+
+def load_tokenizer(pretrained_dir: str):
+    """The tokenizer saved beside the pretrained model (``AutoTokenizer``, local files only).
+
+    A folder whose ``config.json`` holds a speech model is refused first, naming
+    what was expected (the YAMLs build the tokenizer before the model).
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    folder = local_source(pretrained_dir, "tokenizer")
+    if (folder / "config.json").is_file():
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        check_model_kind(config, "text", TEXT_ENCODERS, folder / "config.json")
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
 def load_text_classifier(pretrained_dir: str, num_labels: int, **config_overrides):
@@ -93,11 +106,11 @@ def load_text_classifier(pretrained_dir: str, num_labels: int, **config_override
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    source = str(local_source(pretrained_dir, "text classifier"))
-    config = AutoConfig.from_pretrained(source, num_labels=int(num_labels), local_files_only=True, **config_overrides)
+    source = local_source(pretrained_dir, "text classifier")
+    config = AutoConfig.from_pretrained(str(source), num_labels=int(num_labels), local_files_only=True, **config_overrides)
     if int(num_labels) == 1:
         config.problem_type = "regression"
-    return AutoModelForSequenceClassification.from_pretrained(source, config=config, local_files_only=True)
+    return load_pretrained(source, AutoModelForSequenceClassification, "text classifier", "text", TEXT_ENCODERS, config=config)
 
 
 def check_max_length(max_length: Optional[int], model: torch.nn.Module) -> int:
