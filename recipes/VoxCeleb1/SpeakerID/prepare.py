@@ -17,8 +17,8 @@ ID is SpeechBrain's ``<speaker>--<video>--<nnnnn>``.
 
 A file listed in the split file but missing on disk is reported with its name
 (counted per split, full list in ``missing_<split>.txt`` beside the
-manifests); a dev / test speaker absent from training is an error naming the
-line.
+manifests); a file listed twice (under two split codes, or the same one) and
+a dev / test speaker absent from training are errors naming the lines.
 
     python prepare.py --data_folder /data/VoxCeleb1 --save_folder results/data
 """
@@ -72,7 +72,26 @@ def read_split_list(path: str) -> List[tuple]:
             entries.append((parts[0], relpath, n))
     if not entries:
         raise CorpusError(f"{path}: the split list is empty")
+    _refuse_listed_twice(path, entries)
     return entries
+
+
+def _refuse_listed_twice(path: str, entries: List[tuple]) -> None:
+    """A file under two split codes would be trained on and tested on (or counted twice): name every one."""
+    first: Dict[str, tuple] = {}
+    twice = []
+    for code, relpath, n in entries:
+        if relpath in first:
+            code0, n0 = first[relpath]
+            twice.append(f"{relpath}: line {n0} ({code0} = {SPLITS[code0]}) and line {n} ({code} = {SPLITS[code]})")
+        else:
+            first[relpath] = (code, n)
+    if twice:
+        more = f"\n  ... and {len(twice) - 20} more" if len(twice) > 20 else ""
+        raise CorpusError(
+            f"{path}: {len(twice)} files listed more than once; each file belongs to one split "
+            "(1 = train, 2 = dev, 3 = test):\n  " + "\n  ".join(twice[:20]) + more
+        )
 
 
 def read_splits(data_folder: str, list_path: str, folders: List[str], missing: MissingRecordings) -> Dict[str, List[dict]]:
