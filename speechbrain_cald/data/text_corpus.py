@@ -14,7 +14,8 @@ Formats:
 - ``.txt``: plain UTF-8 text; documents are separated by one or more blank lines.
 
 A malformed line (not JSON, not an object, no string ``"text"``, not UTF-8,
-a broken zstd frame) is a :class:`CorpusFormatError` naming the file and line.
+a broken zstd frame) is a :class:`CorpusFormatError` naming the file and line,
+and so is a ``.zst`` file cut short (it ends inside a frame: "truncated").
 Files are read line by line (zstd decompressed as a stream), so a corpus larger
 than memory is fine.
 
@@ -82,15 +83,65 @@ def file_format(path: str) -> str:
     raise CorpusFormatError(f"{path}: unknown corpus file type; expected one of {sorted(FORMATS)}")
 
 
+class _TruncatedStream(Exception):
+    """The compressed file ends inside a zstd frame."""
+
+
+class _ZstdStream(io.RawIOBase):
+    """The decompressed bytes of a ``.zst`` file (one or more frames), refusing a file cut short.
+
+    zstandard's ``stream_reader`` ends quietly where the file ends, so a corpus
+    file cut inside a frame (an interrupted download) lost its tail silently.
+    """
+
+    def __init__(self, path: str):
+        import zstandard
+
+        self._file = open(path, "rb")
+        self._new_frame = zstandard.ZstdDecompressor().decompressobj
+        self._frame = self._new_frame()
+        self._in_frame = False
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            self._in_frame = True
+            out.append(self._frame.decompress(data))
+            data = b""
+            if self._frame.eof:  # the next frame, if any, starts in unused_data
+                data, self._frame, self._in_frame = self._frame.unused_data, self._new_frame(), False
+        return b"".join(out)
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            raw = self._file.read(1 << 16)
+            if not raw:
+                if self._in_frame:
+                    raise _TruncatedStream()
+                return 0
+            self._pending = self._decompress(raw)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 def _open_binary(path: str):
     """A binary stream of ``path``, zstd decompressed on the fly for ``.zst``."""
     if path.endswith(".zst"):
         try:
-            import zstandard
+            import zstandard  # noqa: F401
         except ImportError as err:  # pragma: no cover - pinned in requirements.txt
             raise ImportError(f"{path}: reading .zst needs the zstandard package (pip install zstandard)") from err
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+        return io.BufferedReader(_ZstdStream(path))
     return open(path, "rb")
 
 
@@ -105,6 +156,11 @@ def _lines(path: str) -> Iterator[Tuple[int, str]]:
         while True:
             try:
                 raw = f.readline()
+            except _TruncatedStream:
+                raise CorpusFormatError(
+                    f"{path}:{lineno + 1}: truncated: the file ends inside a zstd frame ({os.path.getsize(path):,} "
+                    "bytes); an interrupted download or copy? Compare it with the published checksum"
+                ) from None
             except Exception as err:  # zstd frame errors
                 if "zstd" in type(err).__module__ or "zstd" in str(err).lower():
                     raise CorpusFormatError(

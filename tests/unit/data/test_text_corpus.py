@@ -93,6 +93,28 @@ def test_undecodable_and_corrupt_files(tmp_path):
         list(iter_documents(str(corrupt)))
 
 
+def test_a_zst_file_cut_short_says_truncated(tmp_path):
+    """Issue 24 probe: a .zst cut inside its frame lost its tail silently (cut after a line) or was
+    reported as bad JSON (cut inside one); each cut now says truncated, naming the line."""
+    text = _jsonl(DOCS[:30])
+    packed = zstandard.ZstdCompressor().compress(text.encode())
+    streamed = tmp_path / "streamed.jsonl.zst"  # as the zstd CLI writes (no content size), two frames
+    with open(streamed, "wb") as f:
+        with zstandard.ZstdCompressor().stream_writer(f, closefd=False) as w:
+            w.write(text.encode())
+        f.write(packed)
+    assert len(list(iter_documents(str(streamed)))) == 60  # whole files, one frame or several, still read
+    for cut in (len(packed) // 4, len(packed) // 2, len(packed) - 3):
+        path = tmp_path / f"cut{cut}.jsonl.zst"
+        path.write_bytes(packed[:cut])
+        with pytest.raises(CorpusFormatError, match=rf"{path}:\d+: truncated: the file ends inside a zstd frame"):
+            list(iter_documents(str(path)))
+    path = tmp_path / "cut_second_frame.jsonl.zst"
+    path.write_bytes(streamed.read_bytes()[:-5])
+    with pytest.raises(CorpusFormatError, match="truncated"):
+        list(iter_documents(str(path)))
+
+
 def test_missing_splits_are_explained(tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(FileNotFoundError, match="no train split; expected .*train/\\*.jsonl"):
