@@ -25,7 +25,8 @@ checks every line, and writes one SpeechBrain-style CSV manifest per split,
 
     ID, path, format, bytes, documents, characters[, tokens]
 
-(``path`` is absolute; ``documents`` counts non-empty documents; ``tokens``,
+(``path`` is absolute; ``documents`` counts non-empty documents, and empty
+ones are reported with their lines as a warning; ``tokens``,
 the file's tokens with one end-of-text per document, is added by stage 1's
 tokenisation, :mod:`speechbrain_cald.data.token_blocks`). The manifest is
 skipped when its sources (paths, sizes, modification times) are unchanged.
@@ -39,8 +40,11 @@ import csv
 import glob
 import io
 import json
+import logging
 import os
 from typing import Dict, Iterator, List, Sequence, Tuple
+
+from speechbrain_cald.data.utf8 import decode_utf8
 
 __all__ = [
     "CorpusFormatError",
@@ -55,6 +59,8 @@ __all__ = [
     "source_signature",
     "write_corpus_manifest",
 ]
+
+logger = logging.getLogger(__name__)
 
 # file suffix -> format name (longest suffix first when matching)
 FORMATS = {".jsonl.zst": "jsonl.zst", ".jsonl": "jsonl", ".txt": "txt"}
@@ -170,12 +176,7 @@ def _lines(path: str) -> Iterator[Tuple[int, str]]:
             if not raw:
                 return
             lineno += 1
-            try:
-                yield lineno, raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise CorpusFormatError(
-                    f"{path}:{lineno}: not valid UTF-8 ({err.reason} at byte {err.start})"
-                ) from None
+            yield lineno, decode_utf8(raw, path, lineno, CorpusFormatError)
 
 
 def iter_json_objects(path: str) -> Iterator[Tuple[int, dict]]:
@@ -329,12 +330,16 @@ def source_signature(paths: Sequence[str]) -> List[List[object]]:
     return out
 
 
-def _file_row(path: str) -> Dict[str, object]:
+def _file_row(path: str) -> Tuple[Dict[str, object], List[int]]:
+    """The manifest row of one file, and the lines of its empty documents (skipped, as tokenisation skips them)."""
     documents = characters = 0
-    for _, text in iter_documents(path):
+    empty = []
+    for lineno, text in iter_documents(path):
         if text.strip():
             documents += 1
             characters += len(text)
+        else:
+            empty.append(lineno)
     name = os.path.basename(path)
     for suffix in FORMATS:
         if name.endswith(suffix):
@@ -343,7 +348,7 @@ def _file_row(path: str) -> Dict[str, object]:
     return dict(
         ID=name, path=path, format=file_format(path), bytes=os.path.getsize(path),
         documents=documents, characters=characters,
-    )
+    ), empty
 
 
 def prepare_text_corpus(
@@ -397,10 +402,16 @@ def prepare_text_corpus(
             continue
         rows = []
         for path in paths:
-            rows.append(_file_row(path))
+            row, empty = _file_row(path)
+            rows.append(row)
             if verbose:
-                r = rows[-1]
-                print(f"  {split}: {path}: {r['documents']:,} documents, {r['characters']:,} characters")
+                print(f"  {split}: {path}: {row['documents']:,} documents, {row['characters']:,} characters")
+            if empty:
+                more = " ..." if len(empty) > 10 else ""
+                logger.warning(
+                    "corpus %s: %s: %d of %d documents are empty (\"text\" empty or blank), skipped: lines %s%s",
+                    split, path, len(empty), len(empty) + row["documents"], ", ".join(map(str, empty[:10])), more,
+                )
         if not any(r["documents"] for r in rows):
             raise CorpusFormatError(f"corpus split '{split}' ({paths}) holds no non-empty document")
         write_corpus_manifest(manifests[split], rows)

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from speechbrain_cald.data import preparation as prep
 from speechbrain_cald.data.preparation import CorpusError, MissingRecordings
+from speechbrain_cald.data.utf8 import utf8_lines
 
 SPLITS = {"1": "train", "2": "dev", "3": "test"}  # iden_split.txt's codes -> manifest names
 FIELDS = ["ID", "duration", "wav", "label", "video"]
@@ -57,19 +58,18 @@ def split_file(data_folder: str, given: Optional[str] = None) -> str:
 def read_split_list(path: str) -> List[tuple]:
     """``[(code, relpath, line number), ...]`` of the split list, checked line by line."""
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 2 or parts[0] not in SPLITS:
-                raise CorpusError(
-                    f"{path} line {n}: expected '<1|2|3> <speaker>/<video>/<nnnnn>.wav', found {line.strip()!r}"
-                )
-            relpath = parts[1]
-            if len(relpath.split("/")) != 3 or not relpath.endswith(".wav"):
-                raise CorpusError(f"{path} line {n}: '{relpath}' is not <speaker>/<video>/<nnnnn>.wav")
-            entries.append((parts[0], relpath, n))
+    for n, line in utf8_lines(path, error=CorpusError):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or parts[0] not in SPLITS:
+            raise CorpusError(
+                f"{path} line {n}: expected '<1|2|3> <speaker>/<video>/<nnnnn>.wav', found {line.strip()!r}"
+            )
+        relpath = parts[1]
+        if len(relpath.split("/")) != 3 or not relpath.endswith(".wav"):
+            raise CorpusError(f"{path} line {n}: '{relpath}' is not <speaker>/<video>/<nnnnn>.wav")
+        entries.append((parts[0], relpath, n))
     if not entries:
         raise CorpusError(f"{path}: the split list is empty")
     _refuse_listed_twice(path, entries)

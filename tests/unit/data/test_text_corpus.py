@@ -142,6 +142,18 @@ def test_prepare_writes_manifests_then_skips_until_sources_change(corpus, tmp_pa
         prepare_text_corpus(str(corpus), str(out))
 
 
+def test_empty_documents_are_counted_and_reported(corpus, tmp_path, caplog):
+    """Issue 24 probe: documents with an empty "text" were dropped from the counts without a word."""
+    (corpus / "train" / "00.jsonl").write_text(_jsonl(DOCS[:3] + ["", " \n "] + DOCS[3:5] + [""]))
+    with caplog.at_level("WARNING", logger="speechbrain_cald.data.text_corpus"):
+        manifests = prepare_text_corpus(str(corpus), str(tmp_path / "data"), verbose=False)
+    assert read_corpus_manifest(manifests["train"])[0]["documents"] == "5"
+    path = corpus / "train" / "00.jsonl"
+    assert (f'corpus train: {path}: 3 of 8 documents are empty ("text" empty or blank), skipped: lines 4, 5, 8'
+            in caplog.text)
+    assert "val" not in caplog.text  # files without empty documents are not mentioned
+
+
 def test_token_shards_are_the_tokenizer_output_with_eos_between_documents(corpus, tmp_path, tokenizer_dir):
     from transformers import AutoTokenizer
 
