@@ -51,6 +51,7 @@ from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import unwrap
 from speechbrain_cald.distill.weights import build_modules
 from speechbrain_cald.experiment import export_model, start_experiment
+from speechbrain_cald.files import FolderNotWritable, check_writable
 from speechbrain_cald.pretrained import local_source
 from speechbrain_cald.tasks.classification import classification_objective
 from speechbrain_cald.tasks.text_metrics import compute_metrics, task_score
@@ -350,6 +351,7 @@ def prepare(argv: List[str]) -> CorpusInfo:
     for key in ("prepare", "manifest_folder"):
         if key not in hparams:
             raise KeyError(f"{hparams_file}: a text recipe's YAML needs `{key}`")
+    check_writable({"manifest_folder": hparams["manifest_folder"]})
     hparams["prepare"]()
     return load_corpus_info(hparams["manifest_folder"])
 
@@ -359,7 +361,10 @@ def main(argv: List[str]) -> None:
     commands = {"prepare": prepare, "train": train}
     if not argv or argv[0] not in commands:
         raise SystemExit(f"usage: python -m speechbrain_cald.tasks.text_classification {{{'|'.join(commands)}}} hparams.yaml [--key=value ...]")
-    commands[argv[0]](argv[1:])
+    try:
+        commands[argv[0]](argv[1:])
+    except FolderNotWritable as err:  # a setting to change, not a bug: the message without a traceback
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":
