@@ -327,12 +327,7 @@ def load_pretrained(
 
 
 def load_teacher(
-    source: Union[str, os.PathLike],
-    model_class: Optional[Union[str, type]] = None,
-    map_location: str = "cpu",
-    kind: Optional[str] = None,
-    expected: str = "",
-    **from_pretrained_kwargs: Any,
+    source: Union[str, os.PathLike], model_class: Optional[Union[str, type]] = None, map_location: str = "cpu", **kwargs: Any
 ) -> nn.Module:
     """Load a pretrained teacher from a LOCAL directory (never from a model hub).
 
@@ -347,11 +342,11 @@ def load_teacher(
         ``config.architectures[0]``.
     map_location : str
         Device for SpeechBrain weights.
-    kind, expected : str, optional
-        ``"text"`` / ``"speech"`` and the families taken: a transformers
-        teacher of the other kind is refused (:func:`load_pretrained`).
-    **from_pretrained_kwargs
-        Passed to ``from_pretrained`` (e.g. ``attn_implementation="eager"``).
+    **kwargs
+        For a transformers teacher, :func:`load_pretrained`'s ``kind`` /
+        ``expected`` (refuse a model of the other kind, ``"text"`` or
+        ``"speech"``) and ``from_pretrained``'s arguments (e.g.
+        ``attn_implementation="eager"``).
 
     Returns
     -------
@@ -368,7 +363,7 @@ def load_teacher(
     directory = local_source(source, "teacher")
     _refuse_student(directory, "teacher")
     if (directory / "config.json").is_file():
-        model = load_pretrained(directory, model_class, "teacher", kind, expected, **from_pretrained_kwargs)
+        model = load_pretrained(directory, model_class, "teacher", **kwargs)
     elif (directory / HPARAMS_FILE).is_file():
         model = _load_speechbrain(directory, map_location)
     else:
