@@ -25,6 +25,7 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import run_on_main
 
+from speechbrain_cald.convert.io import load_pretrained
 from speechbrain_cald.data.audio import speech_datasets
 from speechbrain_cald.data.validate import validate_manifests
 from speechbrain_cald.distill import DistillBrain, ModelOutput
@@ -61,13 +62,16 @@ def load_whisper(pretrained_dir: str):
     -------
     transformers.WhisperForConditionalGeneration
     """
-    from transformers import WhisperForConditionalGeneration
+    from transformers import AutoConfig, WhisperForConditionalGeneration
 
     folder = local_source(pretrained_dir, "Whisper model")
     try:
-        return WhisperForConditionalGeneration.from_pretrained(str(folder), local_files_only=True)
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as err:
         raise ValueError(f"{folder}: not a transformers Whisper folder ({err})") from None
+    if config.model_type != "whisper":
+        raise ValueError(f"{folder / 'config.json'}: a '{config.model_type}' model, expected a Whisper model (family whisper)")
+    return load_pretrained(folder, WhisperForConditionalGeneration, "Whisper model", config=config)
 
 
 def decoder_objective(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, prompt_len: int) -> torch.Tensor:
