@@ -775,7 +775,15 @@ class _RecomputedInBackward(torch.autograd.Function):
 def _batched_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], out: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """``x (S, M, K) @ weight (S, O, K)ᵀ + bias (S, O)``: one product for all ``S`` layers (into ``out``)."""
+    """``x (S, M, K) @ weight (S, O, K)ᵀ + bias (S, O)``: one product for all ``S`` layers (into ``out``).
+
+    ``out`` holds the activations' dtype. Calls with ``out=`` are outside autocast
+    (bf16 activations against fp32 weights would promote to fp32 and refuse a
+    bf16 ``out``), so the operands are cast to ``out``'s dtype, as autocast would.
+    """
+    if out is not None and (x.dtype != out.dtype or weight.dtype != out.dtype):
+        x, weight = x.to(out.dtype), weight.to(out.dtype)
+        bias = None if bias is None else bias.to(out.dtype)
     if x.shape[0] == 1:  # one layer: a plain matrix product, faster here than bmm for small M
         # squeeze, not [0]: its backward is a view, where select's fills a zero tensor and copies
         x2, w2, o = x.squeeze(0), weight.squeeze(0), None if out is None else out.squeeze(0)
