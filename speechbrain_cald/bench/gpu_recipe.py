@@ -10,16 +10,20 @@ run cut short keeps what it did):
    (``selective_scan_cuda``; ``causal_conv1d_cuda`` too with
    ``--causal-conv1d``: the fused conv + scan kernel, a longer build), the
    packages' sources and the built modules go on ``PYTHONPATH`` (this process
-   and the recipe's), and the import is checked again. The report says which
-   happened (already importable, or built, with the build's time).
+   and the recipe's), and the import is checked again; where the package still
+   does not import (or with ``--triton-only``), its Triton modules alone, the
+   Mamba2 path, are used through a shim package (:func:`triton_only_shim`).
+   The report says which happened (already importable, built and how long, or
+   the shim).
 2. **recipe**: a tiny LibriSpeech in the distributed layout (espeak-ng speech,
    or :func:`testing.speech.tone_speech` where espeak-ng is missing) and a
    tiny random wav2vec2, written on the spot, then ``./run.sh --recipe
    LibriSpeech/ASR`` stages 0-4 with the smoke settings of
-   ``testing.recipes`` and ``--precision=bf16`` for teacher and students, in a
-   subprocess. The students' mixers are built with ``backend: auto``; their
-   log line (``nnet.mamba2``: "Mamba2 backend auto: cuda inputs -> ...") must
-   say the mamba_ssm kernels ran: asserted.
+   ``testing.recipes`` and ``--precision=bf16`` for teacher and students, in
+   subprocesses: stages 0-2 (no Mamba2 in them) while the kernels build, 3-4
+   after. The students' mixers are built with ``backend: auto``; their log
+   line (``nnet.mamba2``: "Mamba2 backend auto: cuda inputs -> ...") must say
+   the mamba_ssm kernels ran: asserted.
 3. **training steps** and 4. **inference** of a wav2vec2-base-sized teacher and
    its BiMamba2 and Linformer students (``bench.speech_encoders``): fp32 and
    bf16 autocast, 5 / 15 / 35 s utterances in batches of 200 s of audio, and
@@ -38,7 +42,7 @@ RESULTS.md) to ``--out``.
 Usage::
 
     python -m speechbrain_cald.bench.gpu_recipe --out OUT [--kernel-src DIR] [--causal-conv1d]
-        [--work DIR] [--budget-s 440]
+        [--work DIR] [--budget-s 400] [--skip-recipe] [--triton-only]
     python -m speechbrain_cald.bench.gpu_recipe --device cpu --tiny --out OUT
 """
 
@@ -52,6 +56,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -252,74 +257,109 @@ def _use_paths(paths: Sequence[str]) -> None:
     sys.path[:0] = paths
 
 
-def _build_kernels(mamba_src: Path, conv_src: Path, names: Sequence[str], work: Path, timeout_s: float) -> str:
-    """``tools/build_mamba_kernels.py --only NAMES`` into ``work/kernels``; its log (also in ``work/kernel_build.log``)."""
-    cmd = [sys.executable, str(recipe_testing.ROOT / "tools" / "build_mamba_kernels.py"), "--mamba-src", str(mamba_src),
-           "--causal-conv1d-src", str(conv_src), "--out", str(work / "kernels"), "--only", *names]
-    logger.info("+ %s", " ".join(cmd))
-    try:
-        built = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        log = built.stdout + built.stderr
-    except subprocess.TimeoutExpired:
-        log = f"timed out after {timeout_s:.0f} s"
-    (work / "kernel_build.log").write_text(log)
-    return "; ".join(ln for ln in log.splitlines() if ln.startswith(("built", "FAILED", "timed out"))) or "no output"
+class KernelStep:
+    """Make the mamba_ssm kernels importable, in two halves so a build runs beside the recipe's stages 0-2.
 
-
-def kernel_step(report: Report, device: str, kernel_src: Optional[Path], with_conv: bool, work: Path,
-                timeout_s: float, triton_only: bool = False) -> List[str]:
-    """Make the mamba_ssm kernels importable; the ``PYTHONPATH`` entries it added.
-
-    In order: mamba_ssm as installed; else built from ``kernel_src`` (its
-    compiled module, for the package's ``__init__``; ``causal_conv1d_cuda`` too
-    with ``with_conv``); else, or with ``triton_only``, its Triton modules
-    through :func:`triton_only_shim`. The step's note says which.
+    :meth:`start`: mamba_ssm as installed, else its sources unpacked from
+    ``kernel_src`` and ``tools/build_mamba_kernels.py`` started for the GPU
+    present (``selective_scan_cuda``, which the package's ``__init__`` imports;
+    ``causal_conv1d_cuda`` too with ``with_conv``). :meth:`finish`: waits for the
+    build, checks the import in a fresh interpreter, falls back to the Triton
+    modules alone (:func:`triton_only_shim`; at once with ``triton_only``), puts
+    what it found on ``PYTHONPATH`` and records the step, saying which happened.
     """
-    t0 = time.monotonic()
-    found = probe_kernels()
-    report.info["mamba_ssm (before)"] = found["mamba_ssm"]
-    report.info["triton"] = found["triton"]
-    if device != "cuda":
-        report.step("kernels", "skipped", time.monotonic() - t0,
-                    "no GPU (--device cpu): mamba_ssm's kernels are CUDA-only, not built; the mixers take their "
-                    f"plain-PyTorch path (mamba_ssm here: {found['mamba_ssm']})")
-        return []
 
-    def done(info: Dict[str, object], paths: List[str], how: str) -> List[str]:
-        report.info["mamba_ssm"] = info["mamba_ssm"]
-        report.info["causal_conv1d (fused Mamba2 path)"] = info["causal_conv1d (fused Mamba2 path)"]
-        _use_paths(paths)
-        report.step("kernels", "ok", time.monotonic() - t0, how)
-        return paths
+    def __init__(self, report: Report, device: str, kernel_src: Optional[Path], with_conv: bool, work: Path,
+                 timeout_s: float, triton_only: bool = False):
+        self.report, self.device, self.kernel_src, self.with_conv = report, device, kernel_src, with_conv
+        self.work, self.timeout_s, self.triton_only = work, timeout_s, triton_only
+        self.t0 = time.monotonic()
+        self.found: Dict[str, object] = {}
+        self.sources: Optional[Tuple[Path, Path]] = None
+        self.names = ["selective_scan_cuda"] + (["causal_conv1d_cuda"] if with_conv else [])
+        self.build: Optional[subprocess.Popen] = None
+        self.build_log = None
+        self.paths: List[str] = []
 
-    if kernels_import(found):
-        return done(found, [], "mamba_ssm imports as installed: nothing built")
-    if kernel_src is None:
-        report.step("kernels", "FAILED", time.monotonic() - t0,
-                    f"mamba_ssm does not import ({found['mamba_ssm']}) and no --kernel-src DIR to build it from")
-        return []
-    mamba_src = unpacked_source(kernel_src, "mamba_ssm", work / "src")
-    conv_src = unpacked_source(kernel_src, "causal_conv1d", work / "src")
-    why_not_built = "--triton-only: nothing built"
-    if not triton_only:
-        names = ["selective_scan_cuda"] + (["causal_conv1d_cuda"] if with_conv else [])
-        built = _build_kernels(mamba_src, conv_src, names, work, timeout_s)
-        paths = [str(mamba_src), str(work / "kernels" / "selective_scan_cuda")]
-        if with_conv and (work / "kernels" / "causal_conv1d_cuda" / "causal_conv1d_cuda.so").exists():
-            paths += [str(conv_src), str(work / "kernels" / "causal_conv1d_cuda")]
-        after = probe_kernels(paths)
+    def start(self) -> bool:
+        """Probe, and start the build if one is needed; False when the step has failed already."""
+        self.found = probe_kernels()
+        self.report.info["mamba_ssm (before)"] = self.found["mamba_ssm"]
+        self.report.info["triton"] = self.found["triton"]
+        if self.device != "cuda":
+            self.report.step("kernels", "skipped", time.monotonic() - self.t0,
+                             "no GPU (--device cpu): mamba_ssm's kernels are CUDA-only, not built; the mixers take "
+                             f"their plain-PyTorch path (mamba_ssm here: {self.found['mamba_ssm']})")
+            return True
+        if kernels_import(self.found):
+            return True
+        if self.kernel_src is None:
+            self.report.step("kernels", "FAILED", time.monotonic() - self.t0,
+                             f"mamba_ssm does not import ({self.found['mamba_ssm']}) and no --kernel-src DIR to build "
+                             "it from")
+            return False
+        self.sources = (unpacked_source(self.kernel_src, "mamba_ssm", self.work / "src"),
+                        unpacked_source(self.kernel_src, "causal_conv1d", self.work / "src"))
+        if not self.triton_only:
+            cmd = [sys.executable, str(recipe_testing.ROOT / "tools" / "build_mamba_kernels.py"),
+                   "--mamba-src", str(self.sources[0]), "--causal-conv1d-src", str(self.sources[1]),
+                   "--out", str(self.work / "kernels"), "--only", *self.names]
+            logger.info("+ %s", " ".join(cmd))
+            # its own process group: a build past its time is stopped with the compilers it started
+            self.work.mkdir(parents=True, exist_ok=True)
+            self.build_log = open(self.work / "kernel_build.log", "w")
+            self.build = subprocess.Popen(cmd, stdout=self.build_log, stderr=subprocess.STDOUT, start_new_session=True)
+        return True
+
+    def _wait_for_build(self) -> str:
+        """The build's outcome in one line (its log: ``work/kernel_build.log``)."""
+        left = self.timeout_s - (time.monotonic() - self.t0)
+        try:
+            self.build.wait(timeout=max(1.0, left))
+        except subprocess.TimeoutExpired:
+            os.killpg(self.build.pid, signal.SIGTERM)
+            self.build.wait()
+            return f"timed out after {self.timeout_s:.0f} s"
+        finally:
+            self.build_log.close()
+        log = (self.work / "kernel_build.log").read_text()
+        return "; ".join(ln for ln in log.splitlines() if ln.startswith(("built", "FAILED"))) or "no output"
+
+    def finish(self) -> List[str]:
+        """Wait for the build, check the import, record the step; the ``PYTHONPATH`` entries added."""
+        if self.device != "cuda" or self.report.failed:
+            return []
+        if kernels_import(self.found):
+            return self._done(self.found, [], "mamba_ssm imports as installed: nothing built")
+        mamba_src, conv_src = self.sources
+        why_not_built = "--triton-only: nothing built"
+        if self.build is not None:
+            built = self._wait_for_build()
+            paths = [str(mamba_src), str(self.work / "kernels" / "selective_scan_cuda")]
+            if self.with_conv and (self.work / "kernels" / "causal_conv1d_cuda" / "causal_conv1d_cuda.so").exists():
+                paths += [str(conv_src), str(self.work / "kernels" / "causal_conv1d_cuda")]
+            after = probe_kernels(paths)
+            if kernels_import(after):
+                return self._done(after, paths, f"built for this GPU by tools/build_mamba_kernels.py --only "
+                                                f"{' '.join(self.names)} ({built}); mamba_ssm imports from its sources "
+                                                "+ the built modules")
+            why_not_built = f"built ({built}), but the package does not import: {after['mamba_ssm']}"
+        shim = [str(triton_only_shim(mamba_src, self.work))]
+        after = probe_kernels(shim)
         if kernels_import(after):
-            return done(after, paths, f"built for this GPU by tools/build_mamba_kernels.py --only {' '.join(names)} "
-                                      f"({built}); mamba_ssm imports from its sources + the built modules")
-        why_not_built = f"built ({built}), but the package does not import: {after['mamba_ssm']}"
-    shim = [str(triton_only_shim(mamba_src, work))]
-    after = probe_kernels(shim)
-    if kernels_import(after):
-        return done(after, shim, f"{why_not_built}; mamba_ssm's Triton modules through a shim package "
-                                 "(its __init__ skipped; no Mamba v1 or causal_conv1d kernels)")
-    report.step("kernels", "FAILED", time.monotonic() - t0,
-                f"{why_not_built}; not even its Triton modules import: {after['mamba_ssm']}")
-    return []
+            return self._done(after, shim, f"{why_not_built}; mamba_ssm's Triton modules through a shim package "
+                                           "(its __init__ skipped; no Mamba v1 or causal_conv1d kernels)")
+        self.report.step("kernels", "FAILED", time.monotonic() - self.t0,
+                         f"{why_not_built}; not even its Triton modules import: {after['mamba_ssm']}")
+        return []
+
+    def _done(self, info: Dict[str, object], paths: List[str], how: str) -> List[str]:
+        self.report.info["mamba_ssm"] = info["mamba_ssm"]
+        self.report.info["causal_conv1d (fused Mamba2 path)"] = info["causal_conv1d (fused Mamba2 path)"]
+        _use_paths(paths)
+        self.report.step("kernels", "ok", time.monotonic() - self.t0, how)
+        self.paths = paths
+        return paths
 
 
 # ------------------------------------------------------------------ recipe
@@ -333,18 +373,18 @@ def _synth() -> str:
         return "tones"
 
 
-def recipe_command(data: Path, model: Path, exp: Path, stop_stage: int, precision: str) -> List[str]:
-    """``bash run.sh --skip-setup --recipe LibriSpeech/ASR`` stages 0..``stop_stage`` with the smoke settings.
+def recipe_command(data: Path, model: Path, exp: Path, first: int, last: int, precision: str) -> List[str]:
+    """``bash run.sh --skip-setup --recipe LibriSpeech/ASR`` stages ``first``..``last`` with the smoke settings.
 
     Example
     -------
-    >>> cmd = recipe_command(Path("D"), Path("M"), Path("E"), 4, "bf16")
+    >>> cmd = recipe_command(Path("D"), Path("M"), Path("E"), 0, 4, "bf16")
     >>> cmd[2:6], cmd[cmd.index("--teacher_args") + 1].endswith("--precision=bf16")
     (['--skip-setup', '--recipe', 'LibriSpeech/ASR', '--stage'], True)
     """
     bf16 = " --precision=bf16" if precision == "bf16" else ""
-    return ["bash", str(recipe_testing.ROOT / "run.sh"), "--skip-setup", "--recipe", RECIPE, "--stage", "0",
-            "--stop_stage", str(stop_stage), "--data_folder", str(data), "--pretrained_dir", str(model),
+    return ["bash", str(recipe_testing.ROOT / "run.sh"), "--skip-setup", "--recipe", RECIPE, "--stage", str(first),
+            "--stop_stage", str(last), "--data_folder", str(data), "--pretrained_dir", str(model),
             "--exp", str(exp), "--results_md", str(exp / "RESULTS.md"),
             "--teacher_args", recipe_testing.TEACHER_ARGS + bf16, "--student_args", recipe_testing.STUDENT_ARGS + bf16,
             "--eval_args", recipe_testing.EVAL_ARGS]
@@ -370,45 +410,66 @@ def backend_lines(log: str) -> List[Tuple[str, str]]:
     return [(m.group(1), m.group(2).strip()) for m in KERNELS_LINE.finditer(log)]
 
 
-def recipe_step(report: Report, plan: Plan, device: str, work: Path, out: Path, timeout_s: float,
-                synth: str) -> None:
-    """Write the tiny corpus (``synth``: ``espeak`` or ``tones``) and model, run the recipe's stages, check them."""
-    from speechbrain_cald.testing.speech import save_tiny_speech_model, write_librispeech
+class RecipeStep:
+    """The recipe on a tiny corpus: :meth:`write_corpus`, :meth:`run` (stages ``first``..``last``, called
+    twice: 0-2 beside the kernel build, 3-4 after it), :meth:`check` (the stages and the kernels, from the log)."""
 
-    t0 = time.monotonic()
-    spec = recipe_testing.SMOKE_CORPORA[RECIPE]
-    data, model, exp = work / "LibriSpeech", work / "w2v2", work / "exp"
-    if not data.is_dir():
-        write_librispeech(str(data), spec["splits"], synth=synth)
-    if not model.is_dir():
-        save_tiny_speech_model(str(model), "wav2vec2")
-    report.step("corpus", "ok", time.monotonic() - t0,
-                f"tiny LibriSpeech ({', '.join(f'{k} {v}' for k, v in spec['splits'].items())} utterances, "
-                f"{'espeak-ng speech' if synth == 'espeak' else 'tones (no espeak-ng here)'}) and a tiny random wav2vec2")
-    precision = "bf16" if device == "cuda" else "fp32"
-    cmd = recipe_command(data, model, exp, plan.stop_stage, precision)
-    report.info["recipe command"] = " ".join(cmd)
-    t1 = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, env=recipe_testing.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=timeout_s)
-        log, rc = proc.stdout.decode(errors="replace"), proc.returncode
-    except subprocess.TimeoutExpired as err:
-        log, rc = (err.stdout or b"").decode(errors="replace"), f"timed out after {timeout_s:.0f} s"
-    (out / f"{STEM}_recipe.log").write_text(log)
-    if (exp / "RESULTS.md").exists():
-        shutil.copy(exp / "RESULTS.md", out / f"{STEM}_RESULTS.md")
-    report.recipe_stages = stages_in_log(log)
-    done = {r["stage"] for r in report.recipe_stages if isinstance(r["time s"], float)}
-    wanted = set(range(plan.stop_stage + 1))
-    ok = rc == 0 and wanted <= done
-    note = f"stages {sorted(done)} of {sorted(wanted)}, exit {rc}, precision {precision}; log: {STEM}_recipe.log"
-    report.step(f"recipe stages 0-{plan.stop_stage}", "ok" if ok else "FAILED", time.monotonic() - t1, note)
-    if plan.stop_stage < 4:
-        report.step(f"recipe stages {plan.stop_stage + 1}-4", "skipped", 0.0,
-                    "--tiny: run end to end by tests/recipes/test_librispeech_asr.py (minutes on 2 CPU cores, "
-                    "too slow for a dry run)")
-    check_kernels_in_log(report, device, log, students_ran=plan.stop_stage >= 3)
+    def __init__(self, report: Report, plan: Plan, device: str, work: Path, out: Path, timeout_s: float):
+        self.report, self.plan, self.device, self.out, self.timeout_s = report, plan, device, out, timeout_s
+        self.data, self.model, self.exp = work / "LibriSpeech", work / "w2v2", work / "exp"
+        self.precision = "bf16" if device == "cuda" else "fp32"
+        self.log, self.rc, self.seconds = "", 0, 0.0
+
+    def write_corpus(self, synth: str) -> None:
+        """A tiny LibriSpeech (``synth``: ``espeak`` or ``tones``) and a tiny random wav2vec2."""
+        from speechbrain_cald.testing.speech import save_tiny_speech_model, write_librispeech
+
+        t0 = time.monotonic()
+        splits = recipe_testing.SMOKE_CORPORA[RECIPE]["splits"]
+        if not self.data.is_dir():
+            write_librispeech(str(self.data), splits, synth=synth)
+        if not self.model.is_dir():
+            save_tiny_speech_model(str(self.model), "wav2vec2")
+        self.report.step("corpus", "ok", time.monotonic() - t0,
+                         f"tiny LibriSpeech ({', '.join(f'{k} {v}' for k, v in splits.items())} utterances, "
+                         f"{'espeak-ng speech' if synth == 'espeak' else 'tones (no espeak-ng)'}) and a tiny random "
+                         "wav2vec2")
+
+    def run(self, first: int, last: int) -> None:
+        """Stages ``first``..``last`` (none when ``first > last``) in a subprocess; the log accumulates."""
+        if first > last:
+            return
+        cmd = recipe_command(self.data, self.model, self.exp, first, last, self.precision)
+        self.report.info[f"recipe command (stages {first}-{last})"] = " ".join(cmd)
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run(cmd, env=recipe_testing.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  timeout=max(1.0, self.timeout_s - self.seconds))
+            log, rc = proc.stdout.decode(errors="replace"), proc.returncode
+        except subprocess.TimeoutExpired as err:
+            log, rc = (err.stdout or b"").decode(errors="replace"), f"timed out (all stages: {self.timeout_s:.0f} s)"
+        self.seconds += time.monotonic() - t0
+        self.log += log
+        self.rc = self.rc or rc
+        (self.out / f"{STEM}_recipe.log").write_text(self.log)
+        if (self.exp / "RESULTS.md").exists():
+            shutil.copy(self.exp / "RESULTS.md", self.out / f"{STEM}_RESULTS.md")
+
+    def check(self) -> None:
+        """Record the stages run (all of 0..``plan.stop_stage`` done, exit 0) and the kernels' assert."""
+        stop = self.plan.stop_stage
+        self.report.recipe_stages = stages_in_log(self.log)
+        done = {r["stage"] for r in self.report.recipe_stages if isinstance(r["time s"], float)}
+        wanted = set(range(stop + 1))
+        ok = self.rc == 0 and wanted <= done
+        self.report.step(f"recipe stages 0-{stop}", "ok" if ok else "FAILED", self.seconds,
+                         f"stages {sorted(done)} of {sorted(wanted)}, exit {self.rc}, precision {self.precision}; "
+                         f"log: {STEM}_recipe.log")
+        if stop < 4:
+            self.report.step(f"recipe stages {stop + 1}-4", "skipped", 0.0,
+                             "--tiny: run end to end by tests/recipes/test_librispeech_asr.py (minutes on 2 CPU "
+                             "cores, too slow for a dry run)")
+        check_kernels_in_log(self.report, self.device, self.log, students_ran=stop >= 3)
 
 
 def check_kernels_in_log(report: Report, device: str, log: str, students_ran: bool) -> None:
@@ -516,7 +577,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--triton-only", action="store_true",
                         help="build nothing: use mamba_ssm's Triton modules from --kernel-src without its __init__")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a new temporary one)")
-    parser.add_argument("--budget-s", type=float, default=440.0,
+    parser.add_argument("--budget-s", type=float, default=400.0,
                         help="seconds from the start after which no benchmark case starts (kernel build and recipe included)")
     parser.add_argument("--build-timeout-s", type=float, default=240.0)
     parser.add_argument("--recipe-timeout-s", type=float, default=240.0)
@@ -535,7 +596,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     command = "python -m speechbrain_cald.bench.gpu_recipe " + " ".join(argv if argv is not None else sys.argv[1:])
     report = Report(command=command.strip(), info=machine_info(args.device, plan))
     report.write(out)
-    kernel_step(report, args.device, args.kernel_src, args.causal_conv1d, work, args.build_timeout_s, args.triton_only)
+    kernels = KernelStep(report, args.device, args.kernel_src, args.causal_conv1d, work, args.build_timeout_s,
+                         args.triton_only)
+    recipe = RecipeStep(report, plan, args.device, work, out, args.recipe_timeout_s)
+    if kernels.start() and not args.skip_recipe:
+        # the dry run takes the lent machines' path: they have no espeak-ng
+        recipe.write_corpus("tones" if args.tiny else _synth())
+        recipe.run(0, min(2, plan.stop_stage))  # no Mamba2 before stage 3: beside the kernel build
+    kernels.finish()
     if (work / "kernel_build.log").exists():
         shutil.copy(work / "kernel_build.log", out / f"{STEM}_kernel_build.log")
     report.write(out)
@@ -545,8 +613,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.skip_recipe:
         report.step("recipe", "skipped", 0.0, "--skip-recipe")
     else:
-        # the dry run takes the lent machines' path: they have no espeak-ng
-        recipe_step(report, plan, args.device, work, out, args.recipe_timeout_s, "tones" if args.tiny else _synth())
+        recipe.run(3, plan.stop_stage)
+        recipe.check()
     report.write(out)
     bench_step(report, plan, args.device, start + args.budget_s, out)
     report.info["total s"] = round(time.monotonic() - start, 1)
