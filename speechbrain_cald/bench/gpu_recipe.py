@@ -49,6 +49,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -392,9 +393,21 @@ def recipe_command(data: Path, model: Path, exp: Path, first: int, last: int, pr
 
 
 def stages_in_log(log: str) -> List[Dict[str, object]]:
-    """The stage lines of a run.sh log: ``stage``, ``title``, ``done in s`` (or the skip)."""
+    """The stage lines of run.sh logs: ``stage``, ``title``, ``time s`` (or why it was skipped).
+
+    Stages outside a call's ``--stage``/``--stop_stage`` are left out: another call ran them.
+
+    Example
+    -------
+    >>> stages_in_log("== stage 0: Manifests: done in 4.1 s; outputs: a\\n"
+    ...               "== stage 1: Tokens: skipped (outside --stage 0 --stop_stage 0)\\n"
+    ...               "== stage 2: Teacher: skipped, outputs exist (--force true to redo): b\\n")
+    [{'stage': 0, 'title': 'Manifests', 'time s': 4.1}, {'stage': 2, 'title': 'Teacher', 'time s': 'skipped, outputs exist (--force true to redo): b'}]
+    """
     rows = []
     for m in STAGE_DONE.finditer(log):
+        if m.group(3).startswith("skipped (outside"):
+            continue
         rows.append({"stage": int(m.group(1)), "title": m.group(2),
                      "time s": float(m.group(4)) if m.group(4) else m.group(3)})
     return rows
@@ -460,7 +473,9 @@ class RecipeStep:
         """Record the stages run (all of 0..``plan.stop_stage`` done, exit 0) and the kernels' assert."""
         stop = self.plan.stop_stage
         self.report.recipe_stages = stages_in_log(self.log)
-        done = {r["stage"] for r in self.report.recipe_stages if isinstance(r["time s"], float)}
+        # a stage whose outputs exist from an earlier call on the same --work counts as done
+        done = {r["stage"] for r in self.report.recipe_stages
+                if isinstance(r["time s"], float) or str(r["time s"]).startswith("skipped, outputs exist")}
         wanted = set(range(stop + 1))
         ok = self.rc == 0 and wanted <= done
         self.report.step(f"recipe stages 0-{stop}", "ok" if ok else "FAILED", self.seconds,
@@ -582,6 +597,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="seconds from the start after which no benchmark case starts (kernel build and recipe included)")
     parser.add_argument("--build-timeout-s", type=float, default=240.0)
     parser.add_argument("--recipe-timeout-s", type=float, default=300.0)
+    parser.add_argument("--stop-stage", type=int, choices=range(5),
+                        help="last recipe stage (default: 4; --tiny: 0, as the full run takes minutes on 2 cores)")
     parser.add_argument("--skip-recipe", action="store_true",
                         help="benchmarks only (a second call on a warm machine, same --work: the kernels are reused)")
     args = parser.parse_args(argv)
@@ -591,6 +608,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("gpu_recipe: no CUDA device here; --device cpu --tiny is the dry run", file=sys.stderr)
         return 2
     plan = TINY_PLAN if args.tiny else GPU_PLAN
+    if args.stop_stage is not None:
+        plan = dataclasses.replace(plan, stop_stage=args.stop_stage)
     out = Path(args.out).resolve()
     work = (args.work or Path(tempfile.mkdtemp(prefix="gpu_recipe_"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
