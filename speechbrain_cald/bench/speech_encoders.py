@@ -38,6 +38,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -252,19 +253,17 @@ def measure_train_steps(
     """
     cases = [(p, s) for p in precisions for s in seconds]
 
-    def step(model: nn.Module, precision: str, secs: float) -> Dict[str, object]:
-        batch = max(1, int(batch_seconds // secs))
-        return {"batch": batch, **_oom_guard(lambda: _train_step(model, device, precision, secs, batch, repeats,
-                                                                 call_budget_s, sizes.n_tokens), device)}
-
-    rows = _measure_rows(models, sizes, device, cases, step, deadline)
-    if "teacher" in models:
-        def targets(model: nn.Module, precision: str, secs: float) -> Dict[str, object]:
+    def batched(run: Callable[..., Dict[str, object]]) -> Callable[[nn.Module, str, float], Dict[str, object]]:
+        def one(model: nn.Module, precision: str, secs: float) -> Dict[str, object]:
             batch = max(1, int(batch_seconds // secs))
-            return {"batch": batch, **_oom_guard(lambda: _forward(model, device, precision, secs, batch, repeats,
-                                                                  call_budget_s), device)}
+            return {"batch": batch, **_oom_guard(lambda: run(model, device, precision, secs, batch, repeats,
+                                                             call_budget_s), device)}
+        return one
 
-        extra = _measure_rows(["teacher"], sizes, device, cases, targets, deadline)
+    step = partial(_train_step, n_tokens=sizes.n_tokens)
+    rows = _measure_rows(models, sizes, device, cases, batched(step), deadline)
+    if "teacher" in models:
+        extra = _measure_rows(["teacher"], sizes, device, cases, batched(_forward), deadline)
         rows += [{**r, "model": "teacher forward (no grad)"} for r in extra]
     return rows
 
