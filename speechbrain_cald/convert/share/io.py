@@ -62,15 +62,8 @@ def save_shared_student(
     if family.save_format == "hf":
         model.config.save_pretrained(directory)
     else:
-        hparams = hparams if hparams is not None else getattr(model, "cald_hparams", None)
-        if hparams is None:
-            raise ValueError(
-                f"save_shared_student: a SpeechBrain {type(model).__name__} needs its constructor "
-                "hparams (pass hparams={...}, or load the teacher with convert.load_teacher)"
-            )
-        if "class" not in hparams or "kwargs" not in hparams:
-            hparams = {"class": f"{type(model).__module__}.{type(model).__qualname__}", "kwargs": hparams}
-        convert_io._write_json(directory / convert_io.HPARAMS_FILE, convert_io._encode(hparams))
+        hparams = convert_io.speechbrain_hparams(model, hparams, f"save_shared_student({directory})")
+        convert_io.write_speechbrain_hparams(model, directory, hparams)
     meta = {
         "sharing": record,
         "teacher_class": f"{type(model).__module__}.{type(model).__qualname__}",
