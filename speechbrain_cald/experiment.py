@@ -46,9 +46,11 @@ from ruamel.yaml import YAML
 from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, ddp_init_group, if_main_process
 
 from speechbrain_cald.distill.taps import unwrap
+from speechbrain_cald.files import FolderNotWritable, check_writable, not_writable
 
 __all__ = [
     "Experiment",
+    "FolderNotWritable",
     "OutputFolderInUse",
     "check_override_types",
     "check_writable",
@@ -115,6 +117,8 @@ def start_experiment(argv: List[str]) -> Experiment:
         except (OutputFolderInUse, PermissionError) as err:
             error = err
     error = ddp_broadcast(error, src=0)
+    if isinstance(error, FolderNotWritable):  # a user's setting, not a bug: the message, no traceback
+        raise SystemExit(f"error: {error}")
     if error is not None:
         raise error
     sb.create_experiment_directory(
@@ -305,9 +309,12 @@ def lock_output_folder(folder: str, command: str = "") -> IO:
     folder = os.path.abspath(folder)
     if folder in _HELD_LOCKS:
         return _HELD_LOCKS[folder]
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LOCK_NAME)
-    f = open(path, "a+", encoding="utf-8")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        f = open(path, "a+", encoding="utf-8")
+    except OSError as err:  # read-only, not a folder, no space: said as check_writable says it
+        raise not_writable([f"output_folder {folder}: {err.strerror or err}"]) from None
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -348,32 +355,6 @@ def _run_folders(hparams: Mapping[str, Any]) -> Dict[str, str]:
         if key == "save_folder" or path == out or path.startswith(out + os.sep):
             folders[key] = path
     return folders
-
-
-def check_writable(folders: Mapping[str, str]) -> None:
-    """Create each folder and write a file in it; one ``PermissionError`` naming every one that fails.
-
-    Example
-    -------
-    >>> d = tempfile.mkdtemp(); open(f"{d}/a_file", "w").close()
-    >>> check_writable({"output_folder": d})
-    >>> check_writable({"output_folder": d, "save_folder": f"{d}/a_file/save"})
-    Traceback (most recent call last):
-    ...
-    PermissionError: cannot write where this run must (checked before training, nothing was trained): save_folder .../a_file/save: Not a directory
-    """
-    failed = []
-    for key, folder in folders.items():
-        try:
-            os.makedirs(folder, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as err:
-            failed.append(f"{key} {folder}: {err.strerror or err}")
-    if failed:
-        raise PermissionError(
-            "cannot write where this run must (checked before training, nothing was trained): " + "; ".join(failed)
-        )
 
 
 def export_model(

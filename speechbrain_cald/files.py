@@ -5,7 +5,9 @@ place when the ``with`` block ends without an error: a crash leaves the
 previous file (or none), never a half-written one. ``data_tag(folder)`` names
 a data folder uniquely and readably (``data-1a2b3c4d``: its name and a hash of
 its absolute path), for outputs that depend on which data was read, such as
-an evaluation's hypotheses.
+an evaluation's hypotheses. ``check_writable(folders)`` tries each folder a
+run will write before any work, and :class:`FolderNotWritable` says which
+cannot be written and why, in one message.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from typing import IO, Iterator
+from typing import IO, Iterator, List, Mapping
 
-__all__ = ["atomic_write", "data_tag"]
+__all__ = ["FolderNotWritable", "atomic_write", "check_writable", "data_tag", "not_writable"]
 
 
 @contextlib.contextmanager
@@ -64,6 +66,41 @@ def atomic_write(path: str, mode: str = "w", **open_kwargs) -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+class FolderNotWritable(PermissionError):
+    """A folder a run must write to cannot be written (read-only, a file in the way...); names each one."""
+
+
+def not_writable(failed: List[str]) -> FolderNotWritable:
+    """The one message for folders a run cannot write: ``failed`` holds ``"<key> <folder>: <reason>"`` each."""
+    return FolderNotWritable(
+        "cannot write where this run must (checked before training, nothing was trained): " + "; ".join(failed)
+    )
+
+
+def check_writable(folders: Mapping[str, str]) -> None:
+    """Create each folder and write a file in it; one :class:`FolderNotWritable` naming every one that fails.
+
+    Example
+    -------
+    >>> d = tempfile.mkdtemp(); open(f"{d}/a_file", "w").close()
+    >>> check_writable({"output_folder": d})
+    >>> check_writable({"output_folder": d, "save_folder": f"{d}/a_file/save"})
+    Traceback (most recent call last):
+    ...
+    speechbrain_cald.files.FolderNotWritable: cannot write where this run must (checked before training, nothing was trained): save_folder .../a_file/save: Not a directory
+    """
+    failed = []
+    for key, folder in folders.items():
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            failed.append(f"{key} {folder}: {err.strerror or err}")
+    if failed:
+        raise not_writable(failed)
 
 
 def _umask() -> int:

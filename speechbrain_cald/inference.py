@@ -266,7 +266,9 @@ def load_whisper_folder(folder: str) -> nn.Module:
         return load_student(folder).eval()
     from transformers import WhisperForConditionalGeneration
 
-    return WhisperForConditionalGeneration.from_pretrained(folder, local_files_only=True).eval()
+    from speechbrain_cald.convert.io import load_pretrained
+
+    return load_pretrained(folder, WhisperForConditionalGeneration, "Whisper model").eval()
 
 
 def whisper_encoder_factory(folder: str) -> Tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[float], torch.Tensor]]:

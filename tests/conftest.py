@@ -174,3 +174,15 @@ def glue_writer():
 def imdb_writer():
     """``write_imdb(root, n_per_class=6, long_every=3)``: aclImdb/ in its distributed layout."""
     return write_imdb
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nobody may create files in: a chmod-ed one, or for root (whom modes do not stop) sysfs."""
+    if os.geteuid() == 0:
+        yield "/sys/cald_read_only_probe"  # sysfs refuses mkdir, even to root
+        return
+    folder = tmp_path / "read_only"
+    folder.mkdir(mode=0o500)
+    yield str(folder / "out")
+    folder.chmod(0o700)

@@ -306,11 +306,14 @@ def run_checks(s: Sizes, T: int, info: dict, dtype: torch.dtype = torch.float32,
 
 
 # --------------------------------------------------------------- timings
-def cuda_ms(fn: Callable[[], None], repeats: int, warmup: int = 3) -> float:
-    """Median milliseconds of ``fn`` by CUDA events, after ``warmup`` calls."""
+def cuda_ms(fn: Callable[[], None], repeats: int, warmup: int = 3, device: Optional[str] = None) -> float:
+    """Median milliseconds of ``fn`` by CUDA events, after ``warmup`` calls (wall clock off CUDA).
+
+    ``device``: ``"cuda"`` or ``"cpu"``; default this module's ``DEVICE``.
+    """
     for _ in range(warmup):
         fn()
-    if DEVICE != "cuda":
+    if (device or DEVICE) != "cuda":
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()

@@ -55,6 +55,9 @@ __all__ = [
     "save_student",
     "load_student",
     "load_teacher",
+    "load_pretrained",
+    "check_model_kind",
+    "model_kind",
     "save_speechbrain_model",
     "build_speechbrain_model",
 ]
@@ -199,25 +202,155 @@ def _load_speechbrain(directory: Path, map_location="cpu") -> nn.Module:
 
 
 # ---------------------------------------------------------------- transformers
-def _hf_class(directory: Path, model_class=None) -> type:
+# What a model reads (transformers' ``main_input_name``) says what kind of model it is.
+MODEL_KINDS = {"input_ids": "text", "input_values": "speech", "input_features": "speech"}
+
+
+def _hf_class(directory: Path, config, model_class=None) -> type:
     import transformers
 
     if model_class is not None and not isinstance(model_class, str):
         return model_class
     if model_class is not None:  # named by the caller (code, CLI, YAML), not by the folder
         return class_names.caller_class(model_class, "load_teacher: argument model_class")
-    config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
     architectures = getattr(config, "architectures", None) or []
     if not architectures:
         return transformers.AutoModel
     return class_names.model_class(architectures[0], f"{directory / 'config.json'}: key 'architectures'")
 
 
-def load_teacher(
+def _refuse_student(directory: Path, what: str) -> None:
+    if (directory / CONVERSION_FILE).is_file():
+        raise ValueError(
+            f"{directory} holds a converted student ({CONVERSION_FILE}), not a {what}: converting it again "
+            "would drop its mixers and re-initialise attention at random. Convert its teacher, or load the "
+            "student with speechbrain_cald.convert.load_student"
+        )
+
+
+def model_kind(config) -> Optional[str]:
+    """``"text"`` or ``"speech"``: what the model of a transformers ``config`` reads (None: not known).
+
+    Example
+    -------
+    >>> from transformers import BertConfig, WhisperConfig
+    >>> model_kind(BertConfig()), model_kind(WhisperConfig())
+    ('text', 'speech')
+    """
+    from transformers import MODEL_MAPPING
+
+    try:
+        base = MODEL_MAPPING[type(config)]
+    except (KeyError, ValueError):
+        return None
+    return MODEL_KINDS.get(getattr(base, "main_input_name", None))
+
+
+def check_model_kind(config, kind: str, expected: str, where: Union[str, os.PathLike]) -> None:
+    """Refuse a model that reads another kind of input than the recipe feeds it.
+
+    Arguments
+    ---------
+    config : transformers.PretrainedConfig
+        The folder's config.
+    kind : str
+        ``"text"`` or ``"speech"``.
+    expected : str
+        The families the caller takes, for the error (``"a text encoder (bert, roberta)"``).
+    where : path-like
+        The ``config.json`` read, for the error.
+
+    Example
+    -------
+    >>> from transformers import Wav2Vec2Config
+    >>> check_model_kind(Wav2Vec2Config(), "text", "a text encoder (bert, roberta)", "m/config.json")
+    Traceback (most recent call last):
+    ...
+    ValueError: m/config.json: a speech model (model_type 'wav2vec2', it reads input_values), expected a text model: a text encoder (bert, roberta)
+    """
+    found = model_kind(config)
+    if found is not None and found != kind:
+        from transformers import MODEL_MAPPING
+
+        reads = MODEL_MAPPING[type(config)].main_input_name
+        raise ValueError(
+            f"{where}: a {found} model (model_type '{config.model_type}', it reads {reads}), "
+            f"expected a {kind} model: {expected}"
+        )
+
+
+def load_pretrained(
     source: Union[str, os.PathLike],
     model_class: Optional[Union[str, type]] = None,
-    map_location: str = "cpu",
+    what: str = "teacher",
+    kind: Optional[str] = None,
+    expected: str = "",
+    config=None,
     **from_pretrained_kwargs: Any,
+) -> nn.Module:
+    """``from_pretrained`` from a local transformers folder, refused unless its weights fit its config.
+
+    The one loader of pretrained transformers folders (``load_teacher``, the
+    speech encoder, the text classifier, Whisper): a converted student, a
+    model of the wrong kind (speech for a text recipe and the reverse),
+    pickled weights, and weights that leave the encoder layers at random
+    (another model's checkpoint under this config) are errors naming the
+    folder and the missing weights.
+
+    Arguments
+    ---------
+    source : path
+        A folder written by ``save_pretrained``.
+    model_class : str or type, optional
+        transformers class (``"Wav2Vec2ForCTC"``, ``AutoModelForSequenceClassification``);
+        default ``config.architectures[0]``.
+    what : str
+        What is loaded, for errors (``"teacher"``, ``"speech encoder"``).
+    kind : str, optional
+        ``"text"`` or ``"speech"``: refuse a model that reads the other.
+    expected : str
+        The families the caller takes, for that error.
+    config : transformers.PretrainedConfig, optional
+        The folder's config, changed by the caller (task head size, dropouts).
+    **from_pretrained_kwargs
+        Passed to ``from_pretrained``.
+
+    Returns
+    -------
+    transformers.PreTrainedModel
+    """
+    import transformers
+
+    directory = local_source(source, what)
+    _refuse_student(directory, what)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{what} directory {directory}: expected config.json and weights (saved with save_pretrained), "
+            f"found {sorted(p.name for p in directory.iterdir())}"
+        )
+    if config is not None:  # the caller's changes (head size, dropouts) go with the weights
+        from_pretrained_kwargs["config"] = config
+    else:
+        config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
+    if kind is not None:
+        check_model_kind(config, kind, expected, directory / "config.json")
+    cls = _hf_class(directory, config, model_class)
+    try:
+        model, info = cls.from_pretrained(
+            directory, local_files_only=True, output_loading_info=True, **from_pretrained_kwargs
+        )
+    except pickle.UnpicklingError as error:  # transformers reads .bin weights with weights_only=True
+        pickled = sorted(p.name for p in directory.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        raise UnsafeFileError(
+            f"{directory}: refused the weights file(s) {pickled}: they hold Python objects other than "
+            "tensors, and unpickling them could run any code (docs/security.md)"
+        ) from error
+    _check_teacher_weights(model, info, directory, what)
+    return model
+
+
+def load_teacher(
+    source: Union[str, os.PathLike], model_class: Optional[Union[str, type]] = None, map_location: str = "cpu", **kwargs: Any
 ) -> nn.Module:
     """Load a pretrained teacher from a LOCAL directory (never from a model hub).
 
@@ -232,8 +365,11 @@ def load_teacher(
         ``config.architectures[0]``.
     map_location : str
         Device for SpeechBrain weights.
-    **from_pretrained_kwargs
-        Passed to ``from_pretrained`` (e.g. ``attn_implementation="eager"``).
+    **kwargs
+        For a transformers teacher, :func:`load_pretrained`'s ``kind`` /
+        ``expected`` (refuse a model of the other kind, ``"text"`` or
+        ``"speech"``) and ``from_pretrained``'s arguments (e.g.
+        ``attn_implementation="eager"``).
 
     Returns
     -------
@@ -248,25 +384,9 @@ def load_teacher(
     speechbrain_cald.pretrained.OfflineSourceError: teacher source 'facebook/wav2vec2-base' looks like a model-hub id...
     """
     directory = local_source(source, "teacher")
-    if (directory / CONVERSION_FILE).is_file():
-        raise ValueError(
-            f"{directory} holds a converted student ({CONVERSION_FILE}), not a teacher: converting it again "
-            "would drop its mixers and re-initialise attention at random. Convert its teacher, or load the "
-            "student with speechbrain_cald.convert.load_student"
-        )
+    _refuse_student(directory, "teacher")
     if (directory / "config.json").is_file():
-        cls = _hf_class(directory, model_class)
-        try:
-            model, info = cls.from_pretrained(
-                directory, local_files_only=True, output_loading_info=True, **from_pretrained_kwargs
-            )
-        except pickle.UnpicklingError as error:  # transformers reads .bin weights with weights_only=True
-            pickled = sorted(p.name for p in directory.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-            raise UnsafeFileError(
-                f"{directory}: refused the weights file(s) {pickled}: they hold Python objects other than "
-                "tensors, and unpickling them could run any code (docs/security.md)"
-            ) from error
-        _check_teacher_weights(model, info, directory)
+        model = load_pretrained(directory, model_class, "teacher", **kwargs)
     elif (directory / HPARAMS_FILE).is_file():
         model = _load_speechbrain(directory, map_location)
     else:
@@ -289,7 +409,7 @@ def _layers_prefix(model: nn.Module) -> Optional[str]:
     return next((name for name, module in model.named_modules() if module is layers), None)
 
 
-def _check_teacher_weights(model: nn.Module, info: Dict[str, Any], directory: Path) -> None:
+def _check_teacher_weights(model: nn.Module, info: Dict[str, Any], directory: Path, what: str = "teacher") -> None:
     """Refuse weights that do not belong to the config (transformers would initialise them at random).
 
     A task head missing from a pretrained checkpoint is normal (it is trained);
@@ -311,7 +431,7 @@ def _check_teacher_weights(model: nn.Module, info: Dict[str, Any], directory: Pa
     unexpected = list(info.get("unexpected_keys") or [])
     hint = f"; the file holds {len(unexpected)} weights this config does not use, e.g. {unexpected[:3]}" if unexpected else ""
     raise ValueError(
-        f"teacher {directory}: the weights do not fit config.json ({type(model).__name__}): {len(bad)} weights of "
+        f"{what} {directory}: the weights do not fit config.json ({type(model).__name__}): {len(bad)} weights of "
         f"its encoder layers are missing from the checkpoint, e.g. {bad[:3]}{hint}. transformers would initialise "
         "them at random; check that config.json and the weights come from the same model"
     )

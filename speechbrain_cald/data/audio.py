@@ -22,7 +22,17 @@ import soundfile as sf
 import speechbrain as sb
 import torch
 
-__all__ = ["AudioFileError", "AudioFormatError", "AudioInfo", "audio_info", "audio_problems", "read_audio", "speech_datasets"]
+__all__ = [
+    "AudioFileError",
+    "AudioFormatError",
+    "AudioInfo",
+    "audio_info",
+    "audio_problems",
+    "declared_frames",
+    "read_audio",
+    "speech_datasets",
+    "truncation_problem",
+]
 
 # Samples decoded at the end of a file to prove it is complete: a truncated
 # FLAC keeps its header's length and fails only when its last frames are read.
@@ -44,6 +54,77 @@ def audio_info(path: str):
         raise AudioFileError(f"{path}: unreadable: soundfile cannot open it as audio ({err})") from None
 
 
+def _sphere_declared_frames(head: bytes) -> Optional[int]:
+    """``sample_count`` of a NIST SPHERE header (None: not stated, or compressed samples)."""
+    fields = {}
+    for line in head.split(b"end_head", 1)[0].decode("ascii", "replace").splitlines()[2:]:
+        parts = line.split(None, 2)
+        if len(parts) == 3:
+            fields[parts[0]] = parts[2].strip()
+    if "shorten" in fields.get("sample_coding", "") or not fields.get("sample_count", "").isdigit():
+        return None
+    return int(fields["sample_count"])
+
+
+def _wav_declared_frames(path: str) -> Optional[int]:
+    """Frames the ``data`` chunk's size states in a RIFF WAVE file (None: not found, or a streaming placeholder)."""
+    offset, block_align = 12, None
+    with open(path, "rb") as f:
+        while True:
+            f.seek(offset)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"fmt ":
+                block_align = int.from_bytes(f.read(14)[12:14], "little")
+            elif chunk[:4] == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            offset += 8 + size + (size & 1)
+
+
+def declared_frames(path: str) -> Optional[int]:
+    """The samples per channel a file's header declares, where it states them apart from the content.
+
+    NIST SPHERE (``sample_count``) and WAV (the ``data`` chunk's size): soundfile
+    reports what the file holds, so a file cut short in a copy reads as a
+    shorter recording without a word. None for other formats (a truncated
+    FLAC keeps its length and fails to decode its end: ``audio_problems``'s
+    tail check).
+
+    Example
+    -------
+    >>> import tempfile, numpy as np
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> sf.write(p, np.zeros(1000), 16000, subtype="PCM_16")
+    >>> declared_frames(p)
+    1000
+    >>> _ = open(p, "r+b").truncate(44 + 2 * 400)
+    >>> declared_frames(p), sf.info(p).frames
+    (1000, 400)
+    """
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if head.startswith(b"NIST_1A"):
+        return _sphere_declared_frames(head)
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return _wav_declared_frames(path)
+    return None
+
+
+def truncation_problem(path: str, frames: int) -> Optional[str]:
+    """A sentence when the header of ``path`` declares more than the ``frames`` it holds, else None."""
+    declared = declared_frames(path)
+    if declared is None or declared <= frames:
+        return None
+    return (
+        f"truncated: the header says {declared} samples, the file holds {frames} "
+        f"({frames / declared:.0%}; an interrupted copy or download?)"
+    )
+
+
 class AudioInfo(NamedTuple):
     """What a file's header says."""
 
@@ -60,6 +141,10 @@ def audio_problems(
     check_tail: bool = True,
 ) -> Tuple[List[str], Optional["AudioInfo"]]:
     """What is wrong with one audio file, as short sentences (empty when nothing).
+
+    Besides rate, channels and length: a header that declares more samples
+    than the file holds (a SPHERE or WAV cut short, :func:`truncation_problem`)
+    and, with ``check_tail``, a compressed file whose end does not decode.
 
     Arguments
     ---------
@@ -116,6 +201,9 @@ def audio_problems(
         )
     if tail_error is not None:
         problems.append(f"truncated or corrupt: its last samples do not decode ({tail_error})")
+    cut = truncation_problem(path, info.frames)
+    if cut is not None:
+        problems.append(cut)
     return problems, info
 
 

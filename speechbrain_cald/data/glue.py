@@ -22,21 +22,37 @@ a file of another layout fails with the expected and found names.
 Lines are split on tabs only (no quoting: GLUE texts contain bare quotes, as
 the transformers processors read them with ``quotechar=None``). Every line
 must have as many columns as the header (CoLA: 4); a line with another count,
-an unknown label or a score that is not a number is an error naming the file
-and the line. The unlabelled ``test*.tsv`` files are not used.
+an unknown label, a score that is not a number or bytes that are not UTF-8
+are errors naming the file and the line. Examples with an empty text are
+kept (GLUE's scores count them) and counted: a warning names their lines, and
+``corpus.json``'s notes hold the count per split. The unlabelled ``test*.tsv``
+files are not used.
 
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from typing import Dict, List, Optional, Tuple
 
 from speechbrain_cald.data.text_classification_corpus import CorpusInfo, prepare_once
+from speechbrain_cald.data.utf8 import utf8_lines
 
-__all__ = ["GLUE_TASKS", "GlueFormatError", "GlueTask", "glue_task", "num_labels", "prepare_glue", "read_glue_split"]
+__all__ = [
+    "GLUE_TASKS",
+    "GlueFormatError",
+    "GlueTask",
+    "empty_text_rows",
+    "glue_task",
+    "num_labels",
+    "prepare_glue",
+    "read_glue_split",
+]
+
+logger = logging.getLogger(__name__)
 
 
 class GlueFormatError(ValueError):
@@ -198,42 +214,61 @@ def read_glue_split(data_folder: str, task: str, split: str) -> List[Dict[str, s
         )
     rows: List[Dict[str, str]] = []
     n_columns = spec.n_columns
-    # utf-8-sig: a byte-order mark before MRPC's header is not part of its first name
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            where = f"{path}:{number}"
-            if number == 1 and spec.header is not None:
-                names = line.split("\t")
-                for col, want in spec.header.items():
-                    found = names[col] if -len(names) <= col < len(names) else None
-                    if found != want:
-                        raise GlueFormatError(
-                            f"{where}: header column {col} should be '{want}' for {spec.name}, found "
-                            f"{found!r} (header {names}); is this the {spec.folder} file of GLUE's download script?"
-                        )
-                n_columns = len(names)
-                continue
-            if not line.strip():
-                continue
-            cols = line.split("\t")
-            if len(cols) != n_columns:
-                raise GlueFormatError(
-                    f"{where}: expected {n_columns} tab-separated columns"
-                    f"{' as the header' if spec.header is not None else ''}, found {len(cols)}"
-                )
-            texts = [cols[c] for c in spec.text_columns]
-            rows.append(
-                dict(
-                    ID=f"{spec.name}-{split}-{number}",
-                    text_a=texts[0],
-                    text_b=texts[1] if len(texts) > 1 else "",
-                    label=_label(spec, cols[spec.label_column], where),
-                )
+    # a byte-order mark before MRPC's header is not part of its first name
+    for number, line in utf8_lines(path, error=GlueFormatError, byte_order_mark=True):
+        line = line.rstrip("\r\n")
+        where = f"{path}:{number}"
+        if number == 1 and spec.header is not None:
+            names = line.split("\t")
+            for col, want in spec.header.items():
+                found = names[col] if -len(names) <= col < len(names) else None
+                if found != want:
+                    raise GlueFormatError(
+                        f"{where}: header column {col} should be '{want}' for {spec.name}, found "
+                        f"{found!r} (header {names}); is this the {spec.folder} file of GLUE's download script?"
+                    )
+            n_columns = len(names)
+            continue
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) != n_columns:
+            raise GlueFormatError(
+                f"{where}: expected {n_columns} tab-separated columns"
+                f"{' as the header' if spec.header is not None else ''}, found {len(cols)}"
             )
+        texts = [cols[c] for c in spec.text_columns]
+        rows.append(
+            dict(
+                ID=f"{spec.name}-{split}-{number}",
+                text_a=texts[0],
+                text_b=texts[1] if len(texts) > 1 else "",
+                label=_label(spec, cols[spec.label_column], where),
+            )
+        )
     if not rows:
         raise GlueFormatError(f"{path}: no examples")
+    empty = empty_text_rows(rows, len(spec.text_columns) == 2)
+    if empty:
+        lines = [r["ID"].rsplit("-", 1)[1] for r in empty]
+        logger.warning(
+            "GLUE %s %s: %d of %d examples have an empty text (kept, as GLUE's own evaluation counts them; "
+            "the model sees only its special tokens): %s lines %s%s",
+            spec.name, split, len(empty), len(rows), path, ", ".join(lines[:10]), " ..." if len(lines) > 10 else "",
+        )
     return rows
+
+
+def empty_text_rows(rows: List[Dict[str, str]], pair: bool) -> List[Dict[str, str]]:
+    """The rows whose sentence (or, for a sentence-pair task, one of the two) is empty or blank.
+
+    Example
+    -------
+    >>> rows = [dict(ID="rte-dev-2", text_a="A man.", text_b=" "), dict(ID="rte-dev-3", text_a="A", text_b="B")]
+    >>> [r["ID"] for r in empty_text_rows(rows, pair=True)], empty_text_rows(rows, pair=False)
+    (['rte-dev-2'], [])
+    """
+    return [r for r in rows if not r["text_a"].strip() or (pair and not r["text_b"].strip())]
 
 
 def prepare_glue(data_folder: str, task: str, save_folder: str) -> CorpusInfo:
@@ -258,6 +293,11 @@ def prepare_glue(data_folder: str, task: str, save_folder: str) -> CorpusInfo:
             metrics=list(spec.metrics),
             notes={"source": f"{os.path.join(os.path.abspath(data_folder), spec.folder)}/<split>.tsv"},
         )
-        return info, {s: read_glue_split(data_folder, spec.name, s) for s in splits}
+        rows = {s: read_glue_split(data_folder, spec.name, s) for s in splits}
+        pair = len(spec.text_columns) == 2
+        empty = {s: len(empty_text_rows(split_rows, pair)) for s, split_rows in rows.items()}
+        if any(empty.values()):
+            info.notes["examples with an empty text (kept)"] = empty
+        return info, rows
 
     return prepare_once(save_folder, options, build)

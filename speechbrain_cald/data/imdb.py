@@ -25,6 +25,7 @@ import re
 from typing import Dict, List
 
 from speechbrain_cald.data.text_classification_corpus import CorpusInfo, prepare_once
+from speechbrain_cald.data.utf8 import read_utf8
 
 __all__ = ["IMDB_LABELS", "clean_review", "imdb_root", "prepare_imdb", "read_imdb_split"]
 
@@ -80,8 +81,7 @@ def read_imdb_split(data_folder: str, split: str) -> List[Dict[str, str]]:
                     f"IMDB: '{path}' has rating {rating}, but {label}/ holds ratings "
                     f"{_RATINGS[label].start}-{_RATINGS[label].stop - 1}"
                 )
-            with open(path, encoding="utf-8") as f:
-                text = clean_review(f.read())
+            text = clean_review(read_utf8(path))
             if not text:
                 raise ValueError(f"IMDB: '{path}' is empty")
             rows.append(dict(ID=f"{split}-{label}-{name[:-4]}", text_a=text, text_b="", label=label))

@@ -28,6 +28,7 @@ import soundfile as sf
 from speechbrain_cald.data.labels import UnseenLabelError, check_known_labels
 from speechbrain_cald.data.manifest import write_manifest
 from speechbrain_cald.data.prepared import already_prepared, mark_prepared
+from speechbrain_cald.files import FolderNotWritable, check_writable
 
 __all__ = [
     "CorpusError",
@@ -365,8 +366,10 @@ def run_preparation(prepare: Callable[..., Dict[str, str]], **kwargs) -> int:
     (1, 'prepare.py: /data: no index\\n')
     """
     try:
+        if kwargs.get("save_folder"):
+            check_writable({"save_folder": kwargs["save_folder"]})
         prepare(**kwargs)
-    except (CorpusError, UnseenLabelError) as err:
+    except (CorpusError, UnseenLabelError, FolderNotWritable) as err:
         print(f"prepare.py: {err}", file=sys.stderr)
         return 1
     return 0

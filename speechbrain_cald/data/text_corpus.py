@@ -14,7 +14,8 @@ Formats:
 - ``.txt``: plain UTF-8 text; documents are separated by one or more blank lines.
 
 A malformed line (not JSON, not an object, no string ``"text"``, not UTF-8,
-a broken zstd frame) is a :class:`CorpusFormatError` naming the file and line.
+a broken zstd frame) is a :class:`CorpusFormatError` naming the file and line,
+and so is a ``.zst`` file cut short (it ends inside a frame: "truncated").
 Files are read line by line (zstd decompressed as a stream), so a corpus larger
 than memory is fine.
 
@@ -24,7 +25,8 @@ checks every line, and writes one SpeechBrain-style CSV manifest per split,
 
     ID, path, format, bytes, documents, characters[, tokens]
 
-(``path`` is absolute; ``documents`` counts non-empty documents; ``tokens``,
+(``path`` is absolute; ``documents`` counts non-empty documents, and empty
+ones are reported with their lines as a warning; ``tokens``,
 the file's tokens with one end-of-text per document, is added by stage 1's
 tokenisation, :mod:`speechbrain_cald.data.token_blocks`). The manifest is
 skipped when its sources (paths, sizes, modification times) are unchanged.
@@ -38,8 +40,11 @@ import csv
 import glob
 import io
 import json
+import logging
 import os
 from typing import Dict, Iterator, List, Sequence, Tuple
+
+from speechbrain_cald.data.utf8 import decode_utf8
 
 __all__ = [
     "CorpusFormatError",
@@ -54,6 +59,8 @@ __all__ = [
     "source_signature",
     "write_corpus_manifest",
 ]
+
+logger = logging.getLogger(__name__)
 
 # file suffix -> format name (longest suffix first when matching)
 FORMATS = {".jsonl.zst": "jsonl.zst", ".jsonl": "jsonl", ".txt": "txt"}
@@ -82,15 +89,65 @@ def file_format(path: str) -> str:
     raise CorpusFormatError(f"{path}: unknown corpus file type; expected one of {sorted(FORMATS)}")
 
 
+class _TruncatedStream(Exception):
+    """The compressed file ends inside a zstd frame."""
+
+
+class _ZstdStream(io.RawIOBase):
+    """The decompressed bytes of a ``.zst`` file (one or more frames), refusing a file cut short.
+
+    zstandard's ``stream_reader`` ends quietly where the file ends, so a corpus
+    file cut inside a frame (an interrupted download) lost its tail silently.
+    """
+
+    def __init__(self, path: str):
+        import zstandard
+
+        self._file = open(path, "rb")
+        self._new_frame = zstandard.ZstdDecompressor().decompressobj
+        self._frame = self._new_frame()
+        self._in_frame = False
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            self._in_frame = True
+            out.append(self._frame.decompress(data))
+            data = b""
+            if self._frame.eof:  # the next frame, if any, starts in unused_data
+                data, self._frame, self._in_frame = self._frame.unused_data, self._new_frame(), False
+        return b"".join(out)
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            raw = self._file.read(1 << 16)
+            if not raw:
+                if self._in_frame:
+                    raise _TruncatedStream()
+                return 0
+            self._pending = self._decompress(raw)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 def _open_binary(path: str):
     """A binary stream of ``path``, zstd decompressed on the fly for ``.zst``."""
     if path.endswith(".zst"):
         try:
-            import zstandard
+            import zstandard  # noqa: F401
         except ImportError as err:  # pragma: no cover - pinned in requirements.txt
             raise ImportError(f"{path}: reading .zst needs the zstandard package (pip install zstandard)") from err
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+        return io.BufferedReader(_ZstdStream(path))
     return open(path, "rb")
 
 
@@ -105,6 +162,11 @@ def _lines(path: str) -> Iterator[Tuple[int, str]]:
         while True:
             try:
                 raw = f.readline()
+            except _TruncatedStream:
+                raise CorpusFormatError(
+                    f"{path}:{lineno + 1}: truncated: the file ends inside a zstd frame ({os.path.getsize(path):,} "
+                    "bytes); an interrupted download or copy? Compare it with the published checksum"
+                ) from None
             except Exception as err:  # zstd frame errors
                 if "zstd" in type(err).__module__ or "zstd" in str(err).lower():
                     raise CorpusFormatError(
@@ -114,12 +176,7 @@ def _lines(path: str) -> Iterator[Tuple[int, str]]:
             if not raw:
                 return
             lineno += 1
-            try:
-                yield lineno, raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise CorpusFormatError(
-                    f"{path}:{lineno}: not valid UTF-8 ({err.reason} at byte {err.start})"
-                ) from None
+            yield lineno, decode_utf8(raw, path, lineno, CorpusFormatError)
 
 
 def iter_json_objects(path: str) -> Iterator[Tuple[int, dict]]:
@@ -273,12 +330,16 @@ def source_signature(paths: Sequence[str]) -> List[List[object]]:
     return out
 
 
-def _file_row(path: str) -> Dict[str, object]:
+def _file_row(path: str) -> Tuple[Dict[str, object], List[int]]:
+    """The manifest row of one file, and the lines of its empty documents (skipped, as tokenisation skips them)."""
     documents = characters = 0
-    for _, text in iter_documents(path):
+    empty = []
+    for lineno, text in iter_documents(path):
         if text.strip():
             documents += 1
             characters += len(text)
+        else:
+            empty.append(lineno)
     name = os.path.basename(path)
     for suffix in FORMATS:
         if name.endswith(suffix):
@@ -287,7 +348,7 @@ def _file_row(path: str) -> Dict[str, object]:
     return dict(
         ID=name, path=path, format=file_format(path), bytes=os.path.getsize(path),
         documents=documents, characters=characters,
-    )
+    ), empty
 
 
 def prepare_text_corpus(
@@ -341,10 +402,16 @@ def prepare_text_corpus(
             continue
         rows = []
         for path in paths:
-            rows.append(_file_row(path))
+            row, empty = _file_row(path)
+            rows.append(row)
             if verbose:
-                r = rows[-1]
-                print(f"  {split}: {path}: {r['documents']:,} documents, {r['characters']:,} characters")
+                print(f"  {split}: {path}: {row['documents']:,} documents, {row['characters']:,} characters")
+            if empty:
+                more = " ..." if len(empty) > 10 else ""
+                logger.warning(
+                    "corpus %s: %s: %d of %d documents are empty (\"text\" empty or blank), skipped: lines %s%s",
+                    split, path, len(empty), len(empty) + row["documents"], ", ".join(map(str, empty[:10])), more,
+                )
         if not any(r["documents"] for r in rows):
             raise CorpusFormatError(f"corpus split '{split}' ({paths}) holds no non-empty document")
         write_corpus_manifest(manifests[split], rows)

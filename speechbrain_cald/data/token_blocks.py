@@ -47,6 +47,7 @@ from speechbrain_cald.data.text_corpus import (
     source_signature,
     write_corpus_manifest,
 )
+from speechbrain_cald.files import FolderNotWritable, check_writable
 from speechbrain_cald.pretrained import local_source
 
 __all__ = [
@@ -308,11 +309,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if not args.data_folder and not args.tokenizer:
         p.error("give --data_folder (manifests), --tokenizer (token shards) or both")
     try:
+        check_writable({"save_folder": args.save_folder})
         if args.data_folder:
             prepare_text_corpus(args.data_folder, args.save_folder)
         if args.tokenizer:
             tokenize_splits(args.save_folder, args.tokenizer)
-    except (CorpusFormatError, ValueError, FileNotFoundError) as err:
+    except (CorpusFormatError, ValueError, FileNotFoundError, FolderNotWritable) as err:
         raise SystemExit(f"error: {err}")
 
 

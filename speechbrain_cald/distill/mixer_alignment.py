@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import torch
@@ -31,7 +31,7 @@ from torch import nn
 from speechbrain_cald.convert import new_parameters
 from speechbrain_cald.distill.attention_transfer import AttentionTransfer, relative_mse
 
-__all__ = ["MixerAlignment", "align_mixers"]
+__all__ = ["MixerAlignment", "align_mixers", "align_from_hparams"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ def _hidden(args: tuple, kwargs: dict) -> Tuple[torch.Tensor, bool]:
 
 def align_mixers(student: nn.Module, teacher: nn.Module, batches: Iterable[Any],
                  run: Callable[[nn.Module, Any], Any], config: MixerAlignment,
-                 generator: Optional[torch.Generator] = None) -> List[float]:
+                 generator: Optional[torch.Generator] = None,
+                 valid: Optional[Callable[[Any], torch.Tensor]] = None) -> List[float]:
     """Align every new mixer of ``student`` to its attention in ``teacher`` (see the module's text).
 
     Arguments
@@ -91,6 +92,10 @@ def align_mixers(student: nn.Module, teacher: nn.Module, batches: Iterable[Any],
         Steps, rate, crops.
     generator : torch.Generator, optional
         For the crops (reproducible runs).
+    valid : callable, optional
+        ``valid(batch)``: ``(B, T)`` bool, True on the real tokens / frames of
+        the batch (padded texts): the loss counts those only. None: every
+        position counts (unpadded windows).
 
     Returns
     -------
@@ -140,8 +145,9 @@ def align_mixers(student: nn.Module, teacher: nn.Module, batches: Iterable[Any],
                 with torch.no_grad(), transfer.recording():
                     run(teacher, batch)
                 calls = transfer.take()
+                mask = None if valid is None else valid(batch)
                 for _ in range(config.inner_steps):
-                    loss = _step(transfer.mixers, calls, config, generator)
+                    loss = _step(transfer.mixers, calls, config, generator, mask)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -166,18 +172,71 @@ def align_mixers(student: nn.Module, teacher: nn.Module, batches: Iterable[Any],
     return losses
 
 
-def _step(slots: List[nn.Module], calls, config: MixerAlignment, generator) -> torch.Tensor:
+def align_from_hparams(hparams: dict, modules: dict, batches: Iterable[Any], run: Callable[[nn.Module, Any], Any],
+                       valid: Optional[Callable[[Any], torch.Tensor]] = None) -> List[float]:
+    """A recipe's alignment, as its YAML's ``mixer_alignment`` says, before CALD's first step.
+
+    Skipped (returns ``[]``) when the YAML asks for none (no key or ``steps: 0``),
+    when the guide has no teacher (``modules`` without ``teacher``: unguided), and
+    when the run resumes (``hparams["checkpointer"]`` holds a checkpoint: it
+    restores the aligned, further trained weights). The crops draw from a
+    generator seeded with ``hparams["seed"]``.
+
+    Arguments
+    ---------
+    hparams : dict
+        The loaded YAML.
+    modules : dict
+        ``model`` (the converted student) and, with a teacher, ``teacher``.
+    batches, run, valid
+        As ``align_mixers``.
+
+    Returns
+    -------
+    list of float
+        The loss of every alignment step (empty when skipped).
+
+    Example
+    -------
+    >>> align_from_hparams({"mixer_alignment": {"steps": 0}}, {}, [], None)
+    []
+    >>> align_from_hparams({"mixer_alignment": {"stpes": 10}}, {}, [], None)
+    Traceback (most recent call last):
+      ...
+    ValueError: hparams `mixer_alignment`: unknown key(s) stpes; expected some of steps, lr, inner_steps, crop_frames, crops_per_call, max_grad_norm
+    """
+    options = dict(hparams.get("mixer_alignment") or {})
+    known = [f.name for f in fields(MixerAlignment)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"hparams `mixer_alignment`: unknown key(s) {', '.join(unknown)}; "
+                         f"expected some of {', '.join(known)}")
+    config = MixerAlignment(**options)
+    if config.steps <= 0 or "teacher" not in modules:
+        return []
+    if hparams["checkpointer"].find_checkpoint() is not None:
+        logger.info("mixer alignment: skipped, the run resumes from %s", hparams["checkpointer"].checkpoints_dir)
+        return []
+    generator = torch.Generator().manual_seed(int(hparams.get("seed", 0)))
+    return align_mixers(modules["model"], modules["teacher"], batches, run, config, generator, valid)
+
+
+def _step(slots: List[nn.Module], calls, config: MixerAlignment, generator,
+          mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     terms = []
     for slot, (args, kwargs, target) in zip(slots, calls):
         hidden, masked = _hidden(args, kwargs)
-        if config.crop_frames and not masked and hidden.shape[1] > config.crop_frames:
+        if config.crop_frames and not masked and mask is None and hidden.shape[1] > config.crop_frames:
             x, y = _crops(hidden, target, config.crop_frames, config.crops_per_call, generator)
             out = slot(hidden_states=x)
         else:
             y = target
             out = slot(*args, **kwargs)
         out = out[0] if isinstance(out, (tuple, list)) else out
-        terms.append(relative_mse(out, y))
+        if mask is not None and tuple(mask.shape) != tuple(y.shape[:2]):
+            raise ValueError(f"align_mixers: `valid` gave a {tuple(mask.shape)} mask for attention outputs of "
+                             f"{tuple(y.shape[:2])} (batch, positions)")
+        terms.append(relative_mse(out, y, None if mask is None else mask.to(y.device)))
     return torch.stack(terms).mean()
 
 

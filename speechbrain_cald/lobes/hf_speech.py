@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from speechbrain_cald.convert.families.hf_speech import feature_encoder_lengths
+from speechbrain_cald.convert.io import load_pretrained
 from speechbrain_cald.convert.padding_exact import install_conv_padding_hooks, install_feature_encoder_padding_hooks
 from speechbrain_cald.pretrained import local_source
 
@@ -45,6 +46,7 @@ __all__ = ["CTCModel", "CTCLogProbs", "HFSpeechEncoder", "normalize_waveforms", 
 
 # base-model classes this wrapper knows how to run (config.model_type)
 SUPPORTED_TYPES = ("wav2vec2", "hubert", "wavlm", "wav2vec2-conformer", "data2vec-audio", "unispeech", "unispeech-sat", "sew")
+SPEECH_ENCODERS = f"a wav2vec2-family speech encoder ({', '.join(SUPPORTED_TYPES)})"
 
 
 def sample_mask(wav_lens: torch.Tensor, n_samples: int) -> torch.Tensor:
@@ -168,8 +170,7 @@ class HFSpeechEncoder(nn.Module):
             cfg = AutoConfig.for_model(model_type, **config)
         if cfg.model_type not in SUPPORTED_TYPES:
             raise ValueError(
-                f"HFSpeechEncoder: '{source or 'config'}' is a '{cfg.model_type}' model; expected a "
-                f"wav2vec2-family speech encoder ({', '.join(SUPPORTED_TYPES)})"
+                f"HFSpeechEncoder: '{source or 'config'}' is a '{cfg.model_type}' model; expected {SPEECH_ENCODERS}"
             )
         for key, value in (config_overrides or {}).items():
             if not hasattr(cfg, key):
@@ -178,8 +179,8 @@ class HFSpeechEncoder(nn.Module):
                     f"({source or 'config'}); e.g. mask_time_prob, mask_feature_prob, layerdrop, hidden_dropout"
                 )
             setattr(cfg, key, value)
-        if folder is not None:
-            self.model = AutoModel.from_pretrained(folder, config=cfg, local_files_only=True)
+        if folder is not None:  # checked as convert checks a teacher: the weights must fit the config
+            self.model = load_pretrained(folder, AutoModel, "speech encoder", "speech", SPEECH_ENCODERS, config=cfg)
         else:
             self.model = AutoModel.from_config(cfg)
         for needed in ("feature_extractor", "encoder", "_get_feat_extract_output_lengths"):

@@ -13,9 +13,10 @@ piece gives the output of one pass.
 
 from __future__ import annotations
 
+import logging
 import math
 import weakref
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -25,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 from speechbrain_cald.nnet.rmsnorm import RMSNormGated
 from speechbrain_cald.nnet.ssd import needs_autograd, scratch, ssd_chunked
 
+logger = logging.getLogger(__name__)
 
 class Mamba2State(NamedTuple):
     """Recurrent state of a ``Mamba2`` layer, laid out as mamba_ssm's inference cache.
@@ -316,9 +318,10 @@ class Mamba2(torch.nn.Module):
     def _resolve_backend(self, x: torch.Tensor) -> str:
         if self.backend != "auto":
             return self.backend
-        if x.is_cuda and _mamba_ssm_ops() is not None:
-            return "mamba_ssm"
-        return "torch"
+        ops = _mamba_ssm_ops() if x.is_cuda else None
+        chosen = "mamba_ssm" if ops is not None else "torch"
+        _log_auto_backend(x.device.type, chosen, ops is not None and "split_conv1d_scan" in ops)
+        return chosen
 
     def _split_dt(self, dt_raw: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """softplus(dt + dt_bias), clamped to ``dt_limit``, 0 at padded frames."""
@@ -775,7 +778,15 @@ class _RecomputedInBackward(torch.autograd.Function):
 def _batched_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], out: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """``x (S, M, K) @ weight (S, O, K)ᵀ + bias (S, O)``: one product for all ``S`` layers (into ``out``)."""
+    """``x (S, M, K) @ weight (S, O, K)ᵀ + bias (S, O)``: one product for all ``S`` layers (into ``out``).
+
+    ``out`` holds the activations' dtype. Calls with ``out=`` are outside autocast
+    (bf16 activations against fp32 weights would promote to fp32 and refuse a
+    bf16 ``out``), so the operands are cast to ``out``'s dtype, as autocast would.
+    """
+    if out is not None and (x.dtype != out.dtype or weight.dtype != out.dtype):
+        x, weight = x.to(out.dtype), weight.to(out.dtype)
+        bias = None if bias is None else bias.to(out.dtype)
     if x.shape[0] == 1:  # one layer: a plain matrix product, faster here than bmm for small M
         # squeeze, not [0]: its backward is a view, where select's fills a zero tensor and copies
         x2, w2, o = x.squeeze(0), weight.squeeze(0), None if out is None else out.squeeze(0)
@@ -935,6 +946,22 @@ def _mamba_ssm_ops() -> Optional[Dict[str, Callable]]:
     if getattr(ssd_combined, "causal_conv1d_fwd_function", None) is not None:
         ops["split_conv1d_scan"] = ssd_combined.mamba_split_conv1d_scan_combined
     return ops
+
+
+@lru_cache(maxsize=None)
+def _log_auto_backend(device_type: str, chosen: str, fused: bool) -> None:
+    """Say once per process which path ``backend="auto"`` takes for inputs on ``device_type``.
+
+    A run's log then shows whether the kernels trained it (``bench.gpu_recipe``
+    asserts it from a recipe's output).
+    """
+    if chosen == "mamba_ssm":
+        how = "mamba_ssm kernels (" + ("fused conv + scan" if fused else "Triton scan, conv in PyTorch: no causal_conv1d") + ")"
+    elif device_type == "cuda":
+        how = "plain PyTorch (mamba_ssm does not import)"
+    else:
+        how = "plain PyTorch"
+    logger.info("Mamba2 backend auto: %s inputs -> %s", device_type, how)
 
 
 def _forward_mamba_ssm(

@@ -43,13 +43,18 @@ def local_source(source: Union[str, os.PathLike], what: str = "pretrained model"
     Raises
     ------
     OfflineSourceError
-        If ``source`` is not an existing directory; the message says whether it
-        looks like a hub id and how to make a local copy.
+        If ``source`` is not an existing directory, or an empty one; the message
+        says whether it looks like a hub id and how to make a local copy.
 
     Example
     -------
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
+    >>> local_source(d)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    speechbrain_cald.pretrained.OfflineSourceError: pretrained model source '...' is an empty directory: ...
+    >>> _ = open(os.path.join(d, "config.json"), "w").write("{}")
     >>> local_source(d) == Path(d).resolve()
     True
     >>> local_source("facebook/wav2vec2-base")
@@ -62,6 +67,13 @@ def local_source(source: Union[str, os.PathLike], what: str = "pretrained model"
     # lexical "..": `<output_folder>/../pretrained` works before the output folder exists
     path = Path(os.path.normpath(os.path.expanduser(str(source))))
     if path.is_dir():
+        # an unfinished download or a mistyped folder: say so before a loader asks for config.json
+        if next(path.iterdir(), None) is None:
+            raise OfflineSourceError(
+                f"{what} source '{source}' is an empty directory: expected the model's files in it "
+                "(config.json and weights saved with `save_pretrained`, or a SpeechBrain checkpoint folder); "
+                "did a copy or download not finish?"
+            )
         return path.resolve()
     text = str(source)
     if path.exists():

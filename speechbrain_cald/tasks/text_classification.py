@@ -26,7 +26,8 @@ Hparams keys read besides ``DistillConfig``'s: ``prepare``, ``manifest_folder``,
 ``tokenizer``, ``model``, ``num_labels``, ``max_length``, ``train_rows``,
 ``batch_size``, ``group_by_length`` (default False: shuffled batches; True:
 ``LengthGroupedSampler``, seeded by ``seed``), ``eval_batch_size``, ``num_workers``, ``waypoints``,
-``epoch_counter``, ``opt_class``, ``checkpointer``, ``output_folder``.
+``epoch_counter``, ``opt_class``, ``checkpointer``, ``output_folder``, ``mixer_alignment``
+(``distill.mixer_alignment``: each new mixer fit to its attention before CALD's first step).
 """
 
 from __future__ import annotations
@@ -42,14 +43,17 @@ from speechbrain.nnet.schedulers import LinearWarmupScheduler
 from speechbrain.utils import checkpoints
 from speechbrain.utils.distributed import run_on_main
 
+from speechbrain_cald.convert.io import check_model_kind, load_pretrained
 from speechbrain_cald.convert.positions import max_tokens
 from speechbrain_cald.data.text_classification_corpus import CorpusInfo, load_corpus_info, read_text_manifest
 from speechbrain_cald.data.text_dataset import LengthGroupedSampler, TextBatch, TokenizedText, collate_text
 from speechbrain_cald.distill import DistillBrain, ModelOutput
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import unwrap
+from speechbrain_cald.distill.mixer_alignment import align_from_hparams
 from speechbrain_cald.distill.weights import build_modules
 from speechbrain_cald.experiment import export_model, start_experiment
+from speechbrain_cald.files import FolderNotWritable, check_writable
 from speechbrain_cald.pretrained import local_source
 from speechbrain_cald.tasks.classification import classification_objective
 from speechbrain_cald.tasks.text_metrics import compute_metrics, task_score
@@ -66,11 +70,23 @@ __all__ = [
 ]
 
 
-def load_tokenizer(pretrained_dir: str):
-    """The tokenizer saved beside the pretrained model (``AutoTokenizer``, local files only)."""
-    from transformers import AutoTokenizer
+# what load_text_classifier takes, for the error when a folder holds a speech model
+TEXT_ENCODERS = "a text encoder such as BERT or RoBERTa (families bert, roberta, or another transformers text model)"
 
-    return AutoTokenizer.from_pretrained(str(local_source(pretrained_dir, "tokenizer")), local_files_only=True)
+
+def load_tokenizer(pretrained_dir: str):
+    """The tokenizer saved beside the pretrained model (``AutoTokenizer``, local files only).
+
+    A folder whose ``config.json`` holds a speech model is refused first, naming
+    what was expected (the YAMLs build the tokenizer before the model).
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    folder = local_source(pretrained_dir, "tokenizer")
+    if (folder / "config.json").is_file():
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        check_model_kind(config, "text", TEXT_ENCODERS, folder / "config.json")
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
 def load_text_classifier(pretrained_dir: str, num_labels: int, **config_overrides):
@@ -93,11 +109,11 @@ def load_text_classifier(pretrained_dir: str, num_labels: int, **config_override
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    source = str(local_source(pretrained_dir, "text classifier"))
-    config = AutoConfig.from_pretrained(source, num_labels=int(num_labels), local_files_only=True, **config_overrides)
+    source = local_source(pretrained_dir, "text classifier")
+    config = AutoConfig.from_pretrained(str(source), num_labels=int(num_labels), local_files_only=True, **config_overrides)
     if int(num_labels) == 1:
         config.problem_type = "regression"
-    return AutoModelForSequenceClassification.from_pretrained(source, config=config, local_files_only=True)
+    return load_pretrained(source, AutoModelForSequenceClassification, "text classifier", "text", TEXT_ENCODERS, config=config)
 
 
 def check_max_length(max_length: Optional[int], model: torch.nn.Module) -> int:
@@ -296,8 +312,18 @@ def train(argv: List[str]) -> TextClassificationBrain:
     data = text_datasets(
         corpus, folder, [corpus.train_split, corpus.valid_split], tokenizer, max_length, hp.get("train_rows")
     )
+    collate = collate_text(tokenizer.pad_token_id)
+    workers = hp.get("num_workers", 0)
+    train_set = data[corpus.train_split]
+    order = dict(shuffle=True)
+    if hp.get("group_by_length", False):  # batches of similar lengths: less padding, same examples per epoch
+        order = dict(sampler=LengthGroupedSampler(train_set.lengths(), hp["batch_size"], seed=hp.get("seed", 0)))
+    modules = build_modules(hp)
+    align_from_hparams(  # the YAML's mixer_alignment (ours, not CALD's), on the training batches; padding not counted
+        hp, modules, torch.utils.data.DataLoader(train_set, batch_size=hp["batch_size"], collate_fn=collate, **order),
+        lambda model, batch: model(**batch.model_inputs()), lambda batch: batch.attention_mask.bool())
     brain = TextClassificationBrain(
-        modules=build_modules(hp),
+        modules=modules,
         opt_class=hp["opt_class"],
         hparams=hp,
         run_opts=run_opts,
@@ -305,12 +331,6 @@ def train(argv: List[str]) -> TextClassificationBrain:
         corpus=corpus,
         waypoints=hp.get("waypoints", 0),
     )
-    collate = collate_text(tokenizer.pad_token_id)
-    workers = hp.get("num_workers", 0)
-    train_set = data[corpus.train_split]
-    order = dict(shuffle=True)
-    if hp.get("group_by_length", False):  # batches of similar lengths: less padding, same examples per epoch
-        order = dict(sampler=LengthGroupedSampler(train_set.lengths(), hp["batch_size"], seed=hp.get("seed", 0)))
     valid_set = data[corpus.valid_split]
     # validation in order of length: batches of similar lengths pad little; the metrics do not depend on the order
     by_length = sorted(range(len(valid_set)), key=valid_set.lengths().__getitem__)
@@ -337,6 +357,7 @@ def prepare(argv: List[str]) -> CorpusInfo:
     for key in ("prepare", "manifest_folder"):
         if key not in hparams:
             raise KeyError(f"{hparams_file}: a text recipe's YAML needs `{key}`")
+    check_writable({"manifest_folder": hparams["manifest_folder"]})
     hparams["prepare"]()
     return load_corpus_info(hparams["manifest_folder"])
 
@@ -346,7 +367,10 @@ def main(argv: List[str]) -> None:
     commands = {"prepare": prepare, "train": train}
     if not argv or argv[0] not in commands:
         raise SystemExit(f"usage: python -m speechbrain_cald.tasks.text_classification {{{'|'.join(commands)}}} hparams.yaml [--key=value ...]")
-    commands[argv[0]](argv[1:])
+    try:
+        commands[argv[0]](argv[1:])
+    except FolderNotWritable as err:  # a setting to change, not a bug: the message without a traceback
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -25,10 +25,11 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import run_on_main
 
+from speechbrain_cald.convert.io import load_pretrained
 from speechbrain_cald.data.audio import speech_datasets
 from speechbrain_cald.data.validate import validate_manifests
 from speechbrain_cald.distill import DistillBrain, ModelOutput
-from speechbrain_cald.distill.mixer_alignment import MixerAlignment, align_mixers
+from speechbrain_cald.distill.mixer_alignment import align_from_hparams
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import unwrap
 from speechbrain_cald.distill.weights import build_modules
@@ -61,13 +62,16 @@ def load_whisper(pretrained_dir: str):
     -------
     transformers.WhisperForConditionalGeneration
     """
-    from transformers import WhisperForConditionalGeneration
+    from transformers import AutoConfig, WhisperForConditionalGeneration
 
     folder = local_source(pretrained_dir, "Whisper model")
     try:
-        return WhisperForConditionalGeneration.from_pretrained(str(folder), local_files_only=True)
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as err:
         raise ValueError(f"{folder}: not a transformers Whisper folder ({err})") from None
+    if config.model_type != "whisper":
+        raise ValueError(f"{folder / 'config.json'}: a '{config.model_type}' model, expected a Whisper model (family whisper)")
+    return load_pretrained(folder, WhisperForConditionalGeneration, "Whisper model", config=config)
 
 
 def decoder_objective(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, prompt_len: int) -> torch.Tensor:
@@ -218,13 +222,8 @@ def train_whisper(exp: Experiment, prepare: Callable[[], Dict[str, str]]) -> str
                        duration_column="duration", text_column="wrd", row_checks=[fits_the_decoder])
     data = whisper_datasets(hparams, text, csvs)
     modules = build_modules(hparams)
-    alignment = MixerAlignment(**(hparams.get("mixer_alignment") or {}))
-    if alignment.steps and "teacher" in modules and hparams["checkpointer"].find_checkpoint() is None:
-        # a resumed run restores the aligned (and further trained) weights from its checkpoint
-        loader = sb.dataio.dataloader.make_dataloader(data["train"], **hparams.get("train_dataloader_opts", {}))
-        gen = torch.Generator().manual_seed(int(hparams.get("seed", 0)))
-        align_mixers(modules["model"], modules["teacher"], loader,
-                     lambda model, batch: model.get_encoder()(batch.features.data), alignment, gen)
+    loader = sb.dataio.dataloader.make_dataloader(data["train"], **hparams.get("train_dataloader_opts", {}))
+    align_from_hparams(hparams, modules, loader, lambda model, batch: model.get_encoder()(batch.features.data))
     if hparams.get("train_windows"):  # CALD's end-to-end steps read the first N windows (the alignment read them all)
         data["train"] = data["train"].filtered_sorted(select_n=int(hparams["train_windows"]))
     brain = WhisperBrain(modules=modules, opt_class=hparams["opt_class"], hparams=hparams,

@@ -15,7 +15,9 @@
 
 Speech is espeak-ng's (deterministic): the recipes can be run end to end on a
 CPU in a minute, e.g. ``python -m speechbrain_cald.testing.speech librispeech
-/tmp/LibriSpeech /tmp/w2v2``.
+/tmp/LibriSpeech /tmp/w2v2``. Where espeak-ng is not installed (a lent GPU
+machine), :func:`tone_speech` stands in: one tone per letter, enough for a
+pipeline check (nothing to learn from).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import soundfile as sf
 
-__all__ = ["save_tiny_speech_model", "write_librispeech", "write_sphere", "write_tedlium", "SENTENCES"]
+__all__ = ["save_tiny_speech_model", "tone_speech", "write_librispeech", "write_sphere", "write_tedlium", "SENTENCES"]
 
 SENTENCES = [
     "the cat sat on the mat", "a dog ran in the park", "she reads a book at night", "we go home now",
@@ -87,11 +89,52 @@ def _speak(text: str, voice: str) -> np.ndarray:
     return synthesize(text, voice=voice, rate=175)
 
 
+def tone_speech(text: str, voice: str = "", sample_rate: int = 16000) -> np.ndarray:
+    """A stand-in for speech with no synthesiser: 60 ms of a tone per letter, 40 ms of silence per space.
+
+    The pitch follows the letter (and shifts with ``voice``), so transcripts
+    and audio stay in step; deterministic.
+
+    Arguments
+    ---------
+    text : str
+        What to "say".
+    voice : str
+        Any label (one of ``VOICES``); shifts every pitch a little.
+    sample_rate : int
+        Output rate.
+
+    Returns
+    -------
+    np.ndarray
+        ``(N,)`` float samples in [-0.5, 0.5].
+
+    Example
+    -------
+    >>> wav = tone_speech("ab c")
+    >>> len(wav) == int(3 * 0.06 * 16000) + int(0.04 * 16000), float(abs(wav).max()) <= 0.5
+    (True, True)
+    """
+    shift = sum(map(ord, voice)) % 7 * 10.0
+    pieces = []
+    for ch in text.lower():
+        if ch == " ":
+            pieces.append(np.zeros(int(0.04 * sample_rate)))
+            continue
+        t = np.arange(int(0.06 * sample_rate)) / sample_rate
+        pieces.append(0.5 * np.sin(2 * np.pi * (150.0 + 25.0 * (ord(ch) % 32) + shift) * t) * np.hanning(len(t)))
+    return np.concatenate(pieces) if pieces else np.zeros(0)
+
+
+SYNTHS = {"espeak": _speak, "tones": tone_speech}
+
+
 def _int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
 
 
-def write_librispeech(root: str, splits: Dict[str, int], chapters_per_split: int = 2, seed: int = 0) -> Dict[str, List[str]]:
+def write_librispeech(root: str, splits: Dict[str, int], chapters_per_split: int = 2, seed: int = 0,
+                      synth: str = "espeak") -> Dict[str, List[str]]:
     """Write a tiny LibriSpeech in the distributed layout.
 
     Arguments
@@ -104,12 +147,17 @@ def write_librispeech(root: str, splits: Dict[str, int], chapters_per_split: int
         Speaker/chapter folders per split (utterances dealt round-robin).
     seed : int
         Sentence choice.
+    synth : str
+        ``"espeak"`` (espeak-ng) or ``"tones"`` (:func:`tone_speech`: no synthesiser needed).
 
     Returns
     -------
     dict
         Split -> utterance ids written.
     """
+    if synth not in SYNTHS:
+        raise ValueError(f"write_librispeech: synth must be one of {sorted(SYNTHS)}, got '{synth}'")
+    speak = SYNTHS[synth]
     rng = random.Random(seed)
     written: Dict[str, List[str]] = {}
     spk_base = 100
@@ -123,7 +171,7 @@ def write_librispeech(root: str, splits: Dict[str, int], chapters_per_split: int
             text = rng.choice(SENTENCES)
             folder = os.path.join(root, split, str(spk), str(chapter))
             os.makedirs(folder, exist_ok=True)
-            wav = _speak(text, VOICES[(spk + u) % len(VOICES)])
+            wav = speak(text, VOICES[(spk + u) % len(VOICES)])
             sf.write(os.path.join(folder, utt_id + ".flac"), _int16(wav), 16000, subtype="PCM_16", format="FLAC")
             per_chapter[(spk, chapter)].append(f"{utt_id} {text.upper()}")
             ids.append(utt_id)

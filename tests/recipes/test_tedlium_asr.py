@@ -95,3 +95,50 @@ def test_tokenisation_and_missing_split(tmp_path, monkeypatch):
     (tmp_path / "legacy" / "train" / "sph").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"split 'test'.*legacy/test.*release 3"):
         prepare_tedlium(str(tmp_path), str(tmp_path / "d"), ["test"])
+
+
+def _hand_written_talk(root, lines, samples=142385):
+    """One release-3 dev talk as distributed: ``legacy/dev/{sph,stm}``, STM lines as given."""
+    from speechbrain_cald.testing.speech import write_sphere
+
+    for sub in ("sph", "stm"):
+        (root / "legacy" / "dev" / sub).mkdir(parents=True, exist_ok=True)
+    sph = root / "legacy" / "dev" / "sph" / "Talk_2010.sph"
+    write_sphere(str(sph), (np.random.default_rng(0).standard_normal(samples) * 3000).astype(np.int16))
+    (root / "legacy" / "dev" / "stm" / "Talk_2010.stm").write_text(
+        "".join(f"Talk_2010 1 Talk_2010 {line}\n" for line in lines))
+    return sph
+
+
+def test_a_non_numeric_stm_time_names_the_file_and_line(tmp_path, monkeypatch):
+    """Issue 24 probe: float('1O.5') raised a bare ValueError with no file."""
+    monkeypatch.syspath_prepend(str(RECIPE_DIR))
+    from tedlium_prepare import prepare_tedlium
+
+    _hand_written_talk(tmp_path, ["0.00 2.00 <o,f0,male> hello there", "3.00 1O.50 <o,f0,male> good morning"])
+    stm = tmp_path / "legacy" / "dev" / "stm" / "Talk_2010.stm"
+    with pytest.raises(ValueError) as err:
+        prepare_tedlium(str(tmp_path), str(tmp_path / "data"), ["dev"])
+    assert str(err.value).startswith(f"{stm}:2: STM start and end times must be seconds")
+    assert "found '3.00' '1O.50'" in str(err.value)
+
+
+def test_a_talk_cut_short_is_reported_and_its_segments_refused_before_training(tmp_path, monkeypatch, capfd):
+    """Issue 24 probe: a .sph whose header says 142,385 samples and which holds 47,120 gave segments
+    shorter than their transcripts (the end clamped to what the file holds), with no warning."""
+    monkeypatch.syspath_prepend(str(RECIPE_DIR))
+    from tedlium_prepare import prepare_tedlium
+
+    from speechbrain_cald.data.validate import ManifestError, validate_manifests
+
+    sph = _hand_written_talk(tmp_path, ["0.00 2.00 <o,f0,male> hello there", "2.50 8.00 <o,f0,male> good morning"])
+    sph.write_bytes(sph.read_bytes()[: 1024 + 2 * 47120])
+    out = prepare_tedlium(str(tmp_path), str(tmp_path / "data"), ["dev"])
+    err = capfd.readouterr().err
+    assert "1 talks whose audio is cut short" in err
+    assert f"{sph} (truncated: the header says 142385 samples, the file holds 47120" in err
+    with pytest.raises(ManifestError) as refused:
+        validate_manifests([out["dev"]], replacements={"data_root": str(tmp_path)}, sample_rate=16000,
+                           duration_column=None, progress=False)
+    assert {p.kind for p in refused.value.problems} == {"truncated"}
+    assert len(read_csv(out["dev"])) == len(refused.value.problems) == 2

@@ -188,3 +188,25 @@ def test_imdb_end_to_end_with_full_length_reviews(tmp_path, tiny_text_model, imd
     mamba_row = next(line for line in md.split("## Full-length inputs")[1].splitlines() if line.startswith("| mamba_target"))
     assert "none (positions tiled)" in mamba_row and "= truncated" not in mamba_row
     assert not (exp / "imdb_linformer_target" / "predictions_test_full.csv").exists()
+
+
+def test_glue_refuses_a_pretrained_dir_that_is_not_a_text_teacher(tmp_path, tiny_text_model, glue_writer):
+    """Issue 24 probe: a converted student (or another model's weights) as --pretrained_dir trained from
+    random weights with exit 0; a speech model is now refused too, naming the family expected."""
+    from transformers import AutoModelForSequenceClassification
+
+    from speechbrain_cald.convert import save_student, to_linear_time
+    from speechbrain_cald.testing.speech import save_tiny_speech_model
+
+    glue_writer(tmp_path / "glue", "rte", n=6)
+    student = tmp_path / "student"
+    bert = AutoModelForSequenceClassification.from_pretrained(tiny_text_model("bert"), num_labels=2)
+    save_student(to_linear_time(bert, "linformer"), student)
+    shutil.copy(Path(tiny_text_model("bert")) / "tokenizer.json", student)
+    speech = save_tiny_speech_model(str(tmp_path / "wav2vec2"))
+    for folder, message in ((student, "holds a converted student (cald_conversion.json), not a"),
+                            (speech, "a speech model (model_type 'wav2vec2', it reads input_values), expected a text")):
+        out = run_recipe("GLUE/TextClassification", tmp_path, "--data_folder", str(tmp_path / "glue"),
+                         "--pretrained_dir", str(folder), "--task", "rte", "--stop_stage", "2", check=False)
+        assert out.returncode != 0 and message in out.stdout + out.stderr
+        assert not (tmp_path / "exp" / "teacher" / "model.ckpt").exists()

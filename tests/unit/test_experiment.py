@@ -83,8 +83,22 @@ def test_unwritable_save_folder_is_found_before_training(hp, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "save").write_text("a file where the checkpoints should go")
-    with pytest.raises(PermissionError, match=r"save_folder .*/out/save: File exists|save_folder .*Not a directory"):
+    with pytest.raises(SystemExit, match=r"save_folder .*/out/save: File exists|save_folder .*Not a directory"):
         start_experiment([hp, f"--output_folder={out}"])
+
+
+def test_a_read_only_output_folder_gets_the_projects_message_not_a_traceback(hp, read_only_folder):
+    """Issue 24 probe: the lock file was opened before the writability check, so a read-only output
+    folder ended in a traceback of `PermissionError: [Errno 13] ... .cald_run.lock`."""
+    with pytest.raises(SystemExit) as err:
+        start_experiment([hp, f"--output_folder={read_only_folder}"])
+    assert str(err.value).startswith(
+        f"error: cannot write where this run must (checked before training, nothing was trained): "
+        f"output_folder {read_only_folder}: ")
+    script = f"from speechbrain_cald.experiment import start_experiment; start_experiment({[hp, f'--output_folder={read_only_folder}']!r})"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == str(err.value)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -93,7 +107,7 @@ def test_read_only_save_folder_is_found_before_training(hp, tmp_path):
     (out / "save").mkdir(parents=True)
     os.chmod(out / "save", 0o500)
     try:
-        with pytest.raises(PermissionError, match="save_folder .*Permission denied"):
+        with pytest.raises(SystemExit, match="save_folder .*Permission denied"):
             start_experiment([hp, f"--output_folder={out}"])
     finally:
         os.chmod(out / "save", 0o700)

@@ -6,7 +6,15 @@ from speechbrain_cald.pretrained import OfflineSourceError, local_source
 
 
 def test_local_directory_resolves(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
     assert local_source(tmp_path) == tmp_path.resolve()
+
+
+def test_empty_directory_is_named_as_empty(tmp_path):
+    """Issue 24 probe: an empty --pretrained_dir failed later, asking for config.json."""
+    with pytest.raises(OfflineSourceError) as err:
+        local_source(tmp_path, what="teacher")
+    assert f"teacher source '{tmp_path}' is an empty directory" in str(err.value)
 
 
 @pytest.mark.parametrize("hub_id", ["facebook/wav2vec2-base", "bert-base-uncased", "openai/whisper-tiny"])

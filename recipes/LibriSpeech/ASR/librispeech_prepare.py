@@ -26,6 +26,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 from speechbrain_cald.data.audio import audio_info
 from speechbrain_cald.data.manifest import write_manifest
 from speechbrain_cald.data.prepared import already_prepared, mark_prepared
+from speechbrain_cald.data.utf8 import utf8_lines
 
 OFFICIAL_SPLITS = ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other",
                    "test-clean", "test-other")
@@ -72,23 +73,22 @@ def split_rows(data_folder: str, split: str) -> List[Dict[str, object]]:
         named = set()
         for trans in sorted(f for f in files if f.endswith(".trans.txt")):
             path = os.path.join(folder, trans)
-            with open(path, encoding="utf-8") as fin:
-                for number, line in enumerate(fin, 1):
-                    if not line.strip():
-                        continue
-                    utt_id, _, text = line.strip().partition(" ")
-                    named.add(utt_id)
-                    words = " ".join(text.split())
-                    if not words:
-                        problems.add("empty transcripts", f"{path}:{number} ({utt_id})")
-                        continue
-                    if utt_id not in flacs:
-                        problems.add("transcript lines without audio", f"{path}:{number} ({utt_id}.flac missing)")
-                        continue
-                    audio = os.path.join(folder, utt_id + ".flac")
-                    rows.append(dict(ID=utt_id, duration=audio_info(audio).duration,
-                                     wav="$data_root/" + os.path.relpath(audio, data_folder).replace(os.sep, "/"),
-                                     spk_id=utt_id.split("-")[0], wrd=words))
+            for number, line in utf8_lines(path):
+                if not line.strip():
+                    continue
+                utt_id, _, text = line.strip().partition(" ")
+                named.add(utt_id)
+                words = " ".join(text.split())
+                if not words:
+                    problems.add("empty transcripts", f"{path}:{number} ({utt_id})")
+                    continue
+                if utt_id not in flacs:
+                    problems.add("transcript lines without audio", f"{path}:{number} ({utt_id}.flac missing)")
+                    continue
+                audio = os.path.join(folder, utt_id + ".flac")
+                rows.append(dict(ID=utt_id, duration=audio_info(audio).duration,
+                                 wav="$data_root/" + os.path.relpath(audio, data_folder).replace(os.sep, "/"),
+                                 spk_id=utt_id.split("-")[0], wrd=words))
         for orphan in sorted(flacs - named):
             problems.add("audio files without a transcript line", os.path.join(folder, orphan + ".flac"))
     problems.report()

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from speechbrain_cald.data import preparation as prep
 from speechbrain_cald.data.preparation import CorpusError, MissingRecordings
+from speechbrain_cald.data.utf8 import utf8_lines
 
 SPLITS = ("train", "devel", "test")  # SLURP's own split names
 SYNTHETIC = "train_synthetic"
@@ -77,8 +78,7 @@ def read_split(data_folder: str, split: str, kind: str, missing: MissingRecordin
     folders = audio_folders(data_folder, kind)
     shown = os.path.relpath(path, data_folder)
     rows = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
+    lines = [line for _, line in utf8_lines(path, error=CorpusError)]
     for n, line in enumerate(tqdm(lines, desc=f"SLURP {split}", unit="record", dynamic_ncols=True), start=1):
         if not line.strip():
             continue

@@ -32,9 +32,10 @@ import re
 import sys
 from typing import Dict, List, Sequence, Tuple
 
-from speechbrain_cald.data.audio import audio_info
+from speechbrain_cald.data.audio import audio_info, truncation_problem
 from speechbrain_cald.data.manifest import write_manifest
 from speechbrain_cald.data.prepared import already_prepared, mark_prepared
+from speechbrain_cald.data.utf8 import utf8_lines
 
 SEGMENT_FIELDS = ["ID", "duration", "wav", "start", "stop", "spk_id", "wrd"]
 _DROP = re.compile(r"^(<unk>|<sil>|\{.*\}|\[.*\])$")
@@ -75,6 +76,17 @@ def split_root(data_folder: str, split: str) -> Tuple[str, int]:
         f"{', '.join(present) or 'nothing'}); pass the corpus root, e.g. --data_folder=/data/TEDLIUM_release-3")
 
 
+def _stm_times(parts: List[str], path: str, number: int) -> Tuple[float, float]:
+    """``(start, end)`` seconds of an STM line's fields 4 and 5, or an error naming the file and line."""
+    try:
+        return float(parts[3]), float(parts[4])
+    except ValueError:
+        raise ValueError(
+            f"{path}:{number}: STM start and end times must be seconds (fields 4 and 5 of "
+            f"'<talk> <channel> <speaker> <start> <end> <label> <words>'), found {parts[3]!r} {parts[4]!r}"
+        ) from None
+
+
 def split_rows(data_folder: str, split: str) -> Tuple[List[dict], List[dict]]:
     """``(segments, talks)`` manifest rows of one split (problems reported on stderr)."""
     root, _release = split_root(data_folder, split)
@@ -90,31 +102,35 @@ def split_rows(data_folder: str, split: str) -> Tuple[List[dict], List[dict]]:
             continue
         audio = os.path.join(root, "sph", talk + ".sph")
         info = audio_info(audio)
+        cut = truncation_problem(audio, info.frames)
+        if cut is not None:  # kept: the manifest check refuses its segments before training, naming the file
+            problems.setdefault("talks whose audio is cut short (their segments are refused before training)",
+                                []).append(f"{audio} ({cut})")
         wav = "$data_root/" + os.path.relpath(audio, data_folder).replace(os.sep, "/")
         talk_words, talk_segments = [], []
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip() or line.startswith(";;"):
-                    continue
-                parts = line.split()
-                if len(parts) < 6:
-                    problems.setdefault("malformed STM lines", []).append(f"{path}:{number}")
-                    continue
-                text = " ".join(parts[6:])
-                if text.strip() == "ignore_time_segment_in_scoring":
-                    continue
-                start, stop = float(parts[3]), min(float(parts[4]), info.duration)
-                words = normalize_text(re.sub(r"\([^ ]*\)$", "", text.strip()))
-                if not words:
-                    problems.setdefault("segments without words after normalisation", []).append(f"{path}:{number}")
-                    continue
-                if stop - start < 0.05:
-                    problems.setdefault("segments shorter than 50 ms or beyond the audio", []).append(f"{path}:{number}")
-                    continue
-                seg_id = f"{talk}-{int(round(start * 100)):07d}-{int(round(stop * 100)):07d}"
-                talk_segments.append(dict(ID=seg_id, duration=stop - start, wav=wav, start=f"{start:.2f}",
-                                          stop=f"{stop:.2f}", spk_id=parts[2], wrd=words))
-                talk_words.append((start, words))
+        for number, line in utf8_lines(path):
+            if not line.strip() or line.startswith(";;"):
+                continue
+            parts = line.split()
+            if len(parts) < 6:
+                problems.setdefault("malformed STM lines", []).append(f"{path}:{number}")
+                continue
+            text = " ".join(parts[6:])
+            if text.strip() == "ignore_time_segment_in_scoring":
+                continue
+            start, stop = _stm_times(parts, path, number)
+            stop = min(stop, info.duration)
+            words = normalize_text(re.sub(r"\([^ ]*\)$", "", text.strip()))
+            if not words:
+                problems.setdefault("segments without words after normalisation", []).append(f"{path}:{number}")
+                continue
+            if stop - start < 0.05:
+                problems.setdefault("segments shorter than 50 ms or beyond the audio", []).append(f"{path}:{number}")
+                continue
+            seg_id = f"{talk}-{int(round(start * 100)):07d}-{int(round(stop * 100)):07d}"
+            talk_segments.append(dict(ID=seg_id, duration=stop - start, wav=wav, start=f"{start:.2f}",
+                                      stop=f"{stop:.2f}", spk_id=parts[2], wrd=words))
+            talk_words.append((start, words))
         if not talk_segments:
             problems.setdefault("talks without a scored segment", []).append(path)
         if talk_segments:

@@ -17,8 +17,8 @@ ID is SpeechBrain's ``<speaker>--<video>--<nnnnn>``.
 
 A file listed in the split file but missing on disk is reported with its name
 (counted per split, full list in ``missing_<split>.txt`` beside the
-manifests); a dev / test speaker absent from training is an error naming the
-line.
+manifests); a file listed twice (under two split codes, or the same one) and
+a dev / test speaker absent from training are errors naming the lines.
 
     python prepare.py --data_folder /data/VoxCeleb1 --save_folder results/data
 """
@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from speechbrain_cald.data import preparation as prep
 from speechbrain_cald.data.preparation import CorpusError, MissingRecordings
+from speechbrain_cald.data.utf8 import utf8_lines
 
 SPLITS = {"1": "train", "2": "dev", "3": "test"}  # iden_split.txt's codes -> manifest names
 FIELDS = ["ID", "duration", "wav", "label", "video"]
@@ -57,22 +58,40 @@ def split_file(data_folder: str, given: Optional[str] = None) -> str:
 def read_split_list(path: str) -> List[tuple]:
     """``[(code, relpath, line number), ...]`` of the split list, checked line by line."""
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 2 or parts[0] not in SPLITS:
-                raise CorpusError(
-                    f"{path} line {n}: expected '<1|2|3> <speaker>/<video>/<nnnnn>.wav', found {line.strip()!r}"
-                )
-            relpath = parts[1]
-            if len(relpath.split("/")) != 3 or not relpath.endswith(".wav"):
-                raise CorpusError(f"{path} line {n}: '{relpath}' is not <speaker>/<video>/<nnnnn>.wav")
-            entries.append((parts[0], relpath, n))
+    for n, line in utf8_lines(path, error=CorpusError):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or parts[0] not in SPLITS:
+            raise CorpusError(
+                f"{path} line {n}: expected '<1|2|3> <speaker>/<video>/<nnnnn>.wav', found {line.strip()!r}"
+            )
+        relpath = parts[1]
+        if len(relpath.split("/")) != 3 or not relpath.endswith(".wav"):
+            raise CorpusError(f"{path} line {n}: '{relpath}' is not <speaker>/<video>/<nnnnn>.wav")
+        entries.append((parts[0], relpath, n))
     if not entries:
         raise CorpusError(f"{path}: the split list is empty")
+    _refuse_listed_twice(path, entries)
     return entries
+
+
+def _refuse_listed_twice(path: str, entries: List[tuple]) -> None:
+    """A file under two split codes would be trained on and tested on (or counted twice): name every one."""
+    first: Dict[str, tuple] = {}
+    twice = []
+    for code, relpath, n in entries:
+        if relpath in first:
+            code0, n0 = first[relpath]
+            twice.append(f"{relpath}: line {n0} ({code0} = {SPLITS[code0]}) and line {n} ({code} = {SPLITS[code]})")
+        else:
+            first[relpath] = (code, n)
+    if twice:
+        more = f"\n  ... and {len(twice) - 20} more" if len(twice) > 20 else ""
+        raise CorpusError(
+            f"{path}: {len(twice)} files listed more than once; each file belongs to one split "
+            "(1 = train, 2 = dev, 3 = test):\n  " + "\n  ".join(twice[:20]) + more
+        )
 
 
 def read_splits(data_folder: str, list_path: str, folders: List[str], missing: MissingRecordings) -> Dict[str, List[dict]]:

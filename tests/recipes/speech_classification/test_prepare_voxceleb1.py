@@ -75,3 +75,20 @@ def test_no_split_list_and_no_audio(voxceleb1_prepare, voxceleb1_corpus, copy_of
     shutil.rmtree(root2 / "wav")
     with pytest.raises(CorpusError, match=r"VoxCeleb1 train: none of its 12 listed recordings is on disk"):
         voxceleb1_prepare.prepare_voxceleb1(str(root2), str(tmp_path / "data"))
+
+
+def test_a_file_under_two_split_codes_is_reported_with_both_lines(voxceleb1_prepare, voxceleb1_corpus, copy_of,
+                                                                   tmp_path):
+    """Issue 24 probe: a file listed as 1 (train) and again as 3 (test) went into both manifests silently."""
+    root, entries = voxceleb1_corpus
+    root = copy_of(root)
+    train = next(e for e in entries if e["split"] == "1")
+    with open(root / "iden_split.txt", "a") as f:
+        f.write(f"3 {train['relpath']}\n")
+    line = [e["relpath"] for e in entries].index(train["relpath"]) + 1
+    with pytest.raises(CorpusError) as err:
+        voxceleb1_prepare.prepare_voxceleb1(str(root), str(tmp_path / "data"))
+    message = str(err.value)
+    assert "iden_split.txt: 1 files listed more than once; each file belongs to one split" in message
+    assert f"{train['relpath']}: line {line} (1 = train) and line {len(entries) + 1} (3 = test)" in message
+    assert not (tmp_path / "data" / "train.csv").exists()

@@ -90,3 +90,30 @@ def test_prepare_writes_manifests_and_skips_when_done(tmp_path, glue_writer, cap
     assert (out / "train.csv").stat().st_mtime_ns == stamp and again.counts == info.counts
     assert load_corpus_info(str(out)).labels == ["contradiction", "entailment", "neutral"]
     assert json.loads((out / "corpus.json").read_text())["options"]["task"] == "mnli"
+
+
+def test_a_line_that_is_not_utf8_names_file_and_line(tmp_path, glue_writer):
+    """Issue 24 probe: a Latin-1 byte raised UnicodeDecodeError at 'position 8191' with no file."""
+    glue_writer(tmp_path, "rte")
+    path = tmp_path / "RTE" / "train.tsv"
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"\t", b" caf\xe9\t", 1)
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(GlueFormatError) as err:
+        read_glue_split(str(tmp_path), "rte", "train")
+    assert str(err.value).startswith(f"{path}:4: not valid UTF-8: byte 0xe9 at column ")
+    assert "re-encoded" in str(err.value)
+
+
+def test_empty_texts_are_counted_and_reported(tmp_path, glue_writer, caplog):
+    """Issue 24 probe: an example with an empty sentence went into the manifests without a word."""
+    glue_writer(tmp_path / "glue", "rte")
+    path = tmp_path / "glue" / "RTE" / "dev.tsv"
+    for line in (3, 5):
+        _rewrite_line(path, line, lambda s: "\t".join(c if i != 2 else " " for i, c in enumerate(s.split("\t"))))
+    with caplog.at_level("WARNING", logger="speechbrain_cald.data.glue"):
+        info = prepare_glue(str(tmp_path / "glue"), "rte", str(tmp_path / "data"))
+    assert info.notes["examples with an empty text (kept)"] == {"train": 0, "dev": 2}
+    assert f"GLUE rte dev: 2 of {info.counts['dev']} examples have an empty text" in caplog.text
+    assert f"{path} lines 3, 5" in caplog.text
+    assert load_corpus_info(str(tmp_path / "data")).notes["examples with an empty text (kept)"]["dev"] == 2

@@ -46,6 +46,16 @@ def test_imdb_bad_file_names_are_errors(name, message, tmp_path, imdb_writer):
         read_imdb_split(str(tmp_path), "train")
 
 
+def test_imdb_review_that_is_not_utf8_names_file_and_line(tmp_path, imdb_writer):
+    """Issue 24 probe: a Latin-1 review raised a bare UnicodeDecodeError, no file named."""
+    imdb_writer(tmp_path, n_per_class=2)
+    review = tmp_path / "aclImdb" / "train" / "neg" / "77_2.txt"
+    review.write_bytes(b"First line.<br /><br />\nA na\xefve plot.")
+    with pytest.raises(ValueError) as err:
+        read_imdb_split(str(tmp_path), "train")
+    assert str(err.value).startswith(f"{review}:2: not valid UTF-8: byte 0xef at column 5")
+
+
 def test_imdb_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"aclImdb/train/pos'"):
         read_imdb_split(str(tmp_path), "train")

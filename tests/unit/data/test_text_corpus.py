@@ -93,6 +93,28 @@ def test_undecodable_and_corrupt_files(tmp_path):
         list(iter_documents(str(corrupt)))
 
 
+def test_a_zst_file_cut_short_says_truncated(tmp_path):
+    """Issue 24 probe: a .zst cut inside its frame lost its tail silently (cut after a line) or was
+    reported as bad JSON (cut inside one); each cut now says truncated, naming the line."""
+    text = _jsonl(DOCS[:30])
+    packed = zstandard.ZstdCompressor().compress(text.encode())
+    streamed = tmp_path / "streamed.jsonl.zst"  # as the zstd CLI writes (no content size), two frames
+    with open(streamed, "wb") as f:
+        with zstandard.ZstdCompressor().stream_writer(f, closefd=False) as w:
+            w.write(text.encode())
+        f.write(packed)
+    assert len(list(iter_documents(str(streamed)))) == 60  # whole files, one frame or several, still read
+    for cut in (len(packed) // 4, len(packed) // 2, len(packed) - 3):
+        path = tmp_path / f"cut{cut}.jsonl.zst"
+        path.write_bytes(packed[:cut])
+        with pytest.raises(CorpusFormatError, match=rf"{path}:\d+: truncated: the file ends inside a zstd frame"):
+            list(iter_documents(str(path)))
+    path = tmp_path / "cut_second_frame.jsonl.zst"
+    path.write_bytes(streamed.read_bytes()[:-5])
+    with pytest.raises(CorpusFormatError, match="truncated"):
+        list(iter_documents(str(path)))
+
+
 def test_missing_splits_are_explained(tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(FileNotFoundError, match="no train split; expected .*train/\\*.jsonl"):
@@ -118,6 +140,18 @@ def test_prepare_writes_manifests_then_skips_until_sources_change(corpus, tmp_pa
     (corpus / "test.jsonl").write_text(_jsonl(DOCS[35:37]) + '{"text": 1}\n')
     with pytest.raises(CorpusFormatError, match="test.jsonl:3"):
         prepare_text_corpus(str(corpus), str(out))
+
+
+def test_empty_documents_are_counted_and_reported(corpus, tmp_path, caplog):
+    """Issue 24 probe: documents with an empty "text" were dropped from the counts without a word."""
+    (corpus / "train" / "00.jsonl").write_text(_jsonl(DOCS[:3] + ["", " \n "] + DOCS[3:5] + [""]))
+    with caplog.at_level("WARNING", logger="speechbrain_cald.data.text_corpus"):
+        manifests = prepare_text_corpus(str(corpus), str(tmp_path / "data"), verbose=False)
+    assert read_corpus_manifest(manifests["train"])[0]["documents"] == "5"
+    path = corpus / "train" / "00.jsonl"
+    assert (f'corpus train: {path}: 3 of 8 documents are empty ("text" empty or blank), skipped: lines 4, 5, 8'
+            in caplog.text)
+    assert "val" not in caplog.text  # files without empty documents are not mentioned
 
 
 def test_token_shards_are_the_tokenizer_output_with_eos_between_documents(corpus, tmp_path, tokenizer_dir):

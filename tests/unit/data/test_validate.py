@@ -86,7 +86,7 @@ def test_every_bad_row_is_named_with_line_file_expected_and_found(corpus):
         validate_manifests({"train": good, "valid": bad}, replacements={"data_root": str(root)}, **CHECKS)
     found = {(p.row_id, p.kind): p for p in err.value.problems}
     assert set(found) == {
-        ("rate", "sample rate"), ("stereo", "channels"), ("empty", "empty"), ("cut", "length"),
+        ("rate", "sample rate"), ("stereo", "channels"), ("empty", "empty"), ("cut", "length"), ("cut", "truncated"),
         ("cutflac", "truncated or corrupt"), ("notaudio", "unreadable"),
         ("missing", "file does not exist"), ("oov", "transcript"), ("mute", "transcript"), ("rate", "ID"),
     }
@@ -146,6 +146,25 @@ def test_segments_and_recipe_row_checks(tmp_path):
     problems, _ = validate_manifest(str(tmp_path / "seg.csv"), sample_rate=RATE, segment_columns=("begin", "end"),
                                     duration_column=None)
     assert problems == []
+
+
+def test_a_sphere_cut_short_is_refused_by_comparing_its_header_with_its_content(tmp_path):
+    """Issue 24 probe: a TED-LIUM talk whose header says 142,385 samples and whose file holds 47,120
+    read as a shorter talk, its segments cut short with no warning (no duration column to compare)."""
+    from speechbrain_cald.testing.speech import write_sphere
+
+    talk = tmp_path / "talk.sph"
+    write_sphere(str(talk), (np.random.default_rng(0).standard_normal(142385) * 3000).astype(np.int16))
+    whole = talk.read_bytes()
+    talk.write_bytes(whole[: 1024 + 2 * 47120])
+    rows = [("talk-0000000-0000200", f"{talk}", "0.00", "2.00", "hello"),
+            ("talk-0000500-0000800", f"{talk}", "5.00", "8.00", "world")]
+    csv = _manifest(tmp_path / "dev.csv", rows, header="ID,wav,start,stop,wrd")
+    problems, _ = validate_manifest(csv, sample_rate=RATE, duration_column=None)
+    assert [(p.row_id, p.kind) for p in problems] == [(r[0], "truncated") for r in rows]
+    assert problems[0].what.startswith("truncated: the header says 142385 samples, the file holds 47120 (33%")
+    talk.write_bytes(whole)  # the whole file passes
+    assert validate_manifest(csv, sample_rate=RATE, duration_column=None)[0] == []
 
 
 def test_long_lists_go_to_the_report_file(tmp_path):

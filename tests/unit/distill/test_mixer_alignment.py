@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from speechbrain_cald.convert import new_parameters, to_linear_time
-from speechbrain_cald.distill.mixer_alignment import MixerAlignment, _crops, align_mixers
+from speechbrain_cald.distill.mixer_alignment import MixerAlignment, _crops, align_from_hparams, align_mixers
 
 
 def _pair(mixer="bimamba2", **options):
@@ -81,3 +81,74 @@ def test_zero_steps_do_nothing_and_a_teacher_is_not_a_student():
     assert align_mixers(student, teacher, [], _encode, MixerAlignment(steps=0)) == []
     with pytest.raises(ValueError, match="no new parameters"):
         align_mixers(teacher, teacher, [torch.randn(1, 8, 40)], _encode, MixerAlignment(steps=1))
+
+
+def _bert_pair():
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    teacher = BertModel(BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                   intermediate_size=32, vocab_size=30)).eval()
+    return teacher, to_linear_time(teacher, "bimamba2", d_state=4, headdim=8, chunk_size=4)
+
+
+def _bert(model, batch):
+    return model(input_ids=batch[0], attention_mask=batch[1])
+
+
+def test_with_valid_the_padded_positions_do_not_count():
+    """The loss over a padded batch equals the loss over its real tokens alone (the padding's outputs ignored)."""
+    teacher, student = _bert_pair()
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+
+    def loss(batch, valid):
+        return align_mixers(student, teacher, [batch], _bert, MixerAlignment(steps=1, lr=0.0, inner_steps=1),
+                            valid=valid)[0]
+
+    padded = loss((ids, mask), lambda b: b[1].bool())
+    unmasked = loss((ids, mask), None)
+    # the same loss by hand, each layer's squared error summed over the real tokens only
+    calls = []
+    hooks = [layer.attention.self.register_forward_hook(lambda m, a, k, o: calls.append((a, k, o[0])),
+                                                        with_kwargs=True) for layer in teacher.encoder.layer]
+    with torch.no_grad():
+        _bert(teacher, (ids, mask))
+        terms = []
+        for layer, (a, k, y) in zip(student.encoder.layer, calls):
+            out = layer.attention.self(*a, **k)
+            out = out[0] if isinstance(out, tuple) else out
+            w = mask[..., None].float()
+            terms.append(float((((out - y) ** 2) * w).sum() / ((y**2) * w).sum()))
+    for h in hooks:
+        h.remove()
+    expected = sum(terms) / len(terms)
+    assert abs(padded - expected) <= 1e-5 * expected
+    assert abs(unmasked - padded) > 1e-3 * padded  # the padding's outputs would have counted
+
+
+def test_a_mask_of_the_wrong_shape_is_named():
+    teacher, student = _bert_pair()
+    batch = (torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1, 1]]))
+    with pytest.raises(ValueError, match=r"`valid` gave a \(1, 2\) mask for attention outputs of \(1, 3\)"):
+        align_mixers(student, teacher, [batch], _bert, MixerAlignment(steps=1), valid=lambda b: b[1][:, :2].bool())
+
+
+class _Checkpointer:
+    def __init__(self, found):
+        self.found, self.checkpoints_dir = found, "save"
+
+    def find_checkpoint(self):
+        return self.found
+
+
+def test_align_from_hparams_runs_only_for_a_fresh_run_with_a_teacher():
+    teacher, student = _bert_pair()
+    batch = (torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1, 1]]))
+    hp = {"mixer_alignment": {"steps": 3, "lr": 1e-2, "inner_steps": 1}, "seed": 0, "checkpointer": _Checkpointer(None)}
+    assert len(align_from_hparams(hp, {"model": student, "teacher": teacher}, [batch], _bert)) == 3
+    assert align_from_hparams(hp, {"model": student}, [batch], _bert) == []  # unguided: no teacher
+    resumed = dict(hp, checkpointer=_Checkpointer("save/CKPT+1"))
+    assert align_from_hparams(resumed, {"model": student, "teacher": teacher}, [batch], _bert) == []
+    assert align_from_hparams({"checkpointer": _Checkpointer(None)}, {"model": student, "teacher": teacher},
+                              [batch], _bert) == []  # no mixer_alignment key: off

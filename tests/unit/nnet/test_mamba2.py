@@ -224,6 +224,20 @@ def test_auto_backend_on_cpu_is_torch():
     assert m._resolve_backend(torch.zeros(1, 2, 16)) == "torch"
 
 
+def test_auto_backend_says_once_which_path_it_takes(caplog):
+    from speechbrain_cald.nnet import mamba2
+
+    mamba2._log_auto_backend.cache_clear()
+    m = small_mixer(backend="auto")
+    with caplog.at_level("INFO", logger="speechbrain_cald.nnet.mamba2"):
+        m(torch.randn(1, 5, 16))
+        m(torch.randn(1, 7, 16))
+    lines = [r.getMessage() for r in caplog.records if "backend auto" in r.getMessage()]
+    assert lines == ["Mamba2 backend auto: cpu inputs -> plain PyTorch"]
+    small_mixer(backend="torch")(torch.randn(1, 5, 16))  # a fixed backend says nothing
+    assert len([r for r in caplog.records if "backend auto" in r.getMessage()]) == 1
+
+
 @pytest.mark.skipif(HAS_MAMBA_SSM, reason="mamba_ssm is installed here")
 def test_mamba_ssm_backend_without_package_is_a_clear_error():
     m = small_mixer(backend="mamba_ssm")

@@ -32,3 +32,21 @@ def test_inference_under_autocast_matches_float32():
             low = layer(x)  # the no-grad path writes into float32 buffers: autocast must not reach it
     # the projections run in bfloat16 under autocast: a few bf16 roundings of the output's size
     assert_close(low.float(), ref, factor=ELEMENTWISE, dtype=torch.bfloat16)
+
+
+def test_inference_under_autocast_takes_bf16_activations():
+    # inside a model the mixer gets what an autocast layer before it made: bf16 activations
+    # against its fp32 weights (a wav2vec2 student's inference in bf16 failed here: the
+    # no-grad path's products write into bf16 buffers with out=, which autocast skips)
+    torch.manual_seed(0)
+    layer = BiMamba2(32, d_state=16, headdim=16, chunk_size=8, backend="torch").eval()
+    x = torch.randn(2, 20, 32)
+    lengths = torch.tensor([20, 13])
+    with torch.no_grad():
+        ref = layer(x, lengths)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = layer(x.bfloat16(), lengths)
+            low_one = layer(x[:1].bfloat16())
+    assert low.dtype == torch.bfloat16
+    assert_close(low.float(), ref, factor=ELEMENTWISE, dtype=torch.bfloat16)
+    assert_close(low_one.float(), ref[:1], factor=ELEMENTWISE, dtype=torch.bfloat16)
