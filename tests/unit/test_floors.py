@@ -23,14 +23,15 @@ FLOORS: Tuple[Tuple[str, ...], ...] = (
     ("files", "safe_load"),  # writing files atomically, loading weights without code
     ("pretrained",),  # where a local pretrained model (or a bundled one) lives
     ("nnet", "data"),  # layers that know no model family; corpora, tokens, batching
-    ("convert", "decoders"),  # teacher -> student surgery per family; CTC decoding with an LM
+    # teacher -> student surgery; CTC decoding with an LM; tiny corpora and models written on the
+    # spot (the test suite, dry runs, bench.gpu_recipe)
+    ("convert", "decoders", "testing"),
     ("lobes", "distill"),  # assembled models; taps, losses, guides, DistillBrain
     ("experiment",),  # one run's folder, lock and options
     ("bench",),  # speed and memory of what the floors below build
     ("tasks",),  # heads, objectives and each task's Brain
     ("inference",),  # an exported model loaded and run
     ("evaluation",),  # stage 4: metrics computed twice, RESULTS.md
-    ("testing",),  # helpers the test suite and dry runs use (tiny corpora)
 )
 FLOOR: Dict[str, int] = {unit: level for level, units in enumerate(FLOORS) for unit in units}
 
