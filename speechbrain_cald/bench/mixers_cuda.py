@@ -121,11 +121,10 @@ def load_mamba_ssm(triton_only: bool) -> Dict[str, object]:
 
 # ---------------------------------------------------------------- models
 def _mixer(kind: str, s: Sizes, chunk: int, backend: str, seed: int = 0) -> torch.nn.Module:
-    from speechbrain_cald.nnet.bimamba import BiMamba2
-    from speechbrain_cald.nnet.mamba2 import Mamba2
+    from speechbrain_cald.nnet import get_mixer
 
     torch.manual_seed(seed)
-    return {"mamba2": Mamba2, "bimamba2": BiMamba2}[kind](
+    return get_mixer(kind)(
         s.d_model, d_state=s.d_state, d_conv=s.d_conv, expand=s.expand, headdim=s.headdim,
         chunk_size=chunk, backend=_backend(backend),
     ).to(DEVICE)

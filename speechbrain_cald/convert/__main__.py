@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Optional
 
 from speechbrain_cald.convert.io import load_teacher, save_student
 from speechbrain_cald.convert.linear_time import INITS, to_linear_time
-from speechbrain_cald.convert.mixers import MIXER_SPECS
 from speechbrain_cald.convert.families import FAMILIES
+from speechbrain_cald.nnet import MIXERS
 from speechbrain_cald.convert.summary import conversion_summary, format_table
 
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("teacher_dir", nargs="?", help="local teacher directory (save_pretrained, or SpeechBrain hparams.json + model.ckpt)")
     parser.add_argument("student_dir", nargs="?", help="where to write the student")
     parser.add_argument("--list-families", action="store_true", help="print the supported model families and exit")
-    parser.add_argument("--mixer", default="bimamba2", help=f"one of {sorted(MIXER_SPECS)} or module:Class (default bimamba2)")
+    parser.add_argument("--mixer", default="bimamba2", help=f"one of {sorted(MIXERS)} or module:Class (default bimamba2)")
     parser.add_argument("--mixer-option", action="append", default=[], metavar="KEY=VALUE",
                         help="mixer constructor option, repeatable (e.g. d_state=128, k=256, share=kv)")
     parser.add_argument("--init", choices=INITS, default="default",

@@ -12,7 +12,7 @@ call an object of the folder's choosing. They resolve from
   SpeechBrain's ``TransformerASR``): code registers them, a folder cannot;
 - for constructor arguments, the activation classes of
   :data:`ARGUMENT_MODULES`;
-- for mixers, the registry ``MIXER_SPECS`` and the classes the caller passes.
+- for mixers, the registry ``nnet.MIXERS`` and the classes the caller passes.
 
 Anything else is an :class:`UnknownClassError` naming the file and key.
 """
@@ -25,7 +25,8 @@ from typing import Iterable, Optional, Tuple, Union
 from torch import nn
 
 from speechbrain_cald.convert.families import FAMILIES
-from speechbrain_cald.convert.mixers import MIXER_SPECS, mixer_reference
+from speechbrain_cald.convert.mixers import mixer_reference
+from speechbrain_cald.nnet import MIXERS
 
 __all__ = ["ARGUMENT_MODULES", "UnknownClassError", "model_class", "caller_class", "argument_class", "recorded_mixer"]
 
@@ -187,7 +188,7 @@ def recorded_mixer(name: object, where: str, mixer_classes: Iterable[type] = ())
     Arguments
     ---------
     name : str
-        ``cald_conversion.json``'s ``mixer``: a ``MIXER_SPECS`` name, or the
+        ``cald_conversion.json``'s ``mixer``: a ``MIXERS`` name, or the
         ``"module:Class"`` reference a custom mixer was saved under.
     where : str
         The file and key, for the error.
@@ -204,13 +205,13 @@ def recorded_mixer(name: object, where: str, mixer_classes: Iterable[type] = ())
     >>> recorded_mixer("bimamba2", "cald_conversion.json: key 'mixer'")
     'bimamba2'
     """
-    if isinstance(name, str) and name in MIXER_SPECS:
+    if isinstance(name, str) and name in MIXERS:
         return name
     allowed = {mixer_reference(cls): cls for cls in mixer_classes}
     if isinstance(name, str) and name in allowed:
         return allowed[name]
     raise UnknownClassError(
-        f"{where}: {name!r} is not a registered mixer (expected one of {sorted(MIXER_SPECS)}) nor one of the "
+        f"{where}: {name!r} is not a registered mixer (expected one of {sorted(MIXERS)}) nor one of the "
         f"mixer classes passed by the caller ({sorted(allowed)}). A model folder is data: names in it never "
         "import other code (docs/security.md); for a custom mixer, import its class and pass "
         "load_student(folder, mixer_classes=[TheClass])"

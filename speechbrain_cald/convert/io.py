@@ -140,6 +140,31 @@ def build_speechbrain_model(hparams: Dict[str, Any], where: Union[str, os.PathLi
     return cls(**_decode(hparams["kwargs"], where, "kwargs"))
 
 
+def speechbrain_hparams(model: nn.Module, hparams: Optional[Dict[str, Any]], who: str) -> Dict[str, Any]:
+    """The constructor arguments a SpeechBrain model is saved with: ``hparams``, else those ``load_teacher`` recorded.
+
+    Raises
+    ------
+    ValueError
+        Neither is there (``who`` names the caller): the module is never pickled instead.
+    """
+    hparams = hparams if hparams is not None else getattr(model, "cald_hparams", None)
+    if hparams is None:
+        raise ValueError(
+            f"{who}: a SpeechBrain {type(model).__name__} needs its constructor "
+            "arguments, hparams={...} (recorded automatically when the teacher came from load_teacher); "
+            "the module is not pickled, since loading a pickle runs code from the folder (docs/security.md)"
+        )
+    return hparams
+
+
+def write_speechbrain_hparams(model: nn.Module, directory: Path, hparams: Dict[str, Any]) -> None:
+    """``hparams.json``: the class and constructor arguments of a SpeechBrain model (classes as values by name)."""
+    if "class" not in hparams or "kwargs" not in hparams:
+        hparams = {"class": _class_path(type(model)), "kwargs": hparams}
+    _write_json(directory / HPARAMS_FILE, _encode(hparams))
+
+
 def save_speechbrain_model(model: nn.Module, directory: Union[str, os.PathLike], hparams: Dict[str, Any]) -> Path:
     """Write a SpeechBrain model as ``hparams.json`` + ``model.ckpt`` (a teacher directory).
 
@@ -160,9 +185,7 @@ def save_speechbrain_model(model: nn.Module, directory: Union[str, os.PathLike],
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if "class" not in hparams or "kwargs" not in hparams:
-        hparams = {"class": _class_path(type(model)), "kwargs": hparams}
-    _write_json(directory / HPARAMS_FILE, _encode(hparams))
+    write_speechbrain_hparams(model, directory, hparams)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     _write_atomic(directory / SB_WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
     return directory
@@ -450,14 +473,7 @@ def save_student(
     if family.save_format == "hf":
         _save_hf(model, directory)
     elif family.save_format == "speechbrain":
-        hparams = hparams if hparams is not None else getattr(model, "cald_hparams", None)
-        if hparams is None:
-            raise ValueError(
-                f"save_student({directory}): a SpeechBrain {type(model).__name__} needs its constructor "
-                "arguments, hparams={...} (recorded automatically when the teacher came from load_teacher); "
-                "the module is not pickled, since loading a pickle runs code from the folder (docs/security.md)"
-            )
-        save_speechbrain_model(model, directory, hparams)
+        save_speechbrain_model(model, directory, speechbrain_hparams(model, hparams, f"save_student({directory})"))
     else:
         raise ValueError(f"family '{family.name}': unknown save_format '{family.save_format}'")
     _write_json(directory / CONVERSION_FILE, conversion)

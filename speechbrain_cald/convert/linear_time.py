@@ -19,6 +19,7 @@ from torch import nn
 from speechbrain_cald.convert.attention_init import initialize_from_attention
 from speechbrain_cald.convert.families import Family, find_family
 from speechbrain_cald.convert.mixers import BuildContext, resolve_mixer
+from speechbrain_cald.nnet import causal_mixers
 
 __all__ = ["to_linear_time", "convert_in_place", "INITS", "count_parameters"]
 
@@ -58,13 +59,13 @@ def convert_in_place(
         raise ValueError(f"init: expected one of {INITS}, found '{init}'")
     fam: Family = find_family(model, family)
     mixer_name, mixer_cls, spec = resolve_mixer(mixer)
-    if fam.is_causal(model) and not spec.causal:
+    if fam.is_causal(model) and not getattr(mixer_cls, "causal", False):  # a custom class without it: bidirectional
         message = (
             f"family '{fam.name}': the teacher's self-attention is causal but mixer "
             f"'{mixer_name}' is bidirectional"
         )
         if fam.causal_required:
-            raise ValueError(message + "; use a causal mixer ('mamba' or 'mamba2')")
+            raise ValueError(message + f"; use a causal mixer ({' or '.join(map(repr, causal_mixers()))})")
         warnings.warn(message + "; the student will see future frames", stacklevel=3)
 
     names = _qualified_names(model)

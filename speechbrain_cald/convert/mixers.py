@@ -1,9 +1,11 @@
 """How the converter builds each token mixer: ``MIXER_SPECS`` (name -> ``MixerSpec``).
 
-The classes come from ``speechbrain_cald.nnet.get_mixer``; this table adds what
-conversion needs beyond the class: whether the mixer is causal, the converter's
-default options, and which constructor arguments the replaced attention
-supplies (``d_model`` always; ``num_heads`` and ``max_len`` for Linformer).
+Mixer names and classes come from the one registry, ``speechbrain_cald.nnet.MIXERS``
+(``get_mixer``), and a class says itself whether it is causal (``cls.causal``);
+``MIXER_SPECS`` has one entry per registered name and adds what conversion needs
+beyond the class: the converter's default options, and which constructor arguments
+the replaced attention supplies (``d_model`` always; ``num_heads`` and ``max_len``
+for Linformer).
 
 Defaults when ``to_linear_time`` gets no options: ``bimamba2`` takes the CALD
 paper's speech sizes (``expand=1, d_state=128, headdim=64``; chunk 128, faster
@@ -26,7 +28,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from torch import nn
 
-from speechbrain_cald.nnet import get_mixer
+from speechbrain_cald.nnet import MIXERS, get_mixer
 
 __all__ = ["MixerSpec", "MIXER_SPECS", "BuildContext", "resolve_mixer", "mixer_reference"]
 
@@ -137,7 +139,7 @@ def constructor_defaults(cls: type, options: Dict[str, Any]) -> Dict[str, Any]:
             continue
     has_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
     inner = options.get("mixer", out.get("mixer"))
-    if has_kwargs and isinstance(inner, str) and inner in MIXER_SPECS and get_mixer(inner) is not cls:
+    if has_kwargs and isinstance(inner, str) and inner in MIXERS and get_mixer(inner) is not cls:
         out = {**constructor_defaults(get_mixer(inner), {}), **out}
     return out
 
@@ -162,12 +164,11 @@ def _no_resolve(ctx: BuildContext, options: Dict[str, Any]) -> Dict[str, Any]:
 class MixerSpec:
     """How to build one mixer.
 
-    ``causal``: output at t depends only on frames <= t. ``defaults``: options used
-    unless given. ``resolve(ctx, options) -> options``: fill teacher-dependent
-    options (recorded in the student). ``build(cls, ctx, options) -> module``.
+    ``defaults``: options used unless given. ``resolve(ctx, options) -> options``:
+    fill teacher-dependent options (recorded in the student).
+    ``build(cls, ctx, options) -> module``.
     """
 
-    causal: bool
     defaults: Dict[str, Any] = field(default_factory=dict)
     resolve: Callable[[BuildContext, Dict[str, Any]], Dict[str, Any]] = _no_resolve
     build: Callable[[type, BuildContext, Dict[str, Any]], nn.Module] = build_plain
@@ -179,12 +180,13 @@ class MixerSpec:
         return {**constructor_defaults(cls, options), **options}
 
 
-MIXER_SPECS: Dict[str, MixerSpec] = {
-    "bimamba2": MixerSpec(causal=False, resolve=resolve_bimamba2),
-    "mamba2": MixerSpec(causal=True, resolve=fit_headdim),
-    "mamba": MixerSpec(causal=True),
-    "linformer": MixerSpec(causal=False, resolve=resolve_linformer, build=build_linformer),
+# the mixers whose conversion differs from ``cls(d_model, **options)`` with the options given
+_SPECIAL: Dict[str, MixerSpec] = {
+    "bimamba2": MixerSpec(resolve=resolve_bimamba2),
+    "mamba2": MixerSpec(resolve=fit_headdim),
+    "linformer": MixerSpec(resolve=resolve_linformer, build=build_linformer),
 }
+MIXER_SPECS: Dict[str, MixerSpec] = {name: _SPECIAL.get(name, MixerSpec()) for name in MIXERS}
 
 
 def mixer_reference(cls: type) -> str:
@@ -200,7 +202,7 @@ def resolve_mixer(mixer: Union[str, type]) -> Tuple[str, type, MixerSpec]:
     Example
     -------
     >>> name, cls, spec = resolve_mixer("mamba2")
-    >>> name, cls.__name__, spec.causal
+    >>> name, cls.__name__, cls.causal
     ('mamba2', 'Mamba2', True)
     """
     if isinstance(mixer, str) and ":" in mixer:
@@ -212,12 +214,12 @@ def resolve_mixer(mixer: Union[str, type]) -> Tuple[str, type, MixerSpec]:
             obj = getattr(obj, part)
         mixer = obj
     if isinstance(mixer, str):
-        if mixer not in MIXER_SPECS:
+        if mixer not in MIXERS:
             raise KeyError(
-                f"unknown mixer '{mixer}': expected one of {sorted(MIXER_SPECS)}, a mixer class, "
+                f"unknown mixer '{mixer}': expected one of {sorted(MIXERS)}, a mixer class, "
                 "or a 'module:Class' reference"
             )
         return mixer, get_mixer(mixer), MIXER_SPECS[mixer]
     if isinstance(mixer, type) and issubclass(mixer, nn.Module):
-        return mixer_reference(mixer), mixer, MixerSpec(causal=bool(getattr(mixer, "causal", False)))
+        return mixer_reference(mixer), mixer, MixerSpec()
     raise TypeError(f"mixer: expected a name, a 'module:Class' string or an nn.Module class, found {mixer!r}")

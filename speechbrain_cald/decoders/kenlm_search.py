@@ -15,7 +15,7 @@ outside the LM's unigrams, beam size and pruning):
 
 Which one a recipe uses is a setting (``lm_decoder:``); ``docs/lm_decoding.md``
 compares them on the same LM, acoustic outputs and settings
-(``python -m speechbrain_cald.bench.lm_decoders``).
+(``python -m speechbrain_cald.evaluation.lm_decoders``).
 
 The LM is loaded once by KenLM (``kenlm.Model``; ARPA, possibly gzipped, or
 ``build_binary`` output): LibriSpeech's official n-grams (tens of millions of

@@ -6,6 +6,8 @@ guides      unguided / target / trajectory / waypoint / hybrid (registry ``GUIDE
 snapshots   teacher snapshots (waypoints), written atomically
 checkpoint  AtomicCheckpointer, RNGState
 brain       DistillBrain (speechbrain.Brain) and ModelOutput
+progress    DistillBrain's progress bars (every loss term in the training one)
+sb_compat   what the package takes from SpeechBrain beyond its public API, checked against it
 """
 
 from speechbrain_cald.distill.brain import DistillBrain, DistillConfig, DistillPredictions, ModelOutput

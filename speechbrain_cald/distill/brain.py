@@ -89,6 +89,15 @@ and the epoch summary show each term. A trajectory teacher's own task loss
 (``teacher_task``) is back-propagated in the same backward pass (the two
 networks share no parameters) but is not part of the student's loss.
 
+SpeechBrain
+-----------
+DistillBrain runs SpeechBrain's own fit loop and changes it only through
+public hooks (``fit_batch``, ``evaluate_batch``, ``optimizers_step``,
+``on_fit_start``, ``on_stage_start`` / ``on_stage_end``, ``fit(...,
+progressbar=False)`` with bars of its own, ``speechbrain_cald.distill.progress``);
+what it needs beyond them is in ``speechbrain_cald.distill.sb_compat``, checked
+against the installed SpeechBrain by the test suite.
+
 Steps
 -----
 Guides, snapshots and the hybrid switch count the student's optimizer steps
@@ -101,7 +110,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import speechbrain as sb
@@ -110,7 +118,6 @@ from speechbrain.core import Stage
 from speechbrain.dataio.dataloader import LoopedLoader
 from speechbrain.utils.distributed import if_main_process
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from speechbrain_cald.distill.attention_transfer import AttentionTransfer
 from speechbrain_cald.distill.checkpoint import RNGState, make_atomic
@@ -118,6 +125,7 @@ from speechbrain_cald.distill.guides import Guide, select_guide
 from speechbrain_cald.distill.losses import LAYER_LOSS_DEFAULTS
 from speechbrain_cald.distill.objectives import CALDObjective, DistillObjective
 from speechbrain_cald.distill.param_groups import build_optimizer, sync_group_lrs
+from speechbrain_cald.distill.progress import StageProgress
 from speechbrain_cald.distill.run_safety import SafeRunMixin
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, tapped_layers, unwrap
@@ -407,6 +415,8 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         self.stage_summaries: Dict[Stage, Dict[str, float]] = {}
         self.planned_steps: Optional[int] = None
         self._has_valid = False
+        self._loaders: Dict[Stage, Any] = {}
+        self.progress = StageProgress(False, self.tqdm_barcolor)
 
     def _make_taps(self, student: torch.nn.Module, teacher: torch.nn.Module) -> None:
         """Hooks on both networks' layers: their outputs, and their attention maps when the objective needs them."""
@@ -559,13 +569,26 @@ class DistillBrain(SafeRunMixin, sb.Brain):
             scaled = self.scaler.scale(to_backward / self.grad_accumulation_factor)
             if not self.all_finite(scaled):  # never back-propagated, no step (SafeRunMixin)
                 self.skip_nonfinite_batch(batch, "non-finite loss")
-                return loss.detach().cpu()
+                return self._shown(loss.detach().cpu())
             scaled.backward()
         if should_step:
             self.optimizers_step()
         self.running.add(self.last_terms)
         self.on_fit_batch_end(batch, outputs, loss, should_step)
-        return loss.detach().cpu()
+        return self._shown(loss.detach().cpu())
+
+    def _shown(self, loss: torch.Tensor) -> torch.Tensor:
+        """Advance the training bar: the running loss as SpeechBrain is about to average it, and each term."""
+        if self.progress.active:
+            self.progress.advance(train_loss=self.update_average(loss, self.avg_train_loss), **self.running.means())
+        return loss
+
+    def evaluate_batch(self, batch, stage):
+        """SpeechBrain's ``evaluate_batch``; advances the validation bar."""
+        loss = super().evaluate_batch(batch, stage)
+        if stage == Stage.VALID:
+            self.progress.advance()
+        return loss
 
     def init_optimizers(self):
         """The student optimizer over every module but the teacher; the guide's teacher optimizer."""
@@ -634,19 +657,33 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         train_loader_kwargs={},
         valid_loader_kwargs={},
     ):
-        """SpeechBrain's ``fit``; first works out the planned number of optimizer steps."""
-        if not isinstance(train_set, (DataLoader, LoopedLoader)) and not self.test_only:
-            train_set = self.make_dataloader(train_set, stage=Stage.TRAIN, **train_loader_kwargs)
+        """SpeechBrain's ``fit`` with DistillBrain's progress bars; first works out the planned optimizer steps.
+
+        Arguments are those of ``speechbrain.Brain.fit``. The loaders are made
+        here (as SpeechBrain would) so that the sampler epochs and the bars can
+        see them; SpeechBrain's own bars are turned off for these.
+        """
+        if not self.test_only:
+            if not isinstance(train_set, (DataLoader, LoopedLoader)):
+                train_set = self.make_dataloader(train_set, stage=Stage.TRAIN, **train_loader_kwargs)
+            if valid_set is not None and not isinstance(valid_set, (DataLoader, LoopedLoader)):
+                valid_set = self.make_dataloader(valid_set, stage=Stage.VALID, ckpt_prefix=None, **valid_loader_kwargs)
         self.planned_steps = self.cfg.total_steps or self._estimate_steps(epoch_counter, train_set)
         self._has_valid = valid_set is not None
-        super().fit(
-            epoch_counter,
-            train_set,
-            valid_set,
-            progressbar,
-            train_loader_kwargs,
-            valid_loader_kwargs,
-        )
+        self._loaders = {Stage.TRAIN: train_set, Stage.VALID: valid_set}
+        show = (not self.noprogressbar) if progressbar is None else progressbar
+        self.progress = StageProgress(bool(show) and if_main_process(), self.tqdm_barcolor)
+        try:
+            super().fit(
+                epoch_counter,
+                train_set,
+                valid_set,
+                progressbar=False,
+                train_loader_kwargs=train_loader_kwargs,
+                valid_loader_kwargs=valid_loader_kwargs,
+            )
+        finally:
+            self.progress.close()  # a stage that raised leaves its bar open
         interval = self.cfg.snapshot_interval
         if interval and self.optimizer_step % interval and not self.test_only and if_main_process():
             save_snapshot(unwrap(self.modules.model), self.cfg.snapshot_dir, self.optimizer_step)
@@ -673,60 +710,21 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         self.guide.on_fit_start(self.planned_steps)
         super().on_fit_start()
 
-    def _fit_train(self, train_set, epoch, enable):
-        # SpeechBrain 1.1's _fit_train, with the loss terms in the progress bar.
-        self.on_stage_start(Stage.TRAIN, epoch)
-        self.modules.train()
-        self.zero_grad()
-        self.nonfinite_count, self.nonfinite_batches = 0, []
-        self.set_sampler_epoch(train_set, epoch)  # also a batch_sampler= of the recipe's (SafeRunMixin)
-        last_ckpt_time = time.time()
-        steps_since_ckpt = 0
-        with tqdm(
-            train_set,
-            initial=self.step,
-            dynamic_ncols=True,
-            disable=not enable,
-            colour=self.tqdm_barcolor["train"],
-        ) as t:
-            if self.profiler is not None:
-                self.profiler.start()
-            for batch in t:
-                if self._optimizer_step_limit_exceeded:
-                    logger.info("Train iteration limit exceeded")
-                    break
-                self.step += 1
-                steps_since_ckpt += 1
-                loss = self.fit_batch(batch)
-                if torch.isfinite(loss):  # a skipped non-finite batch does not poison the average
-                    self.avg_train_loss = self.update_average(loss, self.avg_train_loss)
-                t.set_postfix(train_loss=self.avg_train_loss, **self.running.means(), refresh=False)  # shown at tqdm's own pace
-                if self.profiler is not None:
-                    self.profiler.step()
-                    if self.profiler.step_num > self.tot_prof_steps:
-                        logger.info("The profiler finished, training is stopped.")
-                        self.profiler.stop()
-                        quit()
-                if self.debug and self.step == self.debug_batches:
-                    break
-                if self._should_save_intra_epoch_ckpt(last_ckpt_time, steps_since_ckpt):
-                    self._save_intra_epoch_ckpt()
-                    last_ckpt_time = time.time()
-                    steps_since_ckpt = 0
-        self.zero_grad(set_to_none=True)
-        self.on_stage_end(Stage.TRAIN, self.avg_train_loss, epoch)
-        self.avg_train_loss = 0.0
-        self.step = 0
-
     # --------------------------------------------------------------- stages
     def on_stage_start(self, stage, epoch=None):
-        """Reset the running terms and the recipe's metrics."""
+        """Reset the running terms and the recipe's metrics; set the sampler's epoch; open the stage's bar."""
         if stage == Stage.TRAIN:
             self.running = _RunningTerms()
+            self.nonfinite_count, self.nonfinite_batches = 0, []
+            self.set_sampler_epoch(self._loaders.get(Stage.TRAIN), epoch)  # SafeRunMixin
+        if stage in (Stage.TRAIN, Stage.VALID) and self._loaders.get(stage) is not None:
+            # a resumed epoch starts at the batch its checkpoint was saved after
+            self.progress.start(stage.name.lower(), self._loaders[stage], self.step if stage == Stage.TRAIN else 0)
         self.reset_metrics(stage)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log a one-line summary; checkpoint at the end of each epoch."""
+        self.progress.close()
         stats = {"loss": float(stage_loss)}
         if stage == Stage.TRAIN:
             stats.update(self.running.means())

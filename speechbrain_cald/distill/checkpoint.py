@@ -48,6 +48,7 @@ from speechbrain.utils.checkpoints import (
 )
 from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process
 
+from speechbrain_cald.distill.sb_compat import new_checkpoint_dir, rebuild_checkpointer, write_checkpoint_meta
 from speechbrain_cald.safe_load import UnsafeFileError, load_weights_only, weights_only_loads
 
 __all__ = ["AtomicCheckpointer", "RNGState", "make_atomic", "weights_only_recovery", "LEGACY_RNG_GLOBALS"]
@@ -122,16 +123,12 @@ class AtomicCheckpointer(Checkpointer):
         final_dir = tmp_dir = None
         saved_meta = None
         if if_main_process():
-            final_dir = (
-                self._new_checkpoint_dirpath()
-                if name is None
-                else self._custom_checkpoint_dirpath(name)
-            )
+            final_dir = new_checkpoint_dir(self, name)
             tmp_dir = final_dir.parent / (TMP_PREFIX + final_dir.name)
             if tmp_dir.exists():  # left over by a run killed while saving
                 shutil.rmtree(tmp_dir)
             os.makedirs(tmp_dir)
-            saved_meta = self._save_checkpoint_metafile(tmp_dir / METAFNAME, meta, end_of_epoch)
+            saved_meta = write_checkpoint_meta(self, tmp_dir / METAFNAME, meta, end_of_epoch)
         tmp_dir = ddp_broadcast(tmp_dir, src=0)
 
         for obj_name, obj in self.recoverables.items():
@@ -189,15 +186,17 @@ class AtomicCheckpointer(Checkpointer):
         try:
             with weights_only_loads():
                 super().load_checkpoint(checkpoint)
-        finally:
-            self.custom_load_hooks = own_hooks
+        finally:  # in place: a checkpointer remade by make_atomic shares this dict
+            self.custom_load_hooks.clear()
+            self.custom_load_hooks.update(own_hooks)
 
 
 def make_atomic(checkpointer: Checkpointer) -> Checkpointer:
-    """Make a plain SpeechBrain ``Checkpointer`` save atomically (in place).
+    """An ``AtomicCheckpointer`` for a plain SpeechBrain ``Checkpointer`` (a recipe YAML's).
 
-    ``AtomicCheckpointer`` adds no state, only ``save_checkpoint``, so a
-    ``Checkpointer`` built by a recipe YAML is switched to it by class.
+    ``AtomicCheckpointer`` adds no state, so the one returned shares the plain
+    one's recoverables and hooks (``sb_compat.rebuild_checkpointer``): what is
+    added to either is saved by both. An ``AtomicCheckpointer`` is returned as is.
 
     Example
     -------
@@ -207,8 +206,8 @@ def make_atomic(checkpointer: Checkpointer) -> Checkpointer:
     True
     """
     if type(checkpointer) is Checkpointer:
-        checkpointer.__class__ = AtomicCheckpointer
-    elif not isinstance(checkpointer, AtomicCheckpointer):
+        return rebuild_checkpointer(checkpointer, AtomicCheckpointer)
+    if not isinstance(checkpointer, AtomicCheckpointer):
         logger.warning(
             "checkpointer %s is a subclass of Checkpointer that is not an AtomicCheckpointer: "
             "its checkpoints may be left half-written by a killed run",

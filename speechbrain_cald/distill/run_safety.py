@@ -41,11 +41,11 @@ import shutil
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
-from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
 from speechbrain.utils.checkpoints import ckpt_recency
 from speechbrain.utils.distributed import ddp_all_reduce, ddp_barrier, if_main_process
 
 from speechbrain_cald.distill.checkpoint import TMP_PREFIX
+from speechbrain_cald.distill.sb_compat import INTRA_EPOCH_CKPT_FLAG
 
 __all__ = ["NonFiniteLossError", "SafeRunMixin", "at_training_start", "training_starts"]
 
@@ -95,26 +95,21 @@ class SafeRunMixin:
     """
 
     # ------------------------------------------------------------ sampler epochs
-    def _train_loader_specifics(self, dataset, loader_kwargs):
-        loader_kwargs = super()._train_loader_specifics(dataset, loader_kwargs)
-        if self.train_sampler is None:  # SpeechBrain only keeps the samplers it made itself
-            for key in ("batch_sampler", "sampler"):
-                if hasattr(loader_kwargs.get(key), "set_epoch"):
-                    self.train_sampler = loader_kwargs[key]
-                    break
-        return loader_kwargs
-
     def set_sampler_epoch(self, train_set: Any, epoch: int) -> None:
-        """``set_epoch(epoch)`` on the training sampler (``self.train_sampler`` or the loader's own)."""
-        sampler = self.train_sampler
-        if sampler is None:
-            for attr in ("batch_sampler", "sampler"):
-                candidate = getattr(train_set, attr, None)
-                if hasattr(candidate, "set_epoch"):
-                    sampler = candidate
-                    break
-        if sampler is not None and hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        """``set_epoch(epoch)`` on the loader's own sampler when SpeechBrain keeps none.
+
+        SpeechBrain's fit loop sets the epoch of ``self.train_sampler`` (the
+        samplers it made itself); a ``batch_sampler=`` or ``sampler=`` the
+        recipe passed is found on the loader. Call from ``on_stage_start`` of
+        the training stage, before the first batch: once per epoch either way.
+        """
+        if self.train_sampler is not None:
+            return
+        for attr in ("batch_sampler", "sampler"):
+            candidate = getattr(train_set, attr, None)
+            if hasattr(candidate, "set_epoch"):
+                candidate.set_epoch(epoch)
+                return
 
     # -------------------------------------------------------- non-finite batches
     @staticmethod

@@ -26,7 +26,8 @@ _EXPORTS: Dict[str, Tuple[str, str]] = {
     "SpeechBrainAttention": ("dropin", "SpeechBrainAttention"),
 }
 
-# the registry of token mixers, by the names YAML files and the converter use
+# the one registry of token mixers, by the names YAML files, the converter and BiMamba2 use;
+# a mixer class says itself whether it is causal (``cls.causal``)
 MIXERS: Dict[str, str] = {
     "bimamba2": "BiMamba2",
     "mamba2": "Mamba2",
@@ -53,6 +54,17 @@ def get_mixer(name: str) -> type:
     return __getattr__(MIXERS[name])
 
 
+def causal_mixers() -> list:
+    """The names of ``MIXERS`` whose class is causal (``cls.causal``): an LM's mixers, BiMamba2's directions.
+
+    Example
+    -------
+    >>> causal_mixers()
+    ['mamba', 'mamba2']
+    """
+    return sorted(name for name in MIXERS if get_mixer(name).causal)
+
+
 def __getattr__(name: str):
     if name in _EXPORTS:
         module, attr = _EXPORTS[name]
@@ -60,4 +72,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["MIXERS", "get_mixer", *_EXPORTS]
+__all__ = ["MIXERS", "causal_mixers", "get_mixer", *_EXPORTS]

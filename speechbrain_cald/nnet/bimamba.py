@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import torch
 
+from speechbrain_cald.nnet import causal_mixers, get_mixer
 from speechbrain_cald.nnet.mamba2 import mamba2_add_reversed, mamba2_stacked_forward
 from speechbrain_cald.nnet.ssd import needs_autograd
-
-# mixer name -> (module, class); imported on use so that a missing Mamba v1
-# never breaks the default Mamba2 student
-_DIRECTIONAL_MIXERS: Dict[str, Tuple[str, str]] = {
-    "mamba2": ("speechbrain_cald.nnet.mamba2", "Mamba2"),
-    "mamba": ("speechbrain_cald.nnet.mamba", "Mamba"),
-}
 
 
 def reverse_valid(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
@@ -96,6 +89,9 @@ class BiMamba2(torch.nn.Module):
     (True, False)
     """
 
+    #: reads the whole sequence (its backward direction sees the future)
+    causal = False
+
     def __init__(
         self,
         d_model: int,
@@ -105,12 +101,13 @@ class BiMamba2(torch.nn.Module):
         **mixer_kwargs,
     ) -> None:
         super().__init__()
-        if mixer not in _DIRECTIONAL_MIXERS:
-            raise ValueError(
-                f"BiMamba2: unknown mixer '{mixer}': expected one of {sorted(_DIRECTIONAL_MIXERS)}"
-            )
-        module, name = _DIRECTIONAL_MIXERS[mixer]
-        cls = getattr(importlib.import_module(module), name)
+        try:
+            cls = get_mixer(mixer)  # the registry's class, imported on use (Mamba v1 only when asked for)
+        except KeyError:
+            cls = None
+        if cls is None or not cls.causal:
+            kind = "unknown mixer" if cls is None else "a direction must be a causal mixer, not"
+            raise ValueError(f"BiMamba2: {kind} '{mixer}': expected one of {causal_mixers()}")
         self.d_model = d_model
         self.mixer_name = mixer
         self.residual_inside = residual_inside

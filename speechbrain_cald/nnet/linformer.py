@@ -199,6 +199,9 @@ class LinformerAttention(nn.Module):
     #: projections E / F are new (``convert.new_parameters``)
     kept_from_attention = ("q_proj", "k_proj", "v_proj", "out_proj")
 
+    #: every output reads the whole sequence through the projected keys and values
+    causal = False
+
     def __init__(
         self,
         d_model: int,

@@ -163,6 +163,9 @@ class Mamba(nn.Module):
     True
     """
 
+    #: output at t reads frames <= t only: a causal LM's mixer, or one direction of BiMamba2
+    causal = True
+
     def __init__(
         self,
         d_model: int,

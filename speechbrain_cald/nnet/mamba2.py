@@ -127,6 +127,9 @@ class Mamba2(torch.nn.Module):
     True
     """
 
+    #: output at t reads frames <= t only: a causal LM's mixer, or one direction of BiMamba2
+    causal = True
+
     def __init__(
         self,
         d_model: int,

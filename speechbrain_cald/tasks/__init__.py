@@ -4,8 +4,6 @@ ctc             ctc_objective, ctc_greedy_transcripts (SpeechBrain's CTC loss an
 classification  classification_objective, correct_predictions, masked_mean, UtteranceClassifier
 classification_metrics  ClassificationScores (accuracy, macro-F1, confusion; cross-checked)
 lm              next_token_objective, perplexity, CausalLMBrain (the LM recipes' Brain hooks)
-lm_eval         perplexity computed twice, LAMBADA and multiple-choice zero-shot accuracy
-lm_report       stage 4 of the LM recipes (python -m speechbrain_cald.tasks.lm_report)
 """
 
 from speechbrain_cald.tasks.classification import (

@@ -17,7 +17,7 @@ eval_blocks=512;   options_help[eval_blocks]="perplexity on the first N blocks o
 lambada_file="";   options_help[lambada_file]="zero-shot LAMBADA: a {\"text\": ...} JSON-lines file (skipped if empty or absent)"
 choice_files="";   options_help[choice_files]="zero-shot multiple choice: 'name=path ...' of {ctx, endings|choices, label} lines"
 corpus_options students="pile_mamba pile_mamba:unguided" results_title="Pile LM recipe: results"
-report_options speechbrain_cald.tasks.lm_report "--bench_prompt_lengths 512 2000"
+report_options speechbrain_cald.evaluation.lm "--bench_prompt_lengths 512 2000"
 parse_options "$@"
 begin_recipe lambada_file
 

@@ -25,7 +25,7 @@ teacher_args="";                  options_help[teacher_args]="extra hparams over
 student_args="";                  options_help[student_args]="extra hparams overrides for every student"
 bench_prompt_lengths="128 500 1000 2000"; options_help[bench_prompt_lengths]="prompt lengths of the generation benchmark"
 check_faster_at=2000;             options_help[check_faster_at]="target: students generate faster than the teacher after a prompt this long"
-eval_args="";                     options_help[eval_args]="extra options for speechbrain_cald.tasks.lm_report"
+eval_args="";                     options_help[eval_args]="extra options for speechbrain_cald.evaluation.lm"
 published_results_md="$recipe_dir/RESULTS.md"  # the published record; a run with --exp elsewhere writes <exp>/RESULTS.md
 results_md_option
 parse_options "$@"

@@ -3,7 +3,7 @@
 A family entry is data plus a few small functions, never a subclass hierarchy:
 adding a family is writing one ``Family(...)`` and calling ``register_family``.
 The fields are a stable interface (``docs/interfaces.md``, convert section);
-``extras`` is the place other modules (e.g. ``convert/share.py``) keep their own
+``extras`` is the place other modules (e.g. ``convert/share/``) keep their own
 per-family facts without changing this class.
 """
 

@@ -19,6 +19,17 @@ def test_progress_bar_shows_each_term(tiny, capsys):
         assert term in err
 
 
+def test_progress_bars_count_train_and_valid_batches_and_follow_progressbar(tiny, capsys):
+    """DistillBrain draws the bars (SpeechBrain's own are off): one per stage, counting its batches."""
+    brain = tiny.build_brain("target", run_opts={"noprogressbar": True})
+    brain.fit(range(1), tiny.loader(tiny.make_batches(2)), tiny.loader(tiny.make_batches(3)), progressbar=True)
+    err = capsys.readouterr().err
+    assert "2/2" in err and "3/3" in err and "train_loss=" in err
+    brain = tiny.build_brain("target", run_opts={"noprogressbar": False})
+    brain.fit(range(1), tiny.loader(tiny.make_batches(2)), tiny.loader(tiny.make_batches(3)), progressbar=False)
+    assert "2/2" not in capsys.readouterr().err and not brain.progress.active
+
+
 def test_bf16_autocast_runs_and_losses_stay_fp32(tiny):
     brain = tiny.build_brain("target", run_opts={"precision": "bf16"})
     seen = []

@@ -1,4 +1,4 @@
-"""convert/share.py: recursive and residual students built from tiny teachers."""
+"""convert/share/: recursive and residual students built from tiny teachers."""
 
 import copy
 import io

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from speechbrain_cald.data.text_corpus import CorpusFormatError
-from speechbrain_cald.tasks.lm_eval import (
+from speechbrain_cald.evaluation.lm_metrics import (
     PerplexityMismatch,
     lambada_accuracy,
     multiple_choice_accuracy,

@@ -1,6 +1,6 @@
 """CTC + KenLM beam searches compared on the same LM, acoustic outputs and settings.
 
-``python -m speechbrain_cald.bench.lm_decoders --out docs/bench/lm_decoders``
+``python -m speechbrain_cald.evaluation.lm_decoders --out docs/bench/lm_decoders``
 
 1. Text: definitions of the GNU Collaborative International Dictionary of
    English (Debian's ``dict-gcide``, read offline), lower-cased into sentences;
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     settings = [f"--{k}={getattr(args, k)}" for k in ("alpha", "beta", "beam_size", "unk_score_offset",
                                                         "beam_prune_logp", "token_prune_min_logp")]
     for decoder in args.decoders:
-        cmd = [sys.executable, "-m", "speechbrain_cald.bench.lm_decoders", "--out", args.out, "--worker", decoder,
+        cmd = [sys.executable, "-m", "speechbrain_cald.evaluation.lm_decoders", "--out", args.out, "--worker", decoder,
                "--data", data_path, "--lm", lm, *settings]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     info = dict(lm=os.path.abspath(lm), lm_mb=os.path.getsize(lm) / 2**20, test_sentences=len(test), noise=args.noise,
-                greedy_wer=greedy_wer.wer, settings=settings, rows=rows, command=" ".join(["python -m speechbrain_cald.bench.lm_decoders", *(argv if argv is not None else sys.argv[1:])]))
+                greedy_wer=greedy_wer.wer, settings=settings, rows=rows, command=" ".join(["python -m speechbrain_cald.evaluation.lm_decoders", *(argv if argv is not None else sys.argv[1:])]))
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(info, f, indent=1)
     from speechbrain_cald.evaluation.report import machine

@@ -5,7 +5,7 @@ exports, or a transformers checkpoint folder itself, e.g. the pretrained one):
 
 - perplexity on the val and test token shards (``<data>/tokens/<split>.bin``),
   computed two independent ways (ours and transformers' ``labels=`` loss,
-  :func:`~speechbrain_cald.tasks.lm_eval.perplexity_two_ways`): the run stops
+  :func:`~speechbrain_cald.evaluation.lm_metrics.perplexity_two_ways`): the run stops
   if they disagree;
 - zero-shot accuracy on the task files given (LAMBADA ``--lambada_file``;
   multiple choice ``--choice_files name=path ...``), each skipped with a
@@ -16,7 +16,7 @@ exports, or a transformers checkpoint folder itself, e.g. the pretrained one):
 Then RESULTS.md (tables, the plot beside it, targets if asked, stage timings,
 commands) and a summary on screen.
 
-    python -m speechbrain_cald.tasks.lm_report --data_folder exp/data --exp_folder exp \\
+    python -m speechbrain_cald.evaluation.lm --data_folder exp/data --exp_folder exp \\
         --models pretrained=/models/pythia-1b teacher=exp/teacher mamba_target=exp/pile_mamba_target \\
         --results_md exp/RESULTS.md
 """
@@ -36,7 +36,7 @@ import torch
 from speechbrain_cald.bench.generation import generation_table, load_causal_lm, plot_generation, run_isolated
 from speechbrain_cald.data.token_blocks import TokenBlocks, load_tokenizer, shard_paths
 from speechbrain_cald.evaluation.report import count_params, machine, read_stage_times, stage_commands, stage_time_lines
-from speechbrain_cald.tasks.lm_eval import lambada_accuracy, multiple_choice_accuracy, perplexity_two_ways
+from speechbrain_cald.evaluation.lm_metrics import lambada_accuracy, multiple_choice_accuracy, perplexity_two_ways
 
 __all__ = ["main", "model_folder"]
 
