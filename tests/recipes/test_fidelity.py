@@ -174,3 +174,78 @@ def test_corpus_recipe_uses_its_tasks_weights(path):
     for key, value in CORPUS_PINS[path].items():
         found = hp.get("guides", {}).get(key) if key == "switch_fraction" else hp.get(key)
         assert found is not None and float(found) == pytest.approx(value, abs=1e-3), f"{path}: {key} = {found}, paper {value}"
+
+
+# ---------------------------------------------------------------- task-loss scale (speech classification)
+def _reference_speech_classification_loss(logits, labels, label_lengths, student, teacher, frames, alpha):
+    """The CALD speech reference's loss of one batch (no accumulation), as the optimizer sees it.
+
+    ``speech/models/model.py: compute_loss`` with ``loss_normalize_type='sample'``,
+    ``ctc_weight=0`` and one classifier head: ``n_samples`` is the batch's label
+    characters (l. 162-170), the layer term (``layer_distill_loss``, l. 123-148,
+    the states masked then layer-normed, squared error averaged over features,
+    summed over frames, averaged over layers) is scaled by ``n_samples /
+    total_output_samples`` (l. 199-207), the cross-entropy summed (l. 226-233);
+    ``speech/train.py`` then divides the gradient by ``n_samples`` (l. 322-325).
+    """
+    n_samples = label_lengths.sum()
+    mask = frames.unsqueeze(-1).float()
+    per_layer = []
+    for t, s in zip(teacher, student):
+        t, s = torch.layer_norm(t * mask, [t.shape[-1]]), torch.layer_norm(s * mask, [s.shape[-1]])
+        per_layer.append(torch.nn.functional.mse_loss(t, s, reduction="none").mean(-1).sum())
+    layer = torch.stack(per_layer).mean() * n_samples / frames.sum()
+    classifier = torch.nn.functional.cross_entropy(logits, labels, reduction="none").sum()
+    return (classifier + alpha * layer) / n_samples
+
+
+def test_per_character_task_loss_is_the_speech_references():
+    """Ours (per-character cross-entropy + alpha x per-frame layer term) = the reference's loss on a batch."""
+    from speechbrain_cald.tasks.classification import cross_entropy_per_character
+
+    torch.manual_seed(0)
+    lengths = torch.tensor([7, 4, 6])
+    frames = torch.arange(7)[None, :] < lengths[:, None]
+    student = [torch.randn(3, 7, 16) for _ in range(4)]
+    teacher = [torch.randn(3, 7, 16) for _ in range(4)]
+    logits, labels = torch.randn(3, 5), torch.tensor([0, 3, 1])
+    characters = torch.tensor([31.0, 42.0, 27.0])  # transcript lengths (SLURP)
+    for alpha in (15.0, 30.0):
+        ours = cross_entropy_per_character(logits, labels, characters) + alpha * layer_distill_loss(
+            student, teacher, frames
+        )
+        reference = _reference_speech_classification_loss(
+            logits, labels, characters, student, teacher, frames, alpha
+        )
+        assert_close(ours, reference, factor=NETWORK)
+    # the per-utterance mean weighs the task (mean characters per utterance) times more
+    mean = torch.nn.functional.cross_entropy(logits, labels)
+    assert_close(cross_entropy_per_character(logits, labels, characters) * characters.mean(), mean, factor=NETWORK)
+
+
+@pytest.mark.parametrize("corpus, column", [("SLURP/SLU/hparams/slurp", "transcript"),
+                                            ("VoxCeleb1/SpeakerID/hparams/voxceleb1", 3)])
+@pytest.mark.parametrize("kind", ["teacher", "mamba", "linformer"])
+def test_speech_classification_recipes_scale_the_task_loss_as_the_reference(corpus, column, kind):
+    hp = raw(ROOT / "recipes" / f"{corpus}_{kind}.yaml")
+    assert hp["task_loss_per"] == "character" and hp["loss_characters"] == column
+    in_doc("`task_loss_per: character`", "`loss_characters: transcript`", "`loss_characters: 3`")
+
+
+def test_utterance_dataset_counts_the_loss_characters(tmp_path):
+    from speechbrain_cald.data.labels import build_label_encoder
+    from speechbrain_cald.tasks.utterance import utterance_dataset
+
+    manifest = tmp_path / "train.csv"
+    manifest.write_text(
+        "ID,duration,wav,label,transcript\n"
+        "a,1.0,$data_root/a.wav,x,wake me up at nine\n"
+        "b,1.0,$data_root/b.wav,y,olly quiet\n"
+    )
+    encoder = build_label_encoder(["x", "y"])
+    for characters, expected in (("transcript", [18.0, 10.0]), (3, [3.0, 3.0])):
+        dataset = utterance_dataset([str(manifest)], str(tmp_path), encoder, characters=characters)
+        dataset.set_output_keys(["characters"])  # the audio is not read
+        assert [float(dataset[i]["characters"][0]) for i in range(2)] == expected
+    with pytest.raises(KeyError, match="no column 'text'"):
+        utterance_dataset([str(manifest)], str(tmp_path), encoder, characters="text")
