@@ -249,3 +249,54 @@ def test_utterance_dataset_counts_the_loss_characters(tmp_path):
         assert [float(dataset[i]["characters"][0]) for i in range(2)] == expected
     with pytest.raises(KeyError, match="no column 'text'"):
         utterance_dataset([str(manifest)], str(tmp_path), encoder, characters="text")
+
+
+# ---------------------------------------------------------------- regularisation
+SPEECH = [f"recipes/{corpus}_{kind}.yaml" for corpus in ("LibriSpeech/ASR/hparams/librispeech", "TEDLIUM/ASR/hparams/tedlium",
+                                                          "SLURP/SLU/hparams/slurp", "VoxCeleb1/SpeakerID/hparams/voxceleb1")
+          for kind in ("teacher", "mamba", "linformer")]
+TEXT = [f"recipes/{corpus}_{kind}.yaml" for corpus in ("GLUE/TextClassification/hparams/glue",
+                                                       "IMDB/TextClassification/hparams/imdb")
+        for kind in ("teacher", "mamba", "linformer")]
+# speech/hyperparams.py l. 34-38 (given to from_pretrained in speech/models/build.py l. 132-136)
+SPEECH_REGULARISATION = {"feat_proj_dropout": 0.2, "hidden_dropout": 0.2, "activation_dropout": 0.2,
+                         "mask_time_prob": 0.1}
+
+
+def _config_overrides(node):
+    """Every ``config_overrides`` mapping of a raw YAML."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "config_overrides":
+                yield value
+            else:
+                yield from _config_overrides(value)
+
+
+@pytest.mark.parametrize("path", SPEECH)
+def test_speech_recipes_regularise_as_the_reference(path):
+    hp = raw(ROOT / path)
+    for key, value in SPEECH_REGULARISATION.items():
+        assert float(hp[key]) == value, f"{path}: {key} = {hp[key]}, reference {value}"
+    overrides = list(_config_overrides(hp))
+    assert overrides, path
+    for found in overrides:  # the teacher's and the student's encoder alike
+        for key in SPEECH_REGULARISATION:
+            assert found.get(key) == f"<{key}>", f"{path}: config_overrides.{key} = {found.get(key)}"
+        assert found["layerdrop"] in (0.0, "<layerdrop>")
+    assert float(hp.get("final_dropout", hp.get("head_dropout"))) == 0.0  # reference final_dropout 0
+    assert hp["no_weight_decay"] == ["layer_norm"] and float(hp["max_grad_norm"]) == 1.0
+    if "teacher" in path.rsplit("/", 1)[-1]:
+        assert "teacher_train_mode" not in hp
+    else:
+        assert hp["teacher_train_mode"] is True
+    in_doc("`no_weight_decay: [layer_norm]`", "`teacher_train_mode: True`", "`mask_time_prob: 0.1`",
+           "`feat_proj_dropout`, `hidden_dropout`, `activation_dropout` 0.2")
+
+
+@pytest.mark.parametrize("path", TEXT)
+def test_text_recipes_decay_and_clip_as_the_reference(path):
+    hp = raw(ROOT / path)
+    assert hp["no_weight_decay"] == ["LayerNorm"]
+    assert hp["max_grad_norm"] == float("inf")  # no clipping, student and trajectory teacher
+    in_doc("`no_weight_decay: [LayerNorm]`", "`max_grad_norm: .inf`")
