@@ -127,6 +127,7 @@ from speechbrain_cald.distill.objectives import CALDObjective, DistillObjective
 from speechbrain_cald.distill.param_groups import build_optimizer, sync_group_lrs
 from speechbrain_cald.distill.progress import StageProgress
 from speechbrain_cald.distill.run_safety import SafeRunMixin
+from speechbrain_cald.distill.schedules import WarmupExpDecayLR
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, tapped_layers, unwrap
 
@@ -244,7 +245,8 @@ class DistillConfig:
         Planned optimizer steps (default: epochs x batches / accumulation).
     lr_scheduler : callable, optional
         SpeechBrain step scheduler called as ``lr_scheduler(optimizer)`` after
-        every student optimizer step (e.g. ``WarmAndExpDecayLRSchedule``); add
+        every student optimizer step (e.g. ``schedules.WarmupExpDecayLR``, whose
+        first step's rate ``on_fit_start`` sets too); add
         it to the checkpointer's recoverables in the YAML.
     new_params_lr : float, optional
         Peak learning rate of the parameters the conversion created
@@ -730,9 +732,16 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         return steps
 
     def on_fit_start(self):
-        """Give the guide the planned steps, then SpeechBrain's start (DDP, optimizers, recovery)."""
+        """Give the guide the planned steps, then SpeechBrain's start (DDP, optimizers, recovery).
+
+        A ``WarmupExpDecayLR`` then sets the next step's rate (0 before the first
+        step, as the CALD speech reference), which the optimizer's own lr would be otherwise.
+        """
         self.guide.on_fit_start(self.planned_steps)
         super().on_fit_start()
+        if isinstance(self.cfg.lr_scheduler, WarmupExpDecayLR) and self.opt_class is not None:
+            self.cfg.lr_scheduler.apply(self.optimizer)
+            sync_group_lrs(self.optimizer)
 
     # --------------------------------------------------------------- stages
     def on_stage_start(self, stage, epoch=None):

@@ -5,6 +5,12 @@ reference's schedule (``--lr_scheduler_type cosine --warmup_ratio 0.03
 --min_lr 3e-5 --lr_decay_steps N``). The horizon may be left open
 (``total_steps=None``) and fixed when training starts, from the planned number
 of optimizer steps (:meth:`WarmupCosineLR.plan`).
+
+``WarmupExpDecayLR``: the CALD speech reference's schedule
+(``speech/models/model.py: learning_rate_schedule``, l. 97-116, a ``LambdaLR``
+stepped after each optimizer step): 0 at the first step, a linear warm-up to
+``lr``, an exponential decay to ``final_lr`` over ``decay_steps`` and
+``final_lr`` from then on.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from speechbrain.utils import checkpoints
 
 from speechbrain_cald.safe_load import load_weights_only
 
-__all__ = ["WarmupCosineLR"]
+__all__ = ["WarmupCosineLR", "WarmupExpDecayLR"]
 
 
 @checkpoints.register_checkpoint_hooks
@@ -106,3 +112,81 @@ class WarmupCosineLR:
         data = load_weights_only(path)
         self.current_step = data["current_step"]
         self.total_steps = data["total_steps"]
+
+
+@checkpoints.register_checkpoint_hooks
+class WarmupExpDecayLR:
+    """Linear warm-up from 0, exponential decay to ``final_lr`` over ``decay_steps``, then ``final_lr``.
+
+    The learning rate of the optimizer step that follows ``s`` steps (the
+    reference's ``global_step``) is ``lr * s / warmup_steps`` during the
+    warm-up, ``lr * (final_lr / lr) ** ((s - warmup_steps) / decay_steps)``
+    during the decay, and ``final_lr`` once ``s >= warmup_steps + decay_steps``.
+
+    Called as ``scheduler(optimizer)`` after every optimizer step (what
+    ``DistillBrain`` does with its ``lr_scheduler``); :meth:`apply` sets the
+    first step's rate, 0, before training (``DistillBrain.on_fit_start``).
+
+    Arguments
+    ---------
+    lr : float
+        Peak learning rate (reference ``max_lr`` 3e-4).
+    final_lr : float
+        The rate reached at the end of the decay and held (reference 1.5e-6).
+    warmup_steps : int
+        Warm-up length (reference 5,000).
+    decay_steps : int
+        Decay length after the warm-up (reference 75,000).
+
+    Example
+    -------
+    >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    >>> sched = WarmupExpDecayLR(lr=1.0, final_lr=0.01, warmup_steps=2, decay_steps=2)
+    >>> lrs = [sched.apply(opt)]  # before the first step
+    >>> for _ in range(6):  # after each step: the rate of the next one
+    ...     sched(opt); lrs.append(round(opt.param_groups[0]["lr"], 3))
+    >>> lrs
+    [0.0, 0.5, 1.0, 0.1, 0.01, 0.01, 0.01]
+    """
+
+    def __init__(self, lr: float, final_lr: float, warmup_steps: int, decay_steps: int):
+        if not 0 < final_lr <= lr:
+            raise ValueError(f"WarmupExpDecayLR: expected 0 < final_lr <= lr, found final_lr {final_lr}, lr {lr}")
+        if warmup_steps < 0 or decay_steps <= 0:
+            raise ValueError(
+                f"WarmupExpDecayLR: expected warmup_steps >= 0 and decay_steps > 0, found {warmup_steps}, {decay_steps}"
+            )
+        self.lr = float(lr)
+        self.final_lr = float(final_lr)
+        self.warmup_steps = int(warmup_steps)
+        self.decay_steps = int(decay_steps)
+        self.current_step = 0
+
+    def value(self, steps_done: int) -> float:
+        """The learning rate of the optimizer step that follows ``steps_done`` steps."""
+        if steps_done < self.warmup_steps:
+            return self.lr * steps_done / self.warmup_steps
+        decayed = steps_done - self.warmup_steps
+        if decayed >= self.decay_steps:
+            return self.final_lr
+        return self.lr * (self.final_lr / self.lr) ** (decayed / self.decay_steps)
+
+    def apply(self, optimizer: torch.optim.Optimizer) -> float:
+        """Set the learning rate of the next optimizer step (call once before training too)."""
+        lr = self.value(self.current_step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def __call__(self, optimizer: torch.optim.Optimizer) -> None:
+        """After an optimizer step: count it and set the rate of the next one."""
+        self.current_step += 1
+        self.apply(optimizer)
+
+    @checkpoints.mark_as_saver
+    def save(self, path):
+        torch.save({"current_step": self.current_step}, path)
+
+    @checkpoints.mark_as_loader
+    def load(self, path, end_of_epoch=False, device=None):
+        self.current_step = load_weights_only(path)["current_step"]

@@ -300,3 +300,63 @@ def test_text_recipes_decay_and_clip_as_the_reference(path):
     assert hp["no_weight_decay"] == ["LayerNorm"]
     assert hp["max_grad_norm"] == float("inf")  # no clipping, student and trajectory teacher
     in_doc("`no_weight_decay: [LayerNorm]`", "`max_grad_norm: .inf`")
+
+
+# ---------------------------------------------------------------- schedules
+def _reference_speech_lr(step):
+    """``speech/models/model.py: learning_rate_schedule`` (l. 97-116) x max_lr, with
+    ``speech/hyperparams.py`` l. 40-49 (warm-up 5k, no plateau, min_lr 0, final 1.5e-6,
+    decay 75k, exp); ``step`` is the reference's ``global_step``, the steps already taken."""
+    import math
+
+    warmup, plateau, max_lr, min_lr, final_lr, decay = 5000, 0, 3e-4, 0.0, 1.5e-6, 75000
+    if step < warmup:
+        return (max_lr - min_lr) * (step / warmup) + min_lr
+    if step <= warmup + plateau:
+        return max_lr
+    if step < warmup + plateau + decay:
+        factor = -math.log(final_lr / max_lr) / decay
+        return max_lr * math.exp(-(step - warmup - plateau) * factor)
+    return final_lr
+
+
+SPEECH_STEPS = [0, 1, 2500, 4999, 5000, 5001, 20000, 42500, 79999, 80000, 80001, 89999, 90000]
+
+
+@pytest.mark.parametrize("path", SPEECH)
+def test_speech_schedule_is_the_references(path):
+    from speechbrain_cald.distill.schedules import WarmupExpDecayLR
+
+    hp = raw(ROOT / path)
+    node = hp.get("lr_annealing", hp.get("lr_schedule"))
+    lr, warmup = float(hp["lr"]), int(hp["n_warmup_steps"])
+    assert (lr, warmup) == (3e-4, 5000)
+    if "lr_final" in hp:  # LibriSpeech, TED-LIUM
+        assert node == {"lr": "<lr>", "final_lr": "<lr_final>", "warmup_steps": "<n_warmup_steps>",
+                        "decay_steps": "<lr_decay_steps>"}
+        final_lr, decay = float(hp["lr_final"]), int(hp["lr_decay_steps"])
+    else:  # SLURP, VoxCeleb1: decay_steps is where the decay ends
+        assert node == {"lr": "<lr>", "final_lr": "<lr> * <final_lr_ratio>", "warmup_steps": "<n_warmup_steps>",
+                        "decay_steps": "<decay_steps> - <n_warmup_steps>"}
+        final_lr, decay = lr * float(hp["final_lr_ratio"]), int(hp["decay_steps"]) - warmup
+    schedule = WarmupExpDecayLR(lr=lr, final_lr=final_lr, warmup_steps=warmup, decay_steps=decay)
+    for step in SPEECH_STEPS:
+        assert schedule.value(step) == pytest.approx(_reference_speech_lr(step), rel=1e-9, abs=1e-15), step
+    assert int(hp["optimizer_step_limit"]) == 90000 and schedule.value(90000) == pytest.approx(1.5e-6)
+    in_doc("`WarmupExpDecayLR`")
+
+
+@pytest.mark.parametrize("corpus", ["LibriSpeech/ASR/hparams/librispeech", "TEDLIUM/ASR/hparams/tedlium",
+                                    "SLURP/SLU/hparams/slurp", "VoxCeleb1/SpeakerID/hparams/voxceleb1"])
+def test_speech_teachers_keep_a_waypoint_every_10k_steps(corpus):
+    hp = raw(ROOT / "recipes" / f"{corpus}_teacher.yaml")
+    assert int(hp["snapshot_interval"]) == 10000  # speech/hyperparams.py l. 92: teacher_snapshot_cycle
+    in_doc("`snapshot_interval: 10000`")
+
+
+@pytest.mark.parametrize("kind", ["teacher", "mamba"])
+def test_lm_decay_steps_are_the_references(kind):
+    hp = raw(ROOT / "recipes" / "Pile" / "LM" / "hparams" / f"pile_{kind}.yaml")
+    assert int(hp["lr_decay_steps"]) == 12000  # lm/README.md l. 23, 0.5% of the Pile
+    assert "--lr_decay_steps=12000 / 24000 / 24000" in (ROOT / "recipes" / "Pile" / "LM" / "README.md").read_text()
+    in_doc("`lr_decay_steps: 12000`")
