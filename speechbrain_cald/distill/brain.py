@@ -664,15 +664,20 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         (new parameters, no weight decay) that would leave the others unclipped.
         Clipping the still-scaled gradients at ``max_grad_norm x scale`` is
         clipping the unscaled ones at ``max_grad_norm``; SpeechBrain's own clip
-        of the first group is then a no-op. An infinite ``max_grad_norm`` clips nothing.
+        of the first group is then a no-op. An infinite ``max_grad_norm`` clips nothing;
+        non-finite gradients are left as they are, for ``SafeRunMixin`` to skip the step.
         """
         if not self.optimizers_dict or not math.isfinite(float(self.max_grad_norm)):
             return
         scale = float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0
         for opt in self.freeze_optimizers(self.optimizers_dict).values():
-            if len(opt.param_groups) > 1:
-                params = [p for group in opt.param_groups for p in group["params"]]
-                torch.nn.utils.clip_grad_norm_(params, float(self.max_grad_norm) * scale)
+            grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+            if len(opt.param_groups) < 2 or not grads:
+                continue
+            total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach()) for g in grads]))
+            if torch.isfinite(total):
+                torch.nn.utils.clip_grad_norm_([p for group in opt.param_groups for p in group["params"]],
+                                               float(self.max_grad_norm) * scale)
 
     def fit(
         self,
