@@ -23,11 +23,51 @@ from speechbrain.utils import checkpoints
 
 from speechbrain_cald.safe_load import load_weights_only
 
-__all__ = ["WarmupCosineLR", "WarmupExpDecayLR"]
+__all__ = ["StepSchedule", "WarmupCosineLR", "WarmupExpDecayLR"]
 
 
 @checkpoints.register_checkpoint_hooks
-class WarmupCosineLR:
+class StepSchedule:
+    """A learning rate per optimizer step: counts the steps, sets the next one's rate, checkpoints its state.
+
+    Subclasses give :meth:`next_value`; :meth:`state` lists what a checkpoint
+    keeps (``current_step`` and anything the run fixes, e.g. a planned horizon).
+    """
+
+    current_step: int = 0
+
+    def next_value(self) -> float:
+        """The learning rate of the next optimizer step."""
+        raise NotImplementedError(f"{type(self).__name__}.next_value() is not defined")
+
+    def apply(self, optimizer: torch.optim.Optimizer) -> float:
+        """Set the learning rate of the next optimizer step (call once before training too)."""
+        lr = self.next_value()
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def __call__(self, optimizer: torch.optim.Optimizer) -> None:
+        """After an optimizer step: count it and set the rate of the next one."""
+        self.current_step += 1
+        self.apply(optimizer)
+
+    def state(self) -> dict:
+        """What a checkpoint keeps."""
+        return {"current_step": self.current_step}
+
+    @checkpoints.mark_as_saver
+    def save(self, path):
+        torch.save(self.state(), path)
+
+    @checkpoints.mark_as_loader
+    def load(self, path, end_of_epoch=False, device=None):
+        data = load_weights_only(path)
+        for key in self.state():
+            setattr(self, key, data[key])
+
+
+class WarmupCosineLR(StepSchedule):
     """Linear warm-up to ``lr``, cosine decay to ``min_lr`` at ``total_steps``, then ``min_lr``.
 
     Arguments
@@ -91,31 +131,16 @@ class WarmupCosineLR:
         progress = min(1.0, (step - warmup) / max(self.total_steps - warmup, 1))
         return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
 
-    def apply(self, optimizer: torch.optim.Optimizer) -> float:
-        """Set the learning rate of the next optimizer step (call once before training too)."""
-        lr = self.value(self.current_step + 1)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+    def next_value(self) -> float:
+        """The rate of the next step: ``value`` counts steps from 1."""
+        return self.value(self.current_step + 1)
 
-    def __call__(self, optimizer: torch.optim.Optimizer) -> None:
-        """After an optimizer step: count it and set the rate of the next one."""
-        self.current_step += 1
-        self.apply(optimizer)
-
-    @checkpoints.mark_as_saver
-    def save(self, path):
-        torch.save({"current_step": self.current_step, "total_steps": self.total_steps}, path)
-
-    @checkpoints.mark_as_loader
-    def load(self, path, end_of_epoch=False, device=None):
-        data = load_weights_only(path)
-        self.current_step = data["current_step"]
-        self.total_steps = data["total_steps"]
+    def state(self) -> dict:
+        """The step count and the horizon (fixed by :meth:`plan` when it was open)."""
+        return {"current_step": self.current_step, "total_steps": self.total_steps}
 
 
-@checkpoints.register_checkpoint_hooks
-class WarmupExpDecayLR:
+class WarmupExpDecayLR(StepSchedule):
     """Linear warm-up from 0, exponential decay to ``final_lr`` over ``decay_steps``, then ``final_lr``.
 
     The learning rate of the optimizer step that follows ``s`` steps (the
@@ -140,13 +165,12 @@ class WarmupExpDecayLR:
 
     Example
     -------
-    >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     >>> sched = WarmupExpDecayLR(lr=1.0, final_lr=0.01, warmup_steps=2, decay_steps=2)
-    >>> lrs = [sched.apply(opt)]  # before the first step
-    >>> for _ in range(6):  # after each step: the rate of the next one
-    ...     sched(opt); lrs.append(round(opt.param_groups[0]["lr"], 3))
-    >>> lrs
-    [0.0, 0.5, 1.0, 0.1, 0.01, 0.01, 0.01]
+    >>> [round(sched.value(s), 3) for s in range(6)]  # the rate of the step after s steps
+    [0.0, 0.5, 1.0, 0.1, 0.01, 0.01]
+    >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    >>> sched.apply(opt), sched(opt), opt.param_groups[0]["lr"]  # before the first step, after it
+    (0.0, None, 0.5)
     """
 
     def __init__(self, lr: float, final_lr: float, warmup_steps: int, decay_steps: int):
@@ -171,22 +195,6 @@ class WarmupExpDecayLR:
             return self.final_lr
         return self.lr * (self.final_lr / self.lr) ** (decayed / self.decay_steps)
 
-    def apply(self, optimizer: torch.optim.Optimizer) -> float:
-        """Set the learning rate of the next optimizer step (call once before training too)."""
-        lr = self.value(self.current_step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
-
-    def __call__(self, optimizer: torch.optim.Optimizer) -> None:
-        """After an optimizer step: count it and set the rate of the next one."""
-        self.current_step += 1
-        self.apply(optimizer)
-
-    @checkpoints.mark_as_saver
-    def save(self, path):
-        torch.save({"current_step": self.current_step}, path)
-
-    @checkpoints.mark_as_loader
-    def load(self, path, end_of_epoch=False, device=None):
-        self.current_step = load_weights_only(path)["current_step"]
+    def next_value(self) -> float:
+        """The rate of the next step: ``value`` of the steps already taken."""
+        return self.value(self.current_step)

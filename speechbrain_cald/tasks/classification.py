@@ -77,17 +77,15 @@ def cross_entropy_per_character(
 
     Arguments
     ---------
-    logits : torch.Tensor
-        ``(B, C)`` class logits.
-    labels : torch.Tensor
-        ``(B,)`` class ids (or ``(B, 1)``).
+    logits, labels : torch.Tensor
+        As :func:`classification_objective` takes them.
     characters : torch.Tensor
         ``(B,)`` characters per utterance (a batch with none counts 1).
 
     Returns
     -------
     torch.Tensor
-        Scalar.
+        The scalar loss.
 
     Example
     -------
