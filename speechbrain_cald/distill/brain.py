@@ -38,7 +38,7 @@ Hparams keys read (defaults in ``DistillConfig``)
 ``distill_objective``, ``layer_map``, ``tap_layers``, ``teacher_tap_layers``, ``tap_embeddings``,
 ``tap_skip_last``,
 ``teacher_train_mode``,
-``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``, ``new_params_lr``,
+``snapshot_interval``, ``snapshot_dir``, ``total_steps``, ``lr_scheduler``, ``new_params_lr``, ``no_weight_decay``,
 ``transfer_steps``, ``keep_checkpoints``, ``checkpoint_min_key``, ``checkpoint_max_key``,
 ``train_logger``; plus SpeechBrain's own run options
 (``grad_accumulation_factor``, ``precision``, ``max_grad_norm``, ...).
@@ -127,6 +127,7 @@ from speechbrain_cald.distill.objectives import CALDObjective, DistillObjective
 from speechbrain_cald.distill.param_groups import build_optimizer, sync_group_lrs
 from speechbrain_cald.distill.progress import StageProgress
 from speechbrain_cald.distill.run_safety import SafeRunMixin
+from speechbrain_cald.distill.schedules import WarmupExpDecayLR
 from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import LayerTaps, find_layers, lengths_to_mask, tapped_layers, unwrap
 
@@ -244,13 +245,19 @@ class DistillConfig:
         Planned optimizer steps (default: epochs x batches / accumulation).
     lr_scheduler : callable, optional
         SpeechBrain step scheduler called as ``lr_scheduler(optimizer)`` after
-        every student optimizer step (e.g. ``WarmAndExpDecayLRSchedule``); add
+        every student optimizer step (e.g. ``schedules.WarmupExpDecayLR``, whose
+        first step's rate ``on_fit_start`` sets too); add
         it to the checkpointer's recoverables in the YAML.
     new_params_lr : float, optional
         Peak learning rate of the parameters the conversion created
         (``convert.new_parameters``: Linformer's projections, a Mamba mixer),
         following the same schedule as the others (``distill/param_groups.py``);
         None (CALD): one rate for all.
+    no_weight_decay : list of str, optional
+        Names of norm modules whose weights, with every bias of ``model``,
+        train without weight decay (``param_groups.excluded_from_weight_decay``):
+        ``[layer_norm]`` is the CALD speech reference's rule, ``[LayerNorm]`` its
+        GLUE reference's; None: weight decay on every parameter.
     transfer_steps : int
         The first this many optimizer steps fit each new mixer to the teacher
         attention it replaced, on the teacher's own layer inputs
@@ -288,6 +295,7 @@ class DistillConfig:
     total_steps: Optional[int] = None
     lr_scheduler: Optional[Callable] = None
     new_params_lr: Optional[float] = None
+    no_weight_decay: Optional[Sequence[str]] = None
     transfer_steps: int = 0
     keep_checkpoints: int = 1
     checkpoint_min_key: Optional[str] = None
@@ -603,7 +611,7 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         student_lr = None
         if self.opt_class is not None:
             self.optimizer = build_optimizer(
-                self.opt_class, params, unwrap(self.modules["model"]), self.cfg.new_params_lr
+                self.opt_class, params, unwrap(self.modules["model"]), self.cfg.new_params_lr, self.cfg.no_weight_decay
             )
             student_lr = self.optimizer.param_groups[0]["lr"]  # before any scheduler step
             self.optimizers_dict["model"] = self.optimizer
@@ -636,6 +644,7 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         before = self.optimizer_step
         if self.opt_class is not None:
             sync_group_lrs(self.optimizer)  # a scheduler (any hook's) writes one rate into every group
+        self._clip_every_group()
         super().optimizers_step()
         if self.optimizer_step == before:  # skipped: a non-finite gradient (SafeRunMixin)
             return
@@ -647,6 +656,28 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         interval = self.cfg.snapshot_interval
         if interval and self.optimizer_step % interval == 0 and if_main_process():
             save_snapshot(unwrap(self.modules.model), self.cfg.snapshot_dir, self.optimizer_step)
+
+    def _clip_every_group(self) -> None:
+        """Clip each stepping optimizer's gradient norm over all its groups, not only ``param_groups[0]``.
+
+        SpeechBrain clips the first group of each optimizer alone; with groups
+        (new parameters, no weight decay) that would leave the others unclipped.
+        Clipping the still-scaled gradients at ``max_grad_norm x scale`` is
+        clipping the unscaled ones at ``max_grad_norm``; SpeechBrain's own clip
+        of the first group is then a no-op. An infinite ``max_grad_norm`` clips nothing;
+        non-finite gradients are left as they are, for ``SafeRunMixin`` to skip the step.
+        """
+        if not self.optimizers_dict or not math.isfinite(float(self.max_grad_norm)):
+            return
+        scale = float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0
+        for opt in self.freeze_optimizers(self.optimizers_dict).values():
+            grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+            if len(opt.param_groups) < 2 or not grads:
+                continue
+            total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach()) for g in grads]))
+            if torch.isfinite(total):
+                torch.nn.utils.clip_grad_norm_([p for group in opt.param_groups for p in group["params"]],
+                                               float(self.max_grad_norm) * scale)
 
     def fit(
         self,
@@ -706,9 +737,16 @@ class DistillBrain(SafeRunMixin, sb.Brain):
         return steps
 
     def on_fit_start(self):
-        """Give the guide the planned steps, then SpeechBrain's start (DDP, optimizers, recovery)."""
+        """Give the guide the planned steps, then SpeechBrain's start (DDP, optimizers, recovery).
+
+        A ``WarmupExpDecayLR`` then sets the next step's rate (0 before the first
+        step, as the CALD speech reference), which the optimizer's own lr would be otherwise.
+        """
         self.guide.on_fit_start(self.planned_steps)
         super().on_fit_start()
+        if isinstance(self.cfg.lr_scheduler, WarmupExpDecayLR) and self.opt_class is not None:
+            self.cfg.lr_scheduler.apply(self.optimizer)
+            sync_group_lrs(self.optimizer)
 
     # --------------------------------------------------------------- stages
     def on_stage_start(self, stage, epoch=None):

@@ -24,6 +24,7 @@ __all__ = [
     "UtteranceLogProbs",
     "classification_objective",
     "correct_predictions",
+    "cross_entropy_per_character",
     "masked_mean",
 ]
 
@@ -62,6 +63,42 @@ def classification_objective(
             f"{tuple(logits.shape)} and {tuple(labels.shape)}"
         )
     return F.cross_entropy(logits.float(), labels.long(), label_smoothing=label_smoothing)
+
+
+def cross_entropy_per_character(
+    logits: torch.Tensor, labels: torch.Tensor, characters: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy summed over the batch, divided by the batch's transcript characters.
+
+    The CALD speech reference's classification loss (``loss_normalize_type=sample``):
+    the summed cross-entropy over ``n_samples``, the characters of the batch's
+    transcripts (SLURP) or of a dummy label (VoxCeleb1: ``'123'``, 3 per
+    utterance), while its layer term is per frame.
+
+    Arguments
+    ---------
+    logits, labels : torch.Tensor
+        As :func:`classification_objective` takes them.
+    characters : torch.Tensor
+        ``(B,)`` characters per utterance (a batch with none counts 1).
+
+    Returns
+    -------
+    torch.Tensor
+        The scalar loss.
+
+    Example
+    -------
+    >>> logits, labels = torch.zeros(2, 4), torch.tensor([0, 1])
+    >>> round(float(cross_entropy_per_character(logits, labels, torch.tensor([3, 5]))), 4)
+    0.3466
+    """
+    mean = classification_objective(logits, labels)
+    if characters.shape != logits.shape[:1]:
+        raise ValueError(
+            f"classification: characters should be (B,) = {tuple(logits.shape[:1])}, found {tuple(characters.shape)}"
+        )
+    return mean * logits.shape[0] / characters.sum().clamp_min(1).to(mean.dtype)
 
 
 def correct_predictions(logits: torch.Tensor, labels: torch.Tensor) -> int:

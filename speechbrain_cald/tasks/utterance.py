@@ -21,7 +21,12 @@ options): ``model`` (an ``UtteranceClassifier``), optionally ``teacher``,
 ``!name:`` batch sampler taking the dataset and ``length_func``; without one,
 ``train_dataloader_opts`` batch the data), ``train_dataloader_opts``,
 ``valid_dataloader_opts``, ``opt_class``, ``checkpointer``, ``epoch_counter``,
-``teacher_folder`` (students: its label encoder must be the same).
+``teacher_folder`` (students: its label encoder must be the same),
+``task_loss_per`` (``utterance``: the mean cross-entropy over utterances, the
+default; ``character``: the CALD speech reference's sum over the batch's
+characters, :func:`cross_entropy_per_character`) with ``loss_characters`` (a
+manifest column whose characters count, e.g. SLURP's ``transcript``, or a fixed
+count per utterance, e.g. 3 for VoxCeleb1's dummy label ``'123'``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import os
 import shutil
 from types import SimpleNamespace
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import speechbrain as sb
 import torch
@@ -44,10 +49,12 @@ from speechbrain_cald.distill.snapshots import save_snapshot
 from speechbrain_cald.distill.taps import unwrap
 from speechbrain_cald.distill.weights import build_modules
 from speechbrain_cald.experiment import export_model
-from speechbrain_cald.tasks.classification import classification_objective
+from speechbrain_cald.tasks.classification import classification_objective, cross_entropy_per_character
 from speechbrain_cald.tasks.classification_metrics import ClassificationScores
 
-__all__ = ["UtteranceBrain", "fit_utterance_classifier", "known_label", "utterance_dataset"]
+__all__ = ["TASK_LOSS_PER", "UtteranceBrain", "fit_utterance_classifier", "known_label", "utterance_dataset"]
+
+TASK_LOSS_PER = ("utterance", "character")
 
 
 def known_label(encoder, where: str, column: str = "label"):
@@ -76,8 +83,9 @@ def utterance_dataset(
     label_encoder,
     sample_rate: int = 16000,
     crop_seconds: Optional[float] = None,
+    characters: Union[str, int, None] = None,
 ) -> sb.dataio.dataset.DynamicItemDataset:
-    """One SpeechBrain dataset over the manifests ``csv_files``: ``id``, ``sig``, ``label_id``.
+    """One SpeechBrain dataset over the manifests ``csv_files``: ``id``, ``sig``, ``label_id`` (, ``characters``).
 
     Arguments
     ---------
@@ -93,6 +101,10 @@ def utterance_dataset(
     crop_seconds : float, optional
         Each item is a random ``crop_seconds`` window of the utterance (a new
         one at every read; whole utterances when shorter); None: whole utterances.
+    characters : str or int, optional
+        Adds ``characters``, each utterance's count for the per-character task
+        loss: the length of this manifest column (e.g. ``transcript``), or this
+        fixed number; None: no such item.
 
     Returns
     -------
@@ -135,8 +147,42 @@ def utterance_dataset(
 
     dataset.add_dynamic_item(audio_pipeline)
     dataset.add_dynamic_item(label_pipeline)
-    dataset.set_output_keys(["id", "sig", "label_id"])
+    keys = ["id", "sig", "label_id"]
+    if characters is not None:
+        dataset.add_dynamic_item(_characters_pipeline(characters, data, csv_files))
+        keys.append("characters")
+    dataset.set_output_keys(keys)
     return dataset
+
+
+def _characters_pipeline(characters: Union[str, int], data: Mapping[str, dict], csv_files: Sequence[str]):
+    """The dynamic item ``characters``: the length of a manifest column, or a fixed count."""
+    if isinstance(characters, bool) or not isinstance(characters, (str, int)):
+        raise TypeError(f"loss_characters: expected a manifest column name or a whole number, found {characters!r}")
+    if isinstance(characters, int):
+        if characters < 1:
+            raise ValueError(f"loss_characters: a fixed count should be >= 1, found {characters}")
+
+        @sb.utils.data_pipeline.takes("id")
+        @sb.utils.data_pipeline.provides("characters")
+        def fixed(uid):
+            return torch.tensor([float(characters)])
+
+        return fixed
+    for uid, row in data.items():
+        if characters not in row:
+            raise KeyError(
+                f"loss_characters: no column '{characters}' in the manifests {list(csv_files)} "
+                f"(utterance {uid} has {sorted(row)})"
+            )
+        break
+
+    @sb.utils.data_pipeline.takes(characters)
+    @sb.utils.data_pipeline.provides("characters")
+    def column(text):
+        return torch.tensor([float(len(text))])
+
+    return column
 
 
 class UtteranceBrain(DistillBrain):
@@ -148,17 +194,23 @@ class UtteranceBrain(DistillBrain):
     """
 
     labels: List[str] = []
+    task_loss_per: str = "utterance"  # or "character": the CALD speech reference's normalisation
 
     def prepare_batch(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        return SimpleNamespace(id=batch.id, wavs=wavs, wav_lens=wav_lens, labels=batch.label_id.data[:, 0])
+        characters = batch.characters.data[:, 0] if self.task_loss_per == "character" else None
+        return SimpleNamespace(
+            id=batch.id, wavs=wavs, wav_lens=wav_lens, labels=batch.label_id.data[:, 0], characters=characters
+        )
 
     def run_model(self, model, batch, stage):
         logits, lengths = model(batch.wavs, batch.wav_lens)
         return ModelOutput(logits, lengths)
 
     def task_loss(self, output, batch, stage):
+        if self.task_loss_per == "character":
+            return cross_entropy_per_character(output.logits, batch.labels, batch.characters)
         return classification_objective(output.logits, batch.labels)
 
     def reset_metrics(self, stage):
@@ -241,8 +293,17 @@ def fit_utterance_classifier(
             hp[key].set_classes(n_classes)
     print(f"{n_classes} classes (label encoder {label_file})", flush=True)
 
-    train_set = utterance_dataset(train_csvs, hp["data_folder"], encoder, rate, hp.get("train_crop_seconds"))
-    valid_set = utterance_dataset([valid_csv], hp["data_folder"], encoder, rate).filtered_sorted(sort_key="duration")
+    per = hp.get("task_loss_per", "utterance")
+    if per not in TASK_LOSS_PER:
+        raise ValueError(f"hparams `task_loss_per`: expected one of {TASK_LOSS_PER}, found {per!r}")
+    characters = hp.get("loss_characters") if per == "character" else None
+    if per == "character" and characters is None:
+        raise KeyError("hparams `task_loss_per: character` needs `loss_characters` (a manifest column or a count)")
+    train_set = utterance_dataset(
+        train_csvs, hp["data_folder"], encoder, rate, hp.get("train_crop_seconds"), characters
+    )
+    valid_set = utterance_dataset([valid_csv], hp["data_folder"], encoder, rate, characters=characters)
+    valid_set = valid_set.filtered_sorted(sort_key="duration")
     train_opts = dict(hp.get("train_dataloader_opts") or {})
     if hp.get("train_sampler") is not None:
         train_opts["batch_sampler"] = hp["train_sampler"](train_set, length_func=lambda x: float(x["duration"]))
@@ -255,6 +316,7 @@ def fit_utterance_classifier(
         checkpointer=hp["checkpointer"],
     )
     brain.labels = [encoder.ind2lab[i] for i in range(n_classes)]
+    brain.task_loss_per = per
     brain.fit(
         hp["epoch_counter"],
         train_set,

@@ -174,3 +174,189 @@ def test_corpus_recipe_uses_its_tasks_weights(path):
     for key, value in CORPUS_PINS[path].items():
         found = hp.get("guides", {}).get(key) if key == "switch_fraction" else hp.get(key)
         assert found is not None and float(found) == pytest.approx(value, abs=1e-3), f"{path}: {key} = {found}, paper {value}"
+
+
+# ---------------------------------------------------------------- task-loss scale (speech classification)
+def _reference_speech_classification_loss(logits, labels, label_lengths, student, teacher, frames, alpha):
+    """The CALD speech reference's loss of one batch (no accumulation), as the optimizer sees it.
+
+    ``speech/models/model.py: compute_loss`` with ``loss_normalize_type='sample'``,
+    ``ctc_weight=0`` and one classifier head: ``n_samples`` is the batch's label
+    characters (l. 162-170), the layer term (``layer_distill_loss``, l. 123-148,
+    the states masked then layer-normed, squared error averaged over features,
+    summed over frames, averaged over layers) is scaled by ``n_samples /
+    total_output_samples`` (l. 199-207), the cross-entropy summed (l. 226-233);
+    ``speech/train.py`` then divides the gradient by ``n_samples`` (l. 322-325).
+    """
+    n_samples = label_lengths.sum()
+    mask = frames.unsqueeze(-1).float()
+    per_layer = []
+    for t, s in zip(teacher, student):
+        t, s = torch.layer_norm(t * mask, [t.shape[-1]]), torch.layer_norm(s * mask, [s.shape[-1]])
+        per_layer.append(torch.nn.functional.mse_loss(t, s, reduction="none").mean(-1).sum())
+    layer = torch.stack(per_layer).mean() * n_samples / frames.sum()
+    classifier = torch.nn.functional.cross_entropy(logits, labels, reduction="none").sum()
+    return (classifier + alpha * layer) / n_samples
+
+
+def test_per_character_task_loss_is_the_speech_references():
+    """Ours (per-character cross-entropy + alpha x per-frame layer term) = the reference's loss on a batch."""
+    from speechbrain_cald.tasks.classification import cross_entropy_per_character
+
+    torch.manual_seed(0)
+    lengths = torch.tensor([7, 4, 6])
+    frames = torch.arange(7)[None, :] < lengths[:, None]
+    student = [torch.randn(3, 7, 16) for _ in range(4)]
+    teacher = [torch.randn(3, 7, 16) for _ in range(4)]
+    logits, labels = torch.randn(3, 5), torch.tensor([0, 3, 1])
+    characters = torch.tensor([31.0, 42.0, 27.0])  # transcript lengths (SLURP)
+    for alpha in (15.0, 30.0):
+        ours = cross_entropy_per_character(logits, labels, characters) + alpha * layer_distill_loss(
+            student, teacher, frames
+        )
+        reference = _reference_speech_classification_loss(
+            logits, labels, characters, student, teacher, frames, alpha
+        )
+        assert_close(ours, reference, factor=NETWORK)
+    # the per-utterance mean weighs the task (mean characters per utterance) times more
+    mean = torch.nn.functional.cross_entropy(logits, labels)
+    assert_close(cross_entropy_per_character(logits, labels, characters) * characters.mean(), mean, factor=NETWORK)
+
+
+@pytest.mark.parametrize("corpus, column", [("SLURP/SLU/hparams/slurp", "transcript"),
+                                            ("VoxCeleb1/SpeakerID/hparams/voxceleb1", 3)])
+@pytest.mark.parametrize("kind", ["teacher", "mamba", "linformer"])
+def test_speech_classification_recipes_scale_the_task_loss_as_the_reference(corpus, column, kind):
+    hp = raw(ROOT / "recipes" / f"{corpus}_{kind}.yaml")
+    assert hp["task_loss_per"] == "character" and hp["loss_characters"] == column
+    in_doc("`task_loss_per: character`", "`loss_characters: transcript`", "`loss_characters: 3`")
+
+
+def test_utterance_dataset_counts_the_loss_characters(tmp_path):
+    from speechbrain_cald.data.labels import build_label_encoder
+    from speechbrain_cald.tasks.utterance import utterance_dataset
+
+    manifest = tmp_path / "train.csv"
+    manifest.write_text(
+        "ID,duration,wav,label,transcript\n"
+        "a,1.0,$data_root/a.wav,x,wake me up at nine\n"
+        "b,1.0,$data_root/b.wav,y,olly quiet\n"
+    )
+    encoder = build_label_encoder(["x", "y"])
+    for characters, expected in (("transcript", [18.0, 10.0]), (3, [3.0, 3.0])):
+        dataset = utterance_dataset([str(manifest)], str(tmp_path), encoder, characters=characters)
+        dataset.set_output_keys(["characters"])  # the audio is not read
+        assert [float(dataset[i]["characters"][0]) for i in range(2)] == expected
+    with pytest.raises(KeyError, match="no column 'text'"):
+        utterance_dataset([str(manifest)], str(tmp_path), encoder, characters="text")
+
+
+# ---------------------------------------------------------------- regularisation
+SPEECH = [f"recipes/{corpus}_{kind}.yaml" for corpus in ("LibriSpeech/ASR/hparams/librispeech", "TEDLIUM/ASR/hparams/tedlium",
+                                                          "SLURP/SLU/hparams/slurp", "VoxCeleb1/SpeakerID/hparams/voxceleb1")
+          for kind in ("teacher", "mamba", "linformer")]
+TEXT = [f"recipes/{corpus}_{kind}.yaml" for corpus in ("GLUE/TextClassification/hparams/glue",
+                                                       "IMDB/TextClassification/hparams/imdb")
+        for kind in ("teacher", "mamba", "linformer")]
+# speech/hyperparams.py l. 34-38 (given to from_pretrained in speech/models/build.py l. 132-136)
+SPEECH_REGULARISATION = {"feat_proj_dropout": 0.2, "hidden_dropout": 0.2, "activation_dropout": 0.2,
+                         "mask_time_prob": 0.1}
+
+
+def _config_overrides(node):
+    """Every ``config_overrides`` mapping of a raw YAML."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "config_overrides":
+                yield value
+            else:
+                yield from _config_overrides(value)
+
+
+@pytest.mark.parametrize("path", SPEECH)
+def test_speech_recipes_regularise_as_the_reference(path):
+    hp = raw(ROOT / path)
+    for key, value in SPEECH_REGULARISATION.items():
+        assert float(hp[key]) == value, f"{path}: {key} = {hp[key]}, reference {value}"
+    overrides = list(_config_overrides(hp))
+    assert overrides, path
+    for found in overrides:  # the teacher's and the student's encoder alike
+        for key in SPEECH_REGULARISATION:
+            assert found.get(key) == f"<{key}>", f"{path}: config_overrides.{key} = {found.get(key)}"
+        assert found["layerdrop"] in (0.0, "<layerdrop>")
+    assert float(hp.get("final_dropout", hp.get("head_dropout"))) == 0.0  # reference final_dropout 0
+    assert hp["no_weight_decay"] == ["layer_norm"] and float(hp["max_grad_norm"]) == 1.0
+    if "teacher" in path.rsplit("/", 1)[-1]:
+        assert "teacher_train_mode" not in hp
+    else:
+        assert hp["teacher_train_mode"] is True
+    in_doc("`no_weight_decay: [layer_norm]`", "`teacher_train_mode: True`", "`mask_time_prob: 0.1`",
+           "`feat_proj_dropout`, `hidden_dropout`, `activation_dropout` 0.2")
+
+
+@pytest.mark.parametrize("path", TEXT)
+def test_text_recipes_decay_and_clip_as_the_reference(path):
+    hp = raw(ROOT / path)
+    assert hp["no_weight_decay"] == ["LayerNorm"]
+    assert hp["max_grad_norm"] == float("inf")  # no clipping, student and trajectory teacher
+    in_doc("`no_weight_decay: [LayerNorm]`", "`max_grad_norm: .inf`")
+
+
+# ---------------------------------------------------------------- schedules
+def _reference_speech_lr(step):
+    """``speech/models/model.py: learning_rate_schedule`` (l. 97-116) x max_lr, with
+    ``speech/hyperparams.py`` l. 40-49 (warm-up 5k, no plateau, min_lr 0, final 1.5e-6,
+    decay 75k, exp); ``step`` is the reference's ``global_step``, the steps already taken."""
+    import math
+
+    warmup, plateau, max_lr, min_lr, final_lr, decay = 5000, 0, 3e-4, 0.0, 1.5e-6, 75000
+    if step < warmup:
+        return (max_lr - min_lr) * (step / warmup) + min_lr
+    if step <= warmup + plateau:
+        return max_lr
+    if step < warmup + plateau + decay:
+        factor = -math.log(final_lr / max_lr) / decay
+        return max_lr * math.exp(-(step - warmup - plateau) * factor)
+    return final_lr
+
+
+SPEECH_STEPS = [0, 1, 2500, 4999, 5000, 5001, 20000, 42500, 79999, 80000, 80001, 89999, 90000]
+
+
+@pytest.mark.parametrize("path", SPEECH)
+def test_speech_schedule_is_the_references(path):
+    from speechbrain_cald.distill.schedules import WarmupExpDecayLR
+
+    hp = raw(ROOT / path)
+    node = hp.get("lr_annealing", hp.get("lr_schedule"))
+    lr, warmup = float(hp["lr"]), int(hp["n_warmup_steps"])
+    assert (lr, warmup) == (3e-4, 5000)
+    if "lr_final" in hp:  # LibriSpeech, TED-LIUM
+        assert node == {"lr": "<lr>", "final_lr": "<lr_final>", "warmup_steps": "<n_warmup_steps>",
+                        "decay_steps": "<lr_decay_steps>"}
+        final_lr, decay = float(hp["lr_final"]), int(hp["lr_decay_steps"])
+    else:  # SLURP, VoxCeleb1: decay_steps is where the decay ends
+        assert node == {"lr": "<lr>", "final_lr": "<lr> * <final_lr_ratio>", "warmup_steps": "<n_warmup_steps>",
+                        "decay_steps": "<decay_steps> - <n_warmup_steps>"}
+        final_lr, decay = lr * float(hp["final_lr_ratio"]), int(hp["decay_steps"]) - warmup
+    schedule = WarmupExpDecayLR(lr=lr, final_lr=final_lr, warmup_steps=warmup, decay_steps=decay)
+    for step in SPEECH_STEPS:
+        assert schedule.value(step) == pytest.approx(_reference_speech_lr(step), rel=1e-9, abs=1e-15), step
+    assert int(hp["optimizer_step_limit"]) == 90000 and schedule.value(90000) == pytest.approx(1.5e-6)
+    in_doc("`WarmupExpDecayLR`")
+
+
+@pytest.mark.parametrize("corpus", ["LibriSpeech/ASR/hparams/librispeech", "TEDLIUM/ASR/hparams/tedlium",
+                                    "SLURP/SLU/hparams/slurp", "VoxCeleb1/SpeakerID/hparams/voxceleb1"])
+def test_speech_teachers_keep_a_waypoint_every_10k_steps(corpus):
+    hp = raw(ROOT / "recipes" / f"{corpus}_teacher.yaml")
+    assert int(hp["snapshot_interval"]) == 10000  # speech/hyperparams.py l. 92: teacher_snapshot_cycle
+    in_doc("`snapshot_interval: 10000`")
+
+
+@pytest.mark.parametrize("kind", ["teacher", "mamba"])
+def test_lm_decay_steps_are_the_references(kind):
+    hp = raw(ROOT / "recipes" / "Pile" / "LM" / "hparams" / f"pile_{kind}.yaml")
+    assert int(hp["lr_decay_steps"]) == 12000  # lm/README.md l. 23, 0.5% of the Pile
+    assert "--lr_decay_steps=12000 / 24000 / 24000" in (ROOT / "recipes" / "Pile" / "LM" / "README.md").read_text()
+    in_doc("`lr_decay_steps: 12000`")

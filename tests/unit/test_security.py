@@ -202,7 +202,8 @@ def test_old_rng_checkpoints_stay_readable_through_the_allow_list(tmp_path):
     assert got[:2] == expected[:2] and torch.equal(got[2], expected[2])
 
 
-@pytest.mark.parametrize("recoverable", ["model", "optimizer", "scheduler", "lr_schedule", "sb_schedule", "rng", "guide"])
+@pytest.mark.parametrize("recoverable", ["model", "optimizer", "scheduler", "lr_schedule", "exp_schedule", "sb_schedule",
+                                         "rng", "guide"])
 def test_crafted_checkpoint_files_run_no_code_on_recovery(tmp_path, monkeypatch, recoverable):
     """Every file of a checkpoint, through the Checkpointer DistillBrain uses.
 
@@ -215,7 +216,7 @@ def test_crafted_checkpoint_files_run_no_code_on_recovery(tmp_path, monkeypatch,
 
     from speechbrain_cald.distill.checkpoint import RNGState, make_atomic
     from speechbrain_cald.distill.guides import UnguidedGuide
-    from speechbrain_cald.distill.schedules import WarmupCosineLR
+    from speechbrain_cald.distill.schedules import WarmupCosineLR, WarmupExpDecayLR
 
     model = nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -224,6 +225,7 @@ def test_crafted_checkpoint_files_run_no_code_on_recovery(tmp_path, monkeypatch,
         "optimizer": optimizer,
         "scheduler": torch.optim.lr_scheduler.StepLR(optimizer, step_size=1),
         "lr_schedule": WarmupCosineLR(lr=0.1, total_steps=10),
+        "exp_schedule": WarmupExpDecayLR(lr=0.1, final_lr=0.001, warmup_steps=2, decay_steps=8),
         "sb_schedule": WarmAndExpDecayLRSchedule(lr=0.1, n_warmup_steps=2, total_steps=10),
         "rng": RNGState(),
         "guide": UnguidedGuide(),

@@ -49,6 +49,23 @@ def test_student_lr_scheduler_is_stepped_per_optimizer_step(tiny):
     assert lrs[0] != lrs[1] == lrs[2] != lrs[3]
 
 
+def test_reference_speech_schedule_gives_the_first_step_lr_0(tiny):
+    """WarmupExpDecayLR: the rate each optimizer step uses, from 0 at the first (the CALD speech reference)."""
+    from speechbrain_cald.distill.schedules import WarmupExpDecayLR
+
+    sched = WarmupExpDecayLR(lr=1.0, final_lr=0.01, warmup_steps=2, decay_steps=2)
+    brain = tiny.build_brain("unguided", hparams={"lr_scheduler": sched})
+    used, step = [], brain.optimizers_step
+
+    def recorded():
+        used.append(brain.optimizer.param_groups[0]["lr"])
+        step()
+
+    brain.optimizers_step = recorded
+    brain.fit(range(1), tiny.loader(tiny.make_batches(6)))
+    assert used == pytest.approx([0.0, 0.5, 1.0, 0.1, 0.01, 0.01])
+
+
 def test_epoch_summary_line(tiny, caplog):
     caplog.set_level(logging.INFO)
     brain = tiny.build_brain("target")
