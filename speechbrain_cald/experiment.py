@@ -56,7 +56,7 @@ from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, ddp_init_g
 
 from speechbrain_cald.distill.run_safety import at_training_start, training_starts
 from speechbrain_cald.distill.taps import unwrap
-from speechbrain_cald.files import FolderNotWritable, check_writable, not_writable
+from speechbrain_cald.files import FolderNotWritable, atomic_target, check_writable, not_writable
 from speechbrain_cald.options_record import OptionsDiffer, check_rerun, clear_earlier_run, write_record
 from speechbrain_cald.overrides import parse_arguments
 
@@ -446,8 +446,8 @@ def export_model(
     export = os.path.join(output_folder, "model.ckpt")
     if if_main_process():
         state = unwrap(brain.modules[module]).state_dict()
-        torch.save(state, export + ".tmp")
-        os.replace(export + ".tmp", export)
+        with atomic_target(export) as tmp:
+            torch.save(state, tmp)
         print(f"best model ({min_key or max_key or 'last checkpoint'}) -> {export}")
     ddp_barrier()
     return export

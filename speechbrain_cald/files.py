@@ -18,7 +18,7 @@ import os
 import tempfile
 from typing import IO, Iterator, List, Mapping
 
-__all__ = ["FolderNotWritable", "atomic_write", "check_writable", "data_tag", "not_writable"]
+__all__ = ["FolderNotWritable", "atomic_target", "atomic_write", "check_writable", "data_tag", "not_writable"]
 
 
 @contextlib.contextmanager
@@ -60,6 +60,46 @@ def atomic_write(path: str, mode: str = "w", **open_kwargs) -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_target(path: str) -> Iterator[str]:
+    """A fresh temporary name beside ``path`` for a writer that takes a file name, renamed over ``path`` on success.
+
+    For writers that open the file themselves (``torch.save``, an encoder's
+    ``save``, a writer function): the name is unique to this call (two runs
+    writing the same file never share a temporary), and it is removed when
+    the block fails.
+
+    Arguments
+    ---------
+    path : str
+        The file to (re)write; its folder is created.
+
+    Example
+    -------
+    >>> d = tempfile.mkdtemp(); p = os.path.join(d, "t.txt")
+    >>> with atomic_target(p) as tmp:
+    ...     with open(tmp, "w") as f:
+    ...         _ = f.write("saved")
+    >>> os.listdir(d), open(p).read()
+    (['t.txt'], 'saved')
+    >>> with atomic_target(p) as a, atomic_target(p) as b:
+    ...     a != b
+    True
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:

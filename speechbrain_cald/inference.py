@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from speechbrain_cald.lobes.hf_speech import CTCModel, HFSpeechEncoder
+from speechbrain_cald.files import atomic_target
 
 __all__ = [
     "WhisperTranscriber",
@@ -189,8 +190,8 @@ def export_encoder_asr(model: nn.Module, tokens, folder: str, note: str = "") ->
 
 
 def _atomic_write(path: str, write) -> None:
-    write(path + ".tmp")
-    os.replace(path + ".tmp", path)
+    with atomic_target(path) as tmp:
+        write(tmp)
 
 
 def load_encoder_asr(folder: str, savedir: str, device: str = "cpu"):

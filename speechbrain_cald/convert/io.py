@@ -49,6 +49,7 @@ from speechbrain_cald.convert.families import FAMILIES
 from speechbrain_cald.convert.linear_time import convert_in_place
 from speechbrain_cald.pretrained import local_source
 from speechbrain_cald.safe_load import UnsafeFileError, load_weights_only
+from speechbrain_cald.files import atomic_target
 
 __all__ = [
     "CONVERSION_FILE",
@@ -74,13 +75,8 @@ def _class_path(cls: type) -> str:
 
 
 def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_target(str(path)) as tmp:
+        write(Path(tmp))
 
 
 def _write_json(path: Path, data: Dict[str, Any]) -> None:

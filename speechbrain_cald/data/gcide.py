@@ -24,6 +24,7 @@ import json
 import os
 import re
 from typing import Dict, Iterator, List
+from speechbrain_cald.files import atomic_write
 
 __all__ = ["GCIDE_DICT", "GcideMissingError", "clean_entry", "gcide_documents", "write_gcide_corpus"]
 
@@ -124,8 +125,7 @@ def write_gcide_corpus(
              "val": os.path.join(out_folder, "val.jsonl"), "test": os.path.join(out_folder, "test.jsonl")}
     for split, file in files.items():
         os.makedirs(os.path.dirname(file), exist_ok=True)
-        with open(file + ".tmp", "w", encoding="utf-8") as f:
+        with atomic_write(file) as f:
             for doc in splits[split]:
                 f.write(json.dumps({"text": doc, "meta": {"source": "GCIDE 0.48 (GPL-2+)"}}) + "\n")
-        os.replace(file + ".tmp", file)
     return {split: len(d) for split, d in splits.items()}

@@ -24,6 +24,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from speechbrain_cald.data.manifest import read_manifest
+from speechbrain_cald.files import atomic_target
 
 __all__ = [
     "UnseenLabelError",
@@ -89,8 +90,8 @@ def write_label_encoder(path: str, train_manifests: Sequence[str], column: str =
     """
     encoder = build_label_encoder(manifest_labels(train_manifests, column))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    encoder.save(path + ".tmp")
-    os.replace(path + ".tmp", path)
+    with atomic_target(path) as tmp:
+        encoder.save(tmp)
     return encoder
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 from typing import Any, Iterable, Mapping
+from speechbrain_cald.files import atomic_write
 
 __all__ = ["already_prepared", "mark_prepared"]
 
@@ -46,6 +47,5 @@ def mark_prepared(folder: str, name: str, options: Mapping[str, Any]) -> None:
     """Record the options the outputs in ``folder`` were made with (atomically)."""
     os.makedirs(folder, exist_ok=True)
     path = _record(folder, name)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         json.dump(dict(options), f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)

@@ -25,6 +25,7 @@ import os
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from speechbrain_cald.data.prepared import already_prepared, mark_prepared
+from speechbrain_cald.files import atomic_write
 
 __all__ = [
     "CorpusInfo",
@@ -116,10 +117,9 @@ class CorpusInfo:
     def save(self, folder: str) -> str:
         """Write ``folder/corpus.json`` (atomically)."""
         path = os.path.join(folder, INFO_FILE)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
+        with atomic_write(path) as f:
             json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
             f.write("\n")
-        os.replace(path + ".tmp", path)
         return path
 
 
@@ -158,16 +158,14 @@ def write_text_manifest(path: str, rows: Iterable[Mapping[str, Any]]) -> int:
     >>> read_text_manifest(p)[0]["text_a"], read_text_manifest(p)[0]["text_b"]
     ('say "hi",\\r then $5', '')
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     n = 0
-    with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, newline="") as f:
         # every field quoted: a text's carriage return or newline stays inside its field
         writer = csv.DictWriter(f, fieldnames=TEXT_FIELDS, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in TEXT_FIELDS})
             n += 1
-    os.replace(path + ".tmp", path)
     return n
 
 

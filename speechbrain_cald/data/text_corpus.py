@@ -45,6 +45,7 @@ import os
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 from speechbrain_cald.data.utf8 import decode_utf8
+from speechbrain_cald.files import atomic_write
 
 __all__ = [
     "CorpusFormatError",
@@ -415,9 +416,8 @@ def prepare_text_corpus(
         if not any(r["documents"] for r in rows):
             raise CorpusFormatError(f"corpus split '{split}' ({paths}) holds no non-empty document")
         write_corpus_manifest(manifests[split], rows)
-    with open(sig_path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_write(sig_path) as f:
         json.dump(signature, f, indent=1)
-    os.replace(sig_path + ".tmp", sig_path)
     if verbose:
         print(f"corpus manifests -> {', '.join(manifests.values())}")
     return manifests
@@ -426,11 +426,10 @@ def prepare_text_corpus(
 def write_corpus_manifest(path: str, rows: Sequence[Dict[str, object]]) -> None:
     """Write manifest rows atomically (with the ``tokens`` column when the rows have it)."""
     fields = MANIFEST_FIELDS + ([TOKENS_FIELD] if rows and TOKENS_FIELD in rows[0] else [])
-    with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(path + ".tmp", path)
 
 
 def read_corpus_manifest(path: str) -> List[Dict[str, str]]:

@@ -49,6 +49,7 @@ from speechbrain_cald.data.text_corpus import (
 )
 from speechbrain_cald.files import FolderNotWritable, check_writable
 from speechbrain_cald.pretrained import local_source
+from speechbrain_cald.files import atomic_write
 
 __all__ = [
     "TokenBlocks",
@@ -164,11 +165,9 @@ def tokenize_split(
     eos = _eos_id(tokenizer)
     vocab = len(tokenizer)
     dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max + 1 else np.uint32
-    os.makedirs(os.path.dirname(out["bin"]), exist_ok=True)
-    tmp = out["bin"] + ".tmp"
     sources: List[Dict[str, object]] = []
     total = documents = 0
-    with open(tmp, "wb") as fout:
+    with atomic_write(out["bin"], "wb") as fout:
         for path in paths:
             n_tok = n_doc = 0
             batch: List[str] = []
@@ -198,15 +197,13 @@ def tokenize_split(
             documents += n_doc
             if verbose:
                 print(f"  tokens of {split}: {path}: {n_doc:,} documents -> {n_tok:,} tokens")
-    os.replace(tmp, out["bin"])
     meta = dict(
         split=split, tokens=total, documents=documents, dtype=np.dtype(dtype).name, eos_id=eos,
         vocab_size=vocab, tokenizer=str(local_source(tokenizer_source, "tokenizer")), sources=sources,
         signature=signature,
     )
-    with open(out["meta"] + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_write(out["meta"]) as f:
         json.dump(meta, f, indent=1)
-    os.replace(out["meta"] + ".tmp", out["meta"])
     for row, source in zip(rows, sources):  # the manifest gets each file's token count
         row["tokens"] = source["tokens"]
     write_corpus_manifest(manifest, rows)

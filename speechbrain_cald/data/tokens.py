@@ -24,6 +24,7 @@ from typing import Iterable, List, Optional
 from speechbrain.dataio.encoder import CTCTextEncoder
 
 from speechbrain_cald.data.units import build_char_units, load_char_units
+from speechbrain_cald.files import atomic_write
 
 __all__ = ["CharTokens", "PieceTokens", "TOKEN_TYPES", "build_tokens", "load_tokens"]
 
@@ -157,9 +158,8 @@ def build_tokens(
                 os.remove(os.path.join(folder, stale))
         SentencePiece(model_dir=folder, vocab_size=vocab_size, annotation_train=train_csv, annotation_read=field,
                       model_type="unigram", character_coverage=1.0, unk_id=0, annotation_format="csv")
-    with open(meta_path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_write(meta_path) as f:
         json.dump({"kind": kind, "file": file, "options": opts}, f, indent=1)
-    os.replace(meta_path + ".tmp", meta_path)
     tokens = load_tokens(folder)
     print(f"tokens: {len(tokens)} {kind} tokens (blank included) -> {os.path.join(folder, file)}")
     return tokens

@@ -22,6 +22,7 @@ import math
 import os
 from collections import Counter, defaultdict
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from speechbrain_cald.files import atomic_write
 
 __all__ = ["ArpaLM", "NGramCounts", "estimate_ngram", "write_arpa", "main"]
 
@@ -147,10 +148,8 @@ def write_arpa(lm: NGramCounts, path: str) -> None:
         lines.append("")
     lines.append("\\end\\")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(path) as f:
         f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
 
 
 class ArpaLM:

@@ -15,6 +15,7 @@ from typing import Dict, List, Tuple, Union
 
 import torch
 from torch import nn
+from speechbrain_cald.files import atomic_target
 
 __all__ = ["list_snapshots", "save_snapshot", "snapshot_path"]
 
@@ -45,9 +46,8 @@ def save_snapshot(model: nn.Module, snapshot_dir: Union[str, os.PathLike], step:
     """
     path = snapshot_path(snapshot_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{path.name}"
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    with atomic_target(str(path)) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     return path
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from speechbrain_cald.bench.asr_speed import plot_speed, run_isolated, speed_table
+from speechbrain_cald.files import atomic_write
 
 __all__ = [
     "add_report_arguments",
@@ -104,9 +105,8 @@ def model_table(
 
 def write_results(path: str, text: str) -> None:
     """Write RESULTS.md atomically (a reader never sees half a file)."""
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 def read_stage_times(path: Optional[str]) -> Dict[str, float]:
